@@ -1,0 +1,5 @@
+"""Allows `python -m vlmlab ...`."""
+
+from vlmlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Run configuration: YAML validated by pydantic; every error names its dotted key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from vlmlab.errors import ConfigError, UserError
+from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
+
+MODULE_GROUPS = ("vision", "projector", "llm", "routing")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class PartSpec(BaseModel):
+    """`{id: <registered id>, ...that part's own fields}`; the fields are checked against the part."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    _params: PartParams | None = PrivateAttr(default=None)
+
+    @property
+    def params(self) -> Any:
+        if self._params is None:
+            raise RuntimeError("part spec used before resolve_parts()")
+        return self._params
+
+    def resolve(self, registry: Registry, key: str) -> None:
+        cls = registry.get(self.id, key=f"{key}.id")
+        try:
+            self._params = cls.Params(**(self.model_extra or {}))
+        except ValidationError as exc:
+            raise _config_error(exc, prefix=key) from None
+
+    def resolved(self) -> dict[str, Any]:
+        return {"id": self.id, **self.params.model_dump(mode="json")}
+
+
+class ModelConfig(Strict):
+    vision: PartSpec
+    projector: PartSpec = PartSpec(id="gelu-mlp")
+    llm: PartSpec
+    routing: PartSpec = PartSpec(id="full")
+
+
+class ImageConfig(Strict):
+    size: int = Field(64, ge=8, le=4096)
+    geometry: Literal["resize", "letterbox-square"] = "resize"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class DataSource(Strict):
+    task: str
+    split: str = "train"
+    limit: int | None = Field(None, ge=1)
+    path: str | None = None
+
+
+class DataConfig(Strict):
+    train: DataSource
+    eval: list[DataSource] = Field(default_factory=list)
+    image: ImageConfig = ImageConfig()
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1)
+    alpha: float = 16.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class StageConfig(Strict):
+    """One training stage. `lr` maps module groups to learning rates; a missing group or 0 = frozen."""
+
+    name: Literal["align", "finetune"]
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: dict[str, float]
+    lora: LoraConfig | None = None
+
+    @field_validator("lr")
+    @classmethod
+    def _known_groups(cls, value: dict[str, float]) -> dict[str, float]:
+        for group, lr in value.items():
+            if group not in MODULE_GROUPS:
+                raise ValueError(f"unknown module group {group!r} (known: {', '.join(MODULE_GROUPS)})")
+            if lr < 0:
+                raise ValueError(f"learning rate for {group!r} must be >= 0")
+        return {g: value.get(g, 0.0) for g in MODULE_GROUPS}
+
+
+class TrainConfig(Strict):
+    stages: list[StageConfig] = Field(min_length=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(64, ge=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved config (part fields with their defaults filled in), as plain data."""
+        out = self.model_dump(mode="json")
+        out["model"] = {k: getattr(self.model, k).resolved() for k in ("vision", "projector", "llm", "routing")}
+        return out
+
+
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(p for p in (prefix, loc) if p)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "missing required key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return ConfigError(key, msg)
+
+
+def resolve_parts(cfg: RunConfig) -> RunConfig:
+    """Check each part's own fields against its registered class and the task ids against TASKS."""
+    for name, registry in (("vision", VISION_ENCODERS), ("projector", PROJECTORS), ("llm", LLM_BACKBONES), ("routing", ROUTING)):
+        getattr(cfg.model, name).resolve(registry, f"model.{name}")
+    TASKS.get(cfg.data.train.task, key="data.train.task")
+    for i, src in enumerate(cfg.data.eval):
+        TASKS.get(src.task, key=f"data.eval.{i}.task")
+    return cfg
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` (or `a.0.c` into a list) in nested data, creating mapping levels as needed."""
+    node: Any = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(".".join(parts[: depth + 1]), f"no list entry {part!r} to override")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(".".join(parts[:depth]), "is not a mapping; cannot override a key inside it")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse `key=value` strings (values are YAML) into a dict of dotted overrides."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE", exit_code=2)
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def config_from_dict(raw: Any, overrides: dict[str, Any] | None = None) -> RunConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("", "config must be a YAML mapping")
+    raw = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        cfg = RunConfig(**raw)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    except TypeError as exc:  # non-string keys
+        raise ConfigError("", f"bad config structure ({exc})") from None
+    return resolve_parts(cfg)
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found", exit_code=2)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}:{where} not valid YAML", exit_code=2) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    return config_from_dict(read_yaml(path), overrides)

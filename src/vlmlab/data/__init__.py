@@ -1,0 +1,1 @@
+"""Data: task loaders, image preprocessing, tokenized datasets and seeded batch order."""

@@ -1,0 +1,50 @@
+"""Image loading and preprocessing with PIL/numpy: resize or square letterbox, then normalize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vlmlab.errors import DataError
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB; a missing, truncated or non-image file is a DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, int, int]:
+    """(scale, pad_left, pad_top) that fit a width x height image centred in a size x size square."""
+    scale = size / max(width, height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    return scale, (size - new_w) // 2, (size - new_h) // 2
+
+
+def to_array(img: Image.Image, size: int, geometry: str) -> np.ndarray:
+    """RGB uint8 array (size, size, 3) after `resize` (stretch) or `letterbox-square` (pad, keep aspect)."""
+    if geometry == "resize":
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        return np.asarray(img, dtype=np.uint8)
+    scale, left, top = letterbox_geometry(img.width, img.height, size)
+    new_w, new_h = round(img.width * scale), round(img.height * scale)
+    canvas = Image.new("RGB", (size, size), (127, 127, 127))
+    canvas.paste(img.resize((new_w, new_h), Image.BICUBIC), (left, top))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def normalize(batch_uint8: np.ndarray, mean, std) -> np.ndarray:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 normalized by per-channel mean/std."""
+    x = batch_uint8.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

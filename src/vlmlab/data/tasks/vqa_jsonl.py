@@ -1,0 +1,68 @@
+"""`vqa-jsonl`: a local VQA set as JSON lines `{id, image, question, answer, category?}`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vlmlab.data.items import VQAItem
+from vlmlab.data.tasks.base import Task
+from vlmlab.errors import ConfigError, DataError
+from vlmlab.registry import register_task
+
+REQUIRED = ("id", "image", "question", "answer")
+
+
+@register_task("vqa-jsonl")
+class VQAJsonl(Task):
+    """Your own VQA data: `path` is a .jsonl file (or a dir holding `<split>.jsonl`); image paths are
+    relative to the file's directory and may not leave it."""
+
+    splits = ("train", "val", "test")
+
+    def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
+        if path is None:
+            raise ConfigError("path", "vqa-jsonl needs a path to a .jsonl file or a directory of <split>.jsonl")
+        file = Path(path)
+        if file.is_dir():
+            file = file / f"{split}.jsonl"
+        if not file.is_file():
+            raise DataError(f"{file}: data file not found")
+        root = file.parent.resolve()
+        items = []
+        with open(file, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                items.append(_parse(line, file, lineno, root, split))
+                if limit is not None and len(items) >= limit:
+                    break
+        if not items:
+            raise DataError(f"{file}: no records")
+        return items
+
+
+def _parse(line: str, file: Path, lineno: int, root: Path, split: str) -> VQAItem:
+    where = f"{file}:{lineno}"
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: a record must be a JSON object")
+    for key in REQUIRED:
+        if key not in rec:
+            raise DataError(f"{where}: missing field {key!r}")
+        if not isinstance(rec[key], (str, int)) or isinstance(rec[key], bool):
+            raise DataError(f"{where}: field {key!r} must be a string")
+    image = (root / str(rec["image"])).resolve()
+    if not image.is_relative_to(root):
+        raise DataError(f"{where}: image path {rec['image']!r} leaves the dataset directory {root}")
+    return VQAItem(
+        item_id=f"{split}-{rec['id']}",
+        task="vqa-jsonl",
+        category=str(rec.get("category", "all")),
+        question=str(rec["question"]),
+        answer=str(rec["answer"]),
+        image=str(image),
+    )

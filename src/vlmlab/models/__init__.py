@@ -1,0 +1,1 @@
+"""Model parts (vision encoders, projectors, LLM backbones, routing) and the assembled VLM."""

@@ -1,0 +1,71 @@
+"""The LLM-backbone interface: an HF causal LM, its tokenizer and its prompt format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from vlmlab.models.llm.prompts import IMAGE_TOKEN, PromptFormat, user_message
+
+
+class LanguageBackbone(nn.Module):
+    """Wraps an unmodified `*ForCausalLM`; routing strategies drive its decoder layers directly."""
+
+    def __init__(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat):
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.chat_template = tokenizer.chat_template or prompt.chat_template
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        stop = prompt.stop_token if prompt.stop_token in tokenizer.get_vocab() else tokenizer.eos_token
+        self.stop_token = stop
+        self.stop_token_id = tokenizer.convert_tokens_to_ids(stop)
+        self.pad_token_id = tokenizer.pad_token_id
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.lm.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.lm.config.num_hidden_layers)
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The base model (embeddings, decoder layers, final norm) under the LM head."""
+        return self.lm.get_decoder()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def render_prompt(self, question: str) -> str:
+        """The prompt text up to where the answer starts (contains one `<image>`)."""
+        return self.tokenizer.apply_chat_template(
+            user_message(question), add_generation_prompt=True, tokenize=False, chat_template=self.prompt.chat_template
+        )
+
+    def encode_prompt(self, question: str) -> list[int]:
+        return self.tokenizer(self.render_prompt(question), add_special_tokens=False)["input_ids"]
+
+    def encode_answer(self, answer: str) -> list[int]:
+        """Answer tokens followed by the stop token (these are the supervised positions)."""
+        ids = self.tokenizer(self.prompt.answer_prefix + answer, add_special_tokens=False)["input_ids"]
+        return ids + [self.stop_token_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def save_tokenizer(self, directory: str | Path) -> None:
+        self.tokenizer.save_pretrained(str(directory))

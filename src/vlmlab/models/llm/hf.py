@@ -1,0 +1,55 @@
+"""`hf`: any causal LM from a local directory (AutoModelForCausalLM + its tokenizer and chat template)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from vlmlab.errors import UserError
+from vlmlab.models.llm.base import LanguageBackbone
+from vlmlab.models.llm.prompts import FORMATS, VICUNA, PromptFormat
+from vlmlab.registry import PartParams, register_llm
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@register_llm("hf")
+class HFCausalLM(LanguageBackbone):
+    """A local HF checkpoint. `template: native` uses the tokenizer's own chat template (vicuna if none)."""
+
+    class Params(PartParams):
+        path: str
+        template: Literal["native", "vicuna", "llama3"] = "native"
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+        trust_remote_code: bool = False
+
+    @classmethod
+    def build(cls, params: "HFCausalLM.Params", *, tokenizer_dir: str | Path | None = None, texts: Iterable[str] | None = None):
+        path = Path(params.path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: no causal-LM checkpoint here (config.json missing) [model.llm.path]")
+        tok_path = Path(tokenizer_dir) if tokenizer_dir is not None else path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_path), trust_remote_code=params.trust_remote_code)
+            lm = AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype=_DTYPES[params.dtype],
+                attn_implementation=params.attn_implementation,
+                trust_remote_code=params.trust_remote_code,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
+        return cls(lm, tokenizer, _prompt_format(params.template, tokenizer.chat_template))
+
+
+def _prompt_format(template: str, native: str | None) -> PromptFormat:
+    if template != "native":
+        return FORMATS[template]
+    if not native:
+        return VICUNA
+    return replace(VICUNA, name="native", chat_template=native, answer_prefix="")

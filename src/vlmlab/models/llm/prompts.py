@@ -1,0 +1,50 @@
+"""Prompt formats (chat templates) that belong to an LLM backbone, not to the task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """A chat template (Jinja, as HF tokenizers store it) plus how an answer is appended and ended.
+
+    Training appends `answer_prefix + answer` and the stop token to the rendered prompt; generation
+    stops at the stop token. Both paths use the same rendering, so train and eval prompts never drift.
+    """
+
+    name: str
+    chat_template: str
+    answer_prefix: str
+    stop_token: str | None = None  # None = the tokenizer's eos_token
+
+
+VICUNA = PromptFormat(
+    name="vicuna",
+    chat_template=(
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+        "{% else %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    ),
+    answer_prefix=" ",
+)
+
+LLAMA3 = PromptFormat(
+    name="llama3",
+    chat_template=(
+        "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    ),
+    answer_prefix="",
+    stop_token="<|eot_id|>",
+)
+
+FORMATS = {f.name: f for f in (VICUNA, LLAMA3)}
+
+
+def user_message(question: str) -> list[dict[str, str]]:
+    """The single user turn every task uses: the image placeholder, then the question."""
+    return [{"role": "user", "content": f"{IMAGE_TOKEN}\n{question}"}]

@@ -1,0 +1,33 @@
+"""How vision tokens flow through the LLM decoder: the interface every routing strategy implements."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from vlmlab.models.llm.base import LanguageBackbone
+
+
+class RoutingStrategy(nn.Module):
+    """Runs the (unmodified) decoder of `llm` over spliced embeddings and returns its final states.
+
+    `image_mask` (B, T) marks vision-token positions. The LLM is passed in, not owned, so a strategy's
+    own parameters (e.g. a side branch) are the only ones it registers; they form the `routing` group.
+    """
+
+    def __init__(self, llm: LanguageBackbone, params):
+        super().__init__()
+        self.params = params
+
+    def forward(
+        self,
+        llm: LanguageBackbone,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        image_mask: torch.Tensor,
+        past_key_values=None,
+        use_cache: bool = False,
+    ) -> BaseModelOutputWithPast:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -1,0 +1,34 @@
+"""The vision-encoder interface: images (B, 3, H, W) -> tokens (B, N, D) plus their grid shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class VisionFeatures:
+    """Patch tokens and the (rows, cols) grid they were flattened from (row-major)."""
+
+    tokens: torch.Tensor  # (B, N, D)
+    grid: tuple[int, int]
+
+
+class VisionEncoder(nn.Module):
+    """Base class: subclasses set `embed_dim`, `num_tokens`, `image_size` and implement `forward`.
+
+    Hierarchical encoders flatten the chosen stage's feature map into tokens and report its grid.
+    """
+
+    embed_dim: int
+    num_tokens: int
+    image_size: int
+
+    def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def from_params(cls, params, image_size: int) -> "VisionEncoder":  # pragma: no cover - interface
+        raise NotImplementedError

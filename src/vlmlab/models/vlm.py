@@ -1,0 +1,83 @@
+"""The assembled VLM: vision encoder -> projector -> tokens spliced at `<image>` -> routed LLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmlab.models.llm.base import LanguageBackbone
+from vlmlab.models.projectors import Projector
+from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.vision.base import VisionEncoder
+
+
+@dataclass
+class VLMOutput:
+    loss: torch.Tensor | None
+    hidden_states: torch.Tensor  # final-layer states (B, T, D), after the LLM's final norm
+    n_targets: int
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: the first real token of every row is position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class VisionLanguageModel(nn.Module):
+    """Module groups (for learning rates / freezing): `vision`, `projector`, `llm`, `routing`."""
+
+    def __init__(self, vision: VisionEncoder, projector: Projector, llm: LanguageBackbone, routing: RoutingStrategy):
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.llm = llm
+        self.routing = routing
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> projected vision tokens (B, N, D) in the LLM's embedding space."""
+        feats = self.vision(pixel_values.to(self.projector_dtype))
+        return self.projector(feats.tokens)
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the vision tokens written over the `<image>` placeholder positions."""
+        embeds = self.llm.embed_tokens(input_ids.masked_fill(image_mask, 0))
+        vision = self.encode_images(pixel_values).to(embeds.dtype)
+        if int(image_mask.sum()) != vision.shape[0] * vision.shape[1]:
+            raise ValueError("image placeholder count does not match the vision tokens")
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), vision)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> VLMOutput:
+        embeds = self.embed(input_ids, image_mask, pixel_values)
+        out = self.routing(self.llm, embeds, attention_mask, position_ids_from_mask(attention_mask), image_mask)
+        hidden = out.last_hidden_state
+        if labels is None:
+            return VLMOutput(loss=None, hidden_states=hidden, n_targets=0)
+        # Next-token loss on supervised positions only; the LM head runs only where there is a target.
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = self.llm.lm_head(hidden[:, :-1][keep]).float()
+        loss = F.cross_entropy(logits, targets[keep])
+        return VLMOutput(loss=loss, hidden_states=hidden, n_targets=int(keep.sum()))
+
+    def logits(self, input_ids, attention_mask, image_mask, pixel_values) -> torch.Tensor:
+        """Full next-token logits (B, T, V); for tests and analyses, not the training hot path."""
+        hidden = self.forward(input_ids, attention_mask, image_mask, pixel_values).hidden_states
+        return self.llm.lm_head(hidden).float()

@@ -1,0 +1,26 @@
+"""Rich progress bars with rate and ETA for every long operation (quiet off the main process)."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def progress(disable: bool = False) -> Progress:
+    """A Progress with description, bar, n/N, elapsed, ETA and a free-text `info` field per task."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=disable or bool(os.environ.get("VLMLAB_NO_PROGRESS")),
+        transient=False,
+    )

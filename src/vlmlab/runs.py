@@ -1,0 +1,62 @@
+"""A run directory's layout, and rebuilding a trained model from it for evaluation and analyses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vlmlab.config import RunConfig, load_config
+from vlmlab.errors import UserError
+from vlmlab.models.build import build_model
+from vlmlab.models.vlm import VisionLanguageModel
+
+
+class RunDir:
+    """`runs/<name>/{config.yaml, tokenizer/, checkpoints/, predictions.parquet, metrics.json, train_log.jsonl}`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    tokenizer = property(lambda self: self.path / "tokenizer")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    final = property(lambda self: self.path / "checkpoints" / "final")
+    train_log = property(lambda self: self.path / "train_log.jsonl")
+
+    def predictions(self, blind: bool = False) -> Path:
+        return self.path / ("predictions_blind.parquet" if blind else "predictions.parquet")
+
+    def metrics(self, blind: bool = False) -> Path:
+        return self.path / ("metrics_blind.json" if blind else "metrics.json")
+
+
+def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | None = None) -> None:
+    """Inject the LoRA adapters that the run's stages (up to `up_to_stage`) put into the LLM."""
+    stages = cfg.train.stages if up_to_stage is None else cfg.train.stages[: up_to_stage + 1]
+    for stage in stages:
+        if stage.lora is None or getattr(model.llm.lm, "_vlmlab_lora", False):
+            continue
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise UserError("train.stages: LoRA needs peft (pip install 'vlmlab[lora]')") from None
+        lora = LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout, target_modules=stage.lora.target_modules)
+        inject_adapter_in_model(lora, model.llm.lm)
+        model.llm.lm._vlmlab_lora = True
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, RunConfig]:
+    """Rebuild the model from the run's saved config and tokenizer, then load its final weights."""
+    from vlmlab.train.checkpoint import WEIGHTS, load_weights
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run.path}: not a run directory (config.yaml missing)")
+    if not (run.final / WEIGHTS).is_file():
+        raise UserError(f"{run.final / WEIGHTS}: no final checkpoint (did training finish?)")
+    cfg = load_config(run.config)
+    model = build_model(cfg, tokenizer_dir=run.tokenizer if run.tokenizer.is_dir() else None)
+    apply_lora(model, cfg)
+    load_weights(model, run.final / WEIGHTS)
+    return model.to(device).eval(), cfg

@@ -1,0 +1,1 @@
+"""Training: per-module learning rates, stages, checkpoints and the trainer loop."""

@@ -1,0 +1,153 @@
+"""Checkpoints as safetensors + JSON (no pickle): weights, optimizer, scheduler position and RNG states."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vlmlab.errors import UserError
+
+WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+STATE = "trainer_state.json"
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous, de-aliased copy of the state dict (tied weights are stored once per name)."""
+    seen: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, t in model.state_dict().items():
+        key = t.data_ptr()
+        out[name] = seen[key].clone() if key in seen else t.detach().contiguous()
+        seen.setdefault(key, out[name])
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    save_file(model_state(model), str(path))
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load weights, naming the file and tensor on any missing, unexpected or mis-shaped entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint weights not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name not in own:
+            raise UserError(f"{path}: unexpected tensor {name!r} (does the config match the checkpoint?)")
+        if own[name].shape != tensor.shape:
+            raise UserError(
+                f"{path}: {name} has shape {tuple(tensor.shape)} but the model built from the config has "
+                f"{tuple(own[name].shape)} (mismatched dims)"
+            )
+    missing = [n for n in own if n not in state]
+    if missing:
+        raise UserError(f"{path}: missing tensor {missing[0]!r} (and {len(missing) - 1} more)")
+    model.load_state_dict(state)
+
+
+def load_file_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The final weights of a run as a dict of tensors."""
+    return load_file(str(Path(run_dir) / "checkpoints" / "final" / WEIGHTS))
+
+
+def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> dict[str, Any]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def save_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any]
+) -> Path:
+    """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp.chmod(0o755)
+    try:
+        save_weights(model, tmp / WEIGHTS)
+        state = dict(trainer_state, rng=rng_state())
+        if optimizer is not None:
+            tensors, meta = _optimizer_to_flat(optimizer)
+            save_file(tensors, str(tmp / OPTIMIZER))
+            state["optimizer"] = meta
+        (tmp / STATE).write_text(json.dumps(state))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / STATE).read_text())
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: dict[str, Any]) -> None:
+    tensors = load_file(str(directory / OPTIMIZER))
+    optimizer.load_state_dict(_optimizer_from_flat(tensors, state["optimizer"]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete `step-*` checkpoint (complete = its trainer_state.json exists)."""
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = [c for c in ckpts if (c / STATE).is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

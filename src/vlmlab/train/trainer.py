@@ -1,0 +1,192 @@
+"""The trainer: stages of AdamW steps over a seeded batch order, with checkpoints, logs and resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+
+from vlmlab import io
+from vlmlab.config import RunConfig, StageConfig, config_from_dict
+from vlmlab.data.dataset import VQADataset
+from vlmlab.data.order import SeededBatchOrder
+from vlmlab.data.sources import load_source
+from vlmlab.errors import UserError
+from vlmlab.models.build import build_model
+from vlmlab.models.vlm import VisionLanguageModel
+from vlmlab.progress import progress
+from vlmlab.runs import RunDir, apply_lora
+from vlmlab.train import checkpoint as ckpt
+from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
+
+
+@dataclass
+class TrainResult:
+    model: VisionLanguageModel
+    steps: int = 0
+    samples_per_s: float = 0.0  # measured over optimizer steps after the first few (warm-up excluded)
+    seconds: float = 0.0
+    trainable: dict = field(default_factory=dict)
+
+
+def tokenizer_texts(items) -> list[str]:
+    """Texts a tiny preset's tokenizer is trained on: every distinct question and answer."""
+    return list(dict.fromkeys([it.question for it in items] + [it.answer for it in items]))
+
+
+def stage_steps(stage: StageConfig, n_items: int, micro_batch: int, grad_accum: int) -> int:
+    """Optimizer steps in a stage: `max_steps`, or `epochs` passes over the data."""
+    if stage.max_steps is not None:
+        return stage.max_steps
+    micro_per_epoch = math.ceil(n_items / micro_batch)
+    return max(1, math.ceil(stage.epochs * micro_per_epoch / grad_accum))
+
+
+class Trainer:
+    """Trains `cfg` into `run_dir`. One instance per run; `run()` is resumable with `resume=True`."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
+        self.cfg = cfg
+        self.run = RunDir(run_dir)
+        self.resume = resume
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
+
+    # ----- set-up -------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        if self.run.config.is_file():
+            if not self.resume:
+                raise UserError(f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out")
+            saved = config_from_dict(yaml.safe_load(self.run.config.read_text()))
+            if saved.resolved() != self.cfg.resolved():
+                key = _first_difference(saved.resolved(), self.cfg.resolved())
+                raise UserError(f"{self.run.path}: --resume with a different config ({key} changed)", exit_code=2)
+
+    def _build(self, items) -> VisionLanguageModel:
+        tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
+        model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items))
+        if tok_dir is None and self.accelerator.is_main_process:
+            tmp = self.run.path / ".tokenizer.tmp"
+            model.llm.save_tokenizer(tmp)
+            tmp.rename(self.run.tokenizer)
+        return model
+
+    # ----- the loop -----------------------------------------------------------------------
+    def run_training(self) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        self._check_run_dir()
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        _, items = load_source(cfg.data.train, "data.train")
+        model = self._build(items)
+        if acc.is_main_process:
+            io.write_yaml(self.run.config, cfg.resolved())
+        data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
+
+        start_stage, start_step, resume_from = 0, 0, None
+        if self.resume and (latest := ckpt.latest_checkpoint(self.run.path)) is not None:
+            resume_from = latest
+            state = ckpt.load_trainer_state(latest)
+            start_stage, start_step = state["stage"], state["step"]
+            apply_lora(model, cfg, up_to_stage=start_stage)
+            ckpt.load_weights(model, latest / ckpt.WEIGHTS)
+        model.to(acc.device)
+
+        result = TrainResult(model=model)
+        t0 = time.perf_counter()
+        with progress(disable=not acc.is_main_process) as bar:
+            for s in range(start_stage, len(cfg.train.stages)):
+                self._train_stage(model, data, s, start_step if s == start_stage else 0,
+                                  resume_from if s == start_stage else None, bar, result)
+        result.seconds = time.perf_counter() - t0
+        if acc.is_main_process:
+            ckpt.save_checkpoint(self.run.final, model, None, {"stage": len(cfg.train.stages), "step": 0, "done": True})
+        return result
+
+    def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        stage = cfg.train.stages[s]
+        apply_lora(model, cfg, up_to_stage=s)
+        result.trainable[stage.name] = apply_stage_freezing(model, stage)
+        optimizer = build_optimizer(model, stage, cfg.train)
+        micro = cfg.train.batch_size * acc.num_processes
+        accum = cfg.train.grad_accum
+        total = stage_steps(stage, len(data), micro, accum)
+        lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
+        if resume_from is not None and start_step > 0:
+            state = ckpt.load_trainer_state(resume_from)
+            ckpt.load_optimizer(optimizer, resume_from, state)
+            ckpt.set_rng_state(state["rng"])
+        order = SeededBatchOrder(len(data), micro, seed=cfg.seed * 1000 + s, total_steps=total * accum,
+                                 start_step=start_step * accum, rank=acc.process_index, world=acc.num_processes)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
+        wrapped, optimizer = acc.prepare(model, optimizer)
+        wrapped.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+
+        job = bar.add_task(f"{stage.name} (stage {s + 1}/{len(self.cfg.train.stages)})", total=total, completed=start_step, info="")
+        step, micro_i, loss_sum, loss_n = start_step, 0, 0.0, 0
+        timed_from, timed_samples, t_start = None, 0, time.perf_counter()
+        for batch in loader:
+            if micro_i % accum == 0:  # the schedule is a pure function of the step: nothing to save
+                for g in optimizer.param_groups:
+                    g["lr"] = g["initial_lr"] * lr_factor(step)
+            batch = batch.to(acc.device)
+            with acc.autocast():
+                out = wrapped(**batch.model_inputs(), labels=batch.labels)
+            loss = out.loss
+            if not torch.isfinite(loss):
+                raise UserError(f"non-finite loss at stage {stage.name!r} step {step}: lower the learning rate or use fp32 (train.mixed_precision: no)")
+            acc.backward(loss / accum)
+            loss_sum += float(loss.detach())
+            loss_n += 1
+            micro_i += 1
+            if micro_i % accum:
+                continue
+            if cfg.train.max_grad_norm is not None:
+                acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step - start_step == 3:  # time from here on: skips one-off start-up costs
+                timed_from, timed_samples = time.perf_counter(), 0
+            elif timed_from is not None:
+                timed_samples += micro * accum
+            if step % cfg.train.log_every == 0 or step == total:
+                mean_loss = loss_sum / max(loss_n, 1)
+                bar.update(job, info=f"loss {mean_loss:.4f}")
+                if acc.is_main_process:
+                    io.append_jsonl(self.run.train_log, {
+                        "stage": stage.name, "step": step, "loss": mean_loss,
+                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                        "elapsed_s": time.perf_counter() - t_start,
+                    })
+                loss_sum, loss_n = 0.0, 0
+            bar.update(job, completed=step)
+            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total:
+                self._checkpoint(model, optimizer, s, step)
+        if timed_from is not None and timed_samples:
+            result.samples_per_s = timed_samples / (time.perf_counter() - timed_from)
+        result.steps += step - start_step
+        self._checkpoint(model, None, s + 1, 0)  # a stage boundary: the next stage starts a fresh optimizer
+        acc.free_memory()
+
+    def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        name = f"step-{stage:02d}{step:08d}"
+        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {"stage": stage, "step": step})
+        ckpt.prune_checkpoints(self.run.path, keep=2)
+
+
+def _first_difference(a, b, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+    return prefix or "<root>"

@@ -1,0 +1,68 @@
+"""Config validation: every mistake is one error naming its dotted key."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmlab.config import config_from_dict, parse_overrides
+from vlmlab.errors import ConfigError
+
+
+def _error(raw, overrides=None) -> str:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(raw, overrides)
+    assert exc.value.exit_code == 2
+    return str(exc.value)
+
+
+def test_valid_config_resolves_part_defaults(tiny_cfg):
+    resolved = tiny_cfg.resolved()
+    assert resolved["model"]["vision"]["feature_layer"] == -1
+    assert resolved["model"]["routing"] == {"id": "full"}
+    assert resolved["train"]["stages"][0]["lr"] == {"vision": 0.0, "projector": 1e-3, "llm": 0.0, "routing": 0.0}
+
+
+def test_unknown_backbone_names_key_and_known_ids(tiny_raw):
+    tiny_raw["model"]["llm"]["id"] = "lama3"
+    assert _error(tiny_raw) == (
+        "model.llm.id: unknown backbone 'lama3' (known: llama1-tiny, llama2-tiny, llama3-tiny, hf)"
+    )
+
+
+def test_unknown_top_level_key(tiny_raw):
+    tiny_raw["trian"] = {}
+    assert _error(tiny_raw) == "trian: unknown key"
+
+
+def test_unknown_part_field(tiny_raw):
+    tiny_raw["model"]["vision"]["hiden_size"] = 64
+    assert _error(tiny_raw) == "model.vision.hiden_size: unknown key"
+
+
+def test_wrong_type_names_value(tiny_raw):
+    tiny_raw["train"]["batch_size"] = "many"
+    msg = _error(tiny_raw)
+    assert msg.startswith("train.batch_size: ") and "'many'" in msg
+
+
+def test_bad_value_in_list(tiny_raw):
+    tiny_raw["train"]["stages"][1]["lr"]["decoder"] = 1e-4
+    assert _error(tiny_raw).startswith("train.stages.1.lr: unknown module group 'decoder'")
+
+
+def test_missing_section(tiny_raw):
+    del tiny_raw["model"]["llm"]
+    assert _error(tiny_raw) == "model.llm: missing required key"
+
+
+def test_unknown_task(tiny_raw):
+    tiny_raw["data"]["eval"][0]["task"] = "vqav3"
+    assert _error(tiny_raw).startswith("data.eval.0.task: unknown task 'vqav3'")
+
+
+def test_overrides_reach_lists_and_parse_yaml(tiny_raw):
+    cfg = config_from_dict(tiny_raw, parse_overrides(["train.stages.0.max_steps=7", "model.llm.id=llama3-tiny"]))
+    assert cfg.train.stages[0].max_steps == 7
+    assert cfg.model.llm.id == "llama3-tiny"
+    with pytest.raises(ConfigError, match="train.stages.5: no list entry"):
+        config_from_dict(tiny_raw, {"train.stages.5.max_steps": 1})
