@@ -28,6 +28,10 @@ def test_image_span_and_answer_only_labels(tiny_cfg):
         assert batch.labels[row][supervised].tolist() == answer  # answer + stop token, nothing else
         assert not (supervised & batch.image_mask[row]).any()
     assert (batch.attention_mask[:, -1] == 1).all()  # left padding
+    for row in range(6):  # the recorded span is where the mask puts the vision tokens
+        start, length = data.vision_span(row)
+        pad = int((batch.attention_mask[row] == 0).sum())
+        assert batch.image_mask[row].nonzero().squeeze(1).tolist() == list(range(pad + start, pad + start + length))
 
 
 def test_left_padding_does_not_change_a_row(tiny_cfg):

@@ -79,6 +79,12 @@ class VQADataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def vision_span(self, index: int) -> tuple[int, int]:
+        """(start, length) of the vision tokens in item `index`'s unpadded sequence."""
+        prompt = self.prompts[index]
+        start = prompt.index(self.image_token_id)
+        return start, prompt.count(self.image_token_id)
+
     def image_array(self, path: str) -> np.ndarray:
         arr = self._images.get(path)
         if arr is None:
