@@ -101,3 +101,23 @@ def test_lora_finetune_trains_adapters_only(tiny_raw, tmp_path):
     assert 0 < result.trainable["finetune"]["llm"] == lora_params
     loaded, _ = load_run_model(tmp_path / "run")  # the adapters are re-injected before loading
     assert any("lora_" in n for n, _ in loaded.named_parameters())
+
+
+def test_vision_pretrain_stage_trains_only_the_tower_and_learns_colour(tiny_raw, tmp_path):
+    tiny_raw["data"]["train"]["limit"] = 400
+    tiny_raw["train"]["stages"] = [
+        {"name": "vision-pretrain", "max_steps": 100, "batch_size": 32, "lr": {"vision": 3e-3}, "augment": ["hflip"]},
+        {"name": "align", "max_steps": 1, "lr": {"projector": 1e-3}},
+    ]
+    cfg = config_from_dict(tiny_raw)
+    from vlmlab.models.build import build_model
+    from vlmlab.train.trainer import tokenizer_texts
+
+    _, items = load_source(cfg.data.train, "data.train")
+    before = build_model(cfg, texts=tokenizer_texts(items)).state_dict()
+    result = _train(cfg, tmp_path / "run")
+    after = result.model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"vision", "projector"}  # the LLM never moved
+    assert result.vision_pretrain["train_top1/color"] > 0.5  # 8 colours: chance is 1/8
+    assert 0 <= result.vision_pretrain["train_top1/shape"] <= 1

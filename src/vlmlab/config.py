@@ -78,13 +78,19 @@ class LoraConfig(Strict):
 
 
 class StageConfig(Strict):
-    """One training stage. `lr` maps module groups to learning rates; a missing group or 0 = frozen."""
+    """One training stage. `lr` maps module groups to learning rates; a missing group or 0 = frozen.
 
-    name: Literal["align", "finetune"]
+    `vision-pretrain` classifies image attributes with the vision tower alone (uses `lr.vision`);
+    `align` and `finetune` train on the VQA sequences.
+    """
+
+    name: Literal["vision-pretrain", "align", "finetune"]
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     lr: dict[str, float]
     lora: LoraConfig | None = None
+    batch_size: int | None = Field(None, ge=1)  # None = train.batch_size
+    augment: list[Literal["hflip", "rot90"]] = Field(default_factory=list)  # vision-pretrain only
 
     @field_validator("lr")
     @classmethod

@@ -23,6 +23,7 @@ from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora
 from vlmlab.train import checkpoint as ckpt
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
+from vlmlab.train.vision_pretrain import pretrain_vision
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainResult:
     samples_per_s: float = 0.0  # measured over optimizer steps after the first few (warm-up excluded)
     seconds: float = 0.0
     trainable: dict = field(default_factory=dict)
+    vision_pretrain: dict = field(default_factory=dict)
 
 
 def tokenizer_texts(items) -> list[str]:
@@ -82,7 +84,8 @@ class Trainer:
         self.run.path.mkdir(parents=True, exist_ok=True)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        _, items = load_source(cfg.data.train, "data.train")
+        task, items = load_source(cfg.data.train, "data.train")
+        self.task, self.items = task, items
         model = self._build(items)
         if acc.is_main_process:
             io.write_yaml(self.run.config, cfg.resolved())
@@ -111,10 +114,20 @@ class Trainer:
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
         cfg, acc = self.cfg, self.accelerator
         stage = cfg.train.stages[s]
+        if stage.name == "vision-pretrain":  # atomic: a crash inside it re-runs the whole stage
+            t0 = time.perf_counter()
+            result.vision_pretrain = pretrain_vision(
+                model.vision, data, self.task.image_labels(self.items), stage, cfg, cfg.seed * 1000 + s, acc.device, bar
+            )
+            result.vision_pretrain["seconds"] = time.perf_counter() - t0
+            if acc.is_main_process:
+                io.append_jsonl(self.run.train_log, {"stage": stage.name, **result.vision_pretrain})
+            self._checkpoint(model, None, s + 1, 0)
+            return
         apply_lora(model, cfg, up_to_stage=s)
         result.trainable[stage.name] = apply_stage_freezing(model, stage)
         optimizer = build_optimizer(model, stage, cfg.train)
-        micro = cfg.train.batch_size * acc.num_processes
+        micro = (stage.batch_size or cfg.train.batch_size) * acc.num_processes
         accum = cfg.train.grad_accum
         total = stage_steps(stage, len(data), micro, accum)
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)

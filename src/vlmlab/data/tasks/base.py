@@ -19,5 +19,9 @@ class Task:
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:  # pragma: no cover
         raise NotImplementedError
 
+    def image_labels(self, items: list[VQAItem]) -> dict[str, dict[str, str]]:
+        """Image-level attribute labels `{image path: {attribute: class}}` for a vision-pretrain stage."""
+        return {}
+
     def score(self, prediction: str, item: VQAItem) -> float:
         return exact_match(prediction, item.answer)

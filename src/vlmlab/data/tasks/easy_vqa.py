@@ -8,6 +8,7 @@ from vlmlab.errors import ConfigError
 from vlmlab.registry import register_task
 
 SHAPES = {"circle", "rectangle", "triangle"}
+COLORS = {"red", "green", "blue", "black", "gray", "teal", "yellow", "brown"}
 YES_NO = {"yes", "no"}
 
 
@@ -48,3 +49,26 @@ class EasyVQA(Task):
             )
             for i in range(n)
         ]
+
+    def image_labels(self, items: list[VQAItem]) -> dict[str, dict[str, str]]:
+        """Each easy-VQA image holds one shape of one colour; read both off the questions about it.
+
+        "what is the blue shape?" -> rectangle gives shape and colour; "does the image contain a
+        circle?" -> yes gives the shape (a negated question, "is there not a ...", flips the answer).
+        """
+        labels: dict[str, dict[str, str]] = {}
+        for item in items:
+            words = item.question.replace("?", "").split()
+            found = labels.setdefault(item.image, {})
+            named = {"shape": [w for w in words if w in SHAPES], "color": [w for w in words if w in COLORS]}
+            if item.answer in SHAPES:
+                found["shape"] = item.answer
+                found.update({k: v[0] for k, v in named.items() if k == "color" and v})
+            elif item.answer in COLORS:
+                found["color"] = item.answer
+                found.update({k: v[0] for k, v in named.items() if k == "shape" and v})
+            else:
+                negated = "not" in words or words[:2] == ["is", "no"]
+                if (item.answer == "yes") != negated:  # the named attribute is present
+                    found.update({k: v[0] for k, v in named.items() if v})
+        return {path: lab for path, lab in labels.items() if lab}
