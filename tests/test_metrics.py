@@ -14,3 +14,35 @@ def test_normalization_cases():
 def test_exact_match():
     assert exact_match("The circle", "circle") == 1.0
     assert exact_match("circles", "circle") == 0.0
+
+
+def test_vqa_accuracy_official_leave_one_out():
+    from vlmlab.metrics import vqa_accuracy
+
+    assert vqa_accuracy("Two", ["2"] * 10) == 1.0
+    # 2 of 10 humans agree: 8 subsets keep both (2/3), 2 subsets keep one (1/3) -> (8*2/3 + 2*1/3)/10
+    assert abs(vqa_accuracy("red", ["red", "red"] + ["blue"] * 8) - 0.6) < 1e-12
+    # 3 of 10 agree: 7 subsets keep 3 (1.0), 3 keep 2 (2/3) -> 0.9
+    assert abs(vqa_accuracy("a red", ["red"] * 3 + ["blue"] * 7) - 0.9) < 1e-12
+    assert vqa_accuracy("green", ["red"] * 10) == 0.0
+
+
+def test_parse_box():
+    from vlmlab.metrics import parse_box
+
+    assert parse_box("[1, 2, 30, 40]") == [1.0, 2.0, 30.0, 40.0]
+    assert parse_box("the box is [ 1.5,2 ,3,4] ok") == [1.5, 2.0, 3.0, 4.0]
+    assert parse_box("[1, 2, 3]") is None
+    assert parse_box("circle") is None
+
+
+def test_box_iou_edge_cases():
+    from vlmlab.metrics import box_iou
+
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0  # no overlap
+    assert box_iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0  # touching edges
+    assert box_iou([0, 0, 10, 10], [2, 2, 4, 4]) == 4 / 100  # containment
+    assert box_iou([5, 5, 5, 5], [5, 5, 5, 5]) == 0.0  # degenerate
+    assert abs(box_iou([0, 0, 10, 10], [5, 0, 15, 10]) - 50 / 150) < 1e-12
+    assert box_iou([10, 10, 0, 0], [0, 0, 10, 10]) == 1.0  # corners given in either order

@@ -80,3 +80,19 @@ def test_whole_model_builds_for_every_llm(tiny_raw):
         tiny_raw["model"]["llm"]["id"] = part_id
         model = build_model(config_from_dict(tiny_raw), texts=TEXTS)
         assert model.num_image_tokens == 4 and model.llm.embed_dim == 32
+
+
+def test_vit_loads_a_local_pretrained_tower(tmp_path):
+    cls = VISION_ENCODERS.get("vit")
+    built = cls.from_params(cls.Params(family="clip", patch_size=8, hidden_size=32, num_layers=2, num_heads=2), image_size=32)
+    built.tower.save_pretrained(tmp_path)
+    loaded = cls.from_params(cls.Params(family="clip", path=str(tmp_path), feature_layer=-2), image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    expected = built.tower(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+    torch.testing.assert_close(loaded.eval()(x).tokens, expected)
+    from vlmlab.errors import ConfigError, UserError
+
+    with pytest.raises(ConfigError, match="data.image.size"):
+        cls.from_params(cls.Params(family="clip", path=str(tmp_path)), image_size=64)
+    with pytest.raises(UserError, match="config.json missing"):
+        cls.from_params(cls.Params(family="clip", path=str(tmp_path / "nope")), image_size=32)

@@ -49,3 +49,41 @@ def normalize_answer(text: str) -> str:
 def exact_match(prediction: str, answer: str) -> float:
     """1.0 if the normalized prediction equals the normalized answer, else 0.0."""
     return float(normalize_answer(prediction) == normalize_answer(answer))
+
+
+def vqa_accuracy(prediction: str, human_answers: list[str]) -> float:
+    """The official VQA accuracy: min(#matching humans / 3, 1), averaged over the leave-one-out
+    subsets of the human answers (10 subsets of 9 for VQAv2), after the official normalization."""
+    if not human_answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    pred = normalize_answer(prediction)
+    gold = [normalize_answer(a) for a in human_answers]
+    if len(gold) == 1:
+        return float(pred == gold[0])
+    scores = []
+    for i in range(len(gold)):
+        others = gold[:i] + gold[i + 1 :]
+        scores.append(min(sum(g == pred for g in others) / 3.0, 1.0))
+    return sum(scores) / len(scores)
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+
+
+def parse_box(text: str) -> list[float] | None:
+    """The first `[x1, y1, x2, y2]` in `text` as floats, or None if there is none (a format error)."""
+    match = _BOX.search(text)
+    if match is None:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in match.groups())
+    return [x1, y1, x2, y2]
+
+
+def box_iou(box_a: list[float], box_b: list[float]) -> float:
+    """Intersection over union of two `[x1, y1, x2, y2]` boxes; degenerate (zero-area) unions give 0."""
+    ax1, ay1, ax2, ay2 = min(box_a[0], box_a[2]), min(box_a[1], box_a[3]), max(box_a[0], box_a[2]), max(box_a[1], box_a[3])
+    bx1, by1, bx2, by2 = min(box_b[0], box_b[2]), min(box_b[1], box_b[3]), max(box_b[0], box_b[2]), max(box_b[1], box_b[3])
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else 0.0

@@ -42,7 +42,9 @@ class VisionLanguageModel(nn.Module):
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> projected vision tokens (B, N, D) in the LLM's embedding space."""
-        feats = self.vision(pixel_values.to(self.projector_dtype))
+        tower_trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
+        with torch.set_grad_enabled(tower_trains):  # a frozen tower keeps no activations for backward
+            feats = self.vision(pixel_values.to(self.projector_dtype))
         return self.projector(feats.tokens)
 
     @property
