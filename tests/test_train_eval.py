@@ -121,3 +121,12 @@ def test_vision_pretrain_stage_trains_only_the_tower_and_learns_colour(tiny_raw,
     assert changed == {"vision", "projector"}  # the LLM never moved
     assert result.vision_pretrain["train_top1/color"] > 0.5  # 8 colours: chance is 1/8
     assert 0 <= result.vision_pretrain["train_top1/shape"] <= 1
+
+
+def test_bf16_autocast_trains_and_evaluates(tiny_raw, tmp_path):
+    tiny_raw["train"]["mixed_precision"] = "bf16"
+    cfg = config_from_dict(tiny_raw)
+    result = _train(cfg, tmp_path / "run")
+    assert result.steps == 6
+    metrics = evaluate_run(tmp_path / "run")
+    assert metrics["overall"]["n"] == 24
