@@ -56,7 +56,7 @@ class Trainer:
         self.cfg = cfg
         self.run = RunDir(run_dir)
         self.resume = resume
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
+        self.accelerator = _accelerator(cfg.train.mixed_precision)
 
     # ----- set-up -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -195,6 +195,16 @@ class Trainer:
         name = f"step-{stage:02d}{step:08d}"
         ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {"stage": stage, "step": step})
         ckpt.prune_checkpoints(self.run.path, keep=2)
+
+
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator for this run. accelerate keeps one process-wide state; runs in one process that
+    ask for another precision (a study's variants, tests) reset its precision part, not the process group."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
