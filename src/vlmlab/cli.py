@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, backbones, demo."""
+"""The `vlmlab` command line: train, eval, backbones, demo, data."""
 
 from __future__ import annotations
 
@@ -96,6 +96,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_data_shapes_world(args) -> int:
+    import time
+
+    from vlmlab.data.shapes_world import generate
+
+    t0 = time.perf_counter()
+    counts = generate(args.out, args.seed, args.n, args.size, tuple(args.split_fractions))
+    seconds = time.perf_counter() - t0
+    questions = sum(counts[f"{s}_questions"] for s in ("train", "val", "test"))
+    console.print(f"wrote {counts['scenes']} scenes (train/val/test {counts['train_scenes']}/{counts['val_scenes']}/"
+                  f"{counts['test_scenes']}) and {questions} questions to {args.out} in {seconds:.1f}s", soft_wrap=True)
+    return 0
+
+
 def _print_metrics(metrics: dict, out: Path, blind: bool = False) -> None:
     from rich.table import Table
 
@@ -134,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: train and evaluate the built-in demo")
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="generate a synthetic dataset")
+    gens = p.add_subparsers(dest="generator", required=True)
+    g = gens.add_parser("shapes-world", help="seeded multi-object shape scenes with VQA and grounding questions")
+    g.add_argument("--seed", type=int, required=True)
+    g.add_argument("--n", type=int, required=True, help="number of scenes")
+    g.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    g.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    g.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
+                   help="fractions of scenes per split (default 0.8 0.1 0.1)")
+    g.set_defaults(func=cmd_data_shapes_world)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from vlmlab.data.items import VQAItem
@@ -26,30 +27,41 @@ class VQAJsonl(Task):
         file = Path(path)
         if file.is_dir():
             file = file / f"{split}.jsonl"
-        if not file.is_file():
-            raise DataError(f"{file}: data file not found")
-        root = file.parent.resolve()
-        items = []
-        with open(file, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                items.append(_parse(line, file, lineno, root, split))
-                if limit is not None and len(items) >= limit:
-                    break
-        if not items:
-            raise DataError(f"{file}: no records")
-        return items
+        return read_items(file, split, limit, task="vqa-jsonl")
 
 
-def _parse(line: str, file: Path, lineno: int, root: Path, split: str) -> VQAItem:
-    where = f"{file}:{lineno}"
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(rec, dict):
-        raise DataError(f"{where}: a record must be a JSON object")
+def json_records(file: Path) -> Iterator[tuple[str, dict]]:
+    """(`file:line`, record) for each non-blank line; bad JSON or a non-object is a DataError naming file:line."""
+    with open(file, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{file}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{where}: a record must be a JSON object")
+            yield where, rec
+
+
+def read_items(file: Path, split: str, limit: int | None, task: str) -> list[VQAItem]:
+    """The VQA records of one .jsonl file (at most `limit`); a missing or empty file is a DataError."""
+    if not file.is_file():
+        raise DataError(f"{file}: data file not found")
+    root = file.parent.resolve()
+    items = []
+    for where, rec in json_records(file):
+        items.append(_parse(rec, where, root, split, task))
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise DataError(f"{file}: no records")
+    return items
+
+
+def _parse(rec: dict, where: str, root: Path, split: str, task: str) -> VQAItem:
     for key in REQUIRED:
         if key not in rec:
             raise DataError(f"{where}: missing field {key!r}")
@@ -60,7 +72,7 @@ def _parse(line: str, file: Path, lineno: int, root: Path, split: str) -> VQAIte
         raise DataError(f"{where}: image path {rec['image']!r} leaves the dataset directory {root}")
     return VQAItem(
         item_id=f"{split}-{rec['id']}",
-        task="vqa-jsonl",
+        task=task,
         category=str(rec.get("category", "all")),
         question=str(rec["question"]),
         answer=str(rec["answer"]),
