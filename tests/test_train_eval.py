@@ -41,7 +41,14 @@ def test_round_trip_writes_the_run_layout(tiny_cfg, tmp_path):
     assert [r["step"] for r in log] == [1, 2, 1, 2, 3, 4]
     blind = evaluate_run(run.path, blind=True)
     assert pd.read_parquet(run.predictions(blind=True))["blind"].all()
-    assert "visual_reliance_gap" in blind
+    gap = blind["visual_reliance_gap"]["easy-vqa"]
+    assert gap["n"] == 24
+    assert abs(gap["gap"] - (metrics["overall"]["accuracy"] - blind["overall"]["accuracy"])) < 1e-12
+    # a blind run on a subset compares like with like: only the items both runs scored
+    from vlmlab.config import DataSource
+
+    subset = evaluate_run(run.path, [DataSource(task="easy-vqa", split="test", limit=10)], blind=True)
+    assert subset["visual_reliance_gap"]["easy-vqa"]["n"] == 10
 
 
 def test_same_seed_twice_gives_identical_predictions(tiny_cfg, tmp_path):

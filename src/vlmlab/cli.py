@@ -90,8 +90,8 @@ def cmd_demo(args) -> int:
     metrics = evaluate_run(out)
     blind = evaluate_run(out, blind=True)
     _print_metrics(metrics, out)
-    console.print(f"blind (constant image) accuracy: {blind['overall']['accuracy']:.3f}  "
-                  f"visual-reliance gap: {metrics['overall']['accuracy'] - blind['overall']['accuracy']:+.3f}")
+    gap = blind["visual_reliance_gap"]["easy-vqa"]["gap"]
+    console.print(f"blind (constant image) accuracy: {blind['overall']['accuracy']:.3f}  visual-reliance gap: {gap:+.3f}")
     console.print(f"records: {run.predictions()}  metrics: {run.metrics()}")
     return 0
 

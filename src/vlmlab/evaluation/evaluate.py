@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -68,6 +67,15 @@ def summarize(records: pd.DataFrame) -> dict:
     }
 
 
+def visual_reliance_gap(seen: pd.DataFrame, blind: pd.DataFrame) -> dict:
+    """Accuracy with the image minus accuracy with a constant image, per task, on the items both share."""
+    both = seen.merge(blind, on=["task", "item_id"], suffixes=("", "_blind"))
+    return {
+        task: {"gap": float(f["score"].mean() - f["score_blind"].mean()), "n": int(len(f))}
+        for task, f in both.groupby("task", sort=True)
+    }
+
+
 def evaluate_run(
     run_dir: str | Path, sources: Sequence[DataSource] | None = None, blind: bool = False, model=None, cfg=None
 ) -> dict:
@@ -82,13 +90,10 @@ def evaluate_run(
         raise ConfigError("data.eval", "no evaluation tasks configured")
     records = predict(model, cfg, sources, blind=blind)
     metrics = summarize(records)
-    other = run.metrics(blind=not blind)
-    if other.is_file():  # visual reliance: accuracy with the image minus accuracy without it
-        seen, unseen = (metrics, json.loads(other.read_text())) if not blind else (json.loads(other.read_text()), metrics)
-        metrics["visual_reliance_gap"] = {
-            k: seen["per_task"][k]["accuracy"] - unseen["per_task"][k]["accuracy"]
-            for k in seen["per_task"] if k in unseen["per_task"]
-        }
+    other = run.predictions(blind=not blind)
+    if other.is_file():
+        seen, unseen = (records, pd.read_parquet(other)) if not blind else (pd.read_parquet(other), records)
+        metrics["visual_reliance_gap"] = visual_reliance_gap(seen, unseen)
     io.write_parquet(run.predictions(blind), records)
     io.write_json(run.metrics(blind), metrics)
     return metrics
