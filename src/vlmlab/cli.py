@@ -54,8 +54,11 @@ def cmd_eval(args) -> int:
         for spec in args.task:
             task, _, split = spec.partition(":")
             sources.append(DataSource(task=task, split=split or "test", limit=args.limit))
-    metrics = evaluate_run(args.run_dir, sources, blind=args.blind)
-    _print_metrics(metrics, Path(args.run_dir), blind=args.blind)
+    from vlmlab.data.perturb import parse_perturbation
+
+    perturb = parse_perturbation(args.perturb) if args.perturb else None
+    metrics = evaluate_run(args.run_dir, sources, blind=args.blind, perturb=perturb)
+    _print_metrics(metrics, Path(args.run_dir), mode="blind" if args.blind else perturb.tag if perturb else "")
     return 0
 
 
@@ -110,10 +113,10 @@ def cmd_data_shapes_world(args) -> int:
     return 0
 
 
-def _print_metrics(metrics: dict, out: Path, blind: bool = False) -> None:
+def _print_metrics(metrics: dict, out: Path, mode: str = "") -> None:
     from rich.table import Table
 
-    table = Table(title=f"{out} {'(blind)' if blind else ''}".strip())
+    table = Table(title=f"{out} ({mode})" if mode else str(out))
     table.add_column("slice")
     table.add_column("accuracy", justify="right")
     table.add_column("n", justify="right")
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", metavar="TASK[:SPLIT]", help="evaluate these instead of the config's")
     p.add_argument("--limit", type=int, help="at most this many items per --task")
     p.add_argument("--blind", action="store_true", help="replace every image by a constant (visual-reliance baseline)")
+    p.add_argument("--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")

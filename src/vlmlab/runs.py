@@ -24,11 +24,16 @@ class RunDir:
     final = property(lambda self: self.path / "checkpoints" / "final")
     train_log = property(lambda self: self.path / "train_log.jsonl")
 
-    def predictions(self, blind: bool = False) -> Path:
-        return self.path / ("predictions_blind.parquet" if blind else "predictions.parquet")
+    def predictions(self, blind: bool = False, perturb: str | None = None) -> Path:
+        """`predictions.parquet`, `predictions_blind.parquet` or e.g. `predictions_noise-0.1.parquet`."""
+        return self.path / f"predictions{_suffix(blind, perturb)}.parquet"
 
-    def metrics(self, blind: bool = False) -> Path:
-        return self.path / ("metrics_blind.json" if blind else "metrics.json")
+    def metrics(self, blind: bool = False, perturb: str | None = None) -> Path:
+        return self.path / f"metrics{_suffix(blind, perturb)}.json"
+
+
+def _suffix(blind: bool, perturb: str | None) -> str:
+    return "_blind" if blind else f"_{perturb}" if perturb else ""
 
 
 def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | None = None) -> None:

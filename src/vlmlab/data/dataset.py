@@ -11,6 +11,7 @@ import torch
 from vlmlab.config import ImageConfig
 from vlmlab.data.images import load_image, normalize, to_array
 from vlmlab.data.items import VQAItem
+from vlmlab.data.perturb import Perturbation
 from vlmlab.errors import UserError
 from vlmlab.models.llm.base import LanguageBackbone
 
@@ -54,11 +55,13 @@ class VQADataset(torch.utils.data.Dataset):
         num_image_tokens: int,
         with_answers: bool,
         blind: bool = False,
+        perturb: Perturbation | None = None,
     ):
         self.items = list(items)
         self.image_cfg = image
         self.with_answers = with_answers
         self.blind = blind
+        self.perturb = perturb
         self.pad_id = llm.pad_token_id
         self.image_token_id = llm.image_token_id
         prompt_cache: dict[str, list[int]] = {}
@@ -100,7 +103,12 @@ class VQADataset(torch.utils.data.Dataset):
             ids, labels = prompt + answer, [IGNORE] * len(prompt) + answer
         else:
             ids, labels = prompt, []
-        image = None if self.blind else self.image_array(self.items[index].image)
+        image = None
+        if not self.blind:
+            path = self.items[index].image
+            image = self.image_array(path)
+            if self.perturb is not None:
+                image = self.perturb.apply(image, path)
         return ids, labels, image, index
 
     def collate(self, rows: list[tuple[list[int], list[int], np.ndarray | None, int]]) -> Batch:

@@ -12,7 +12,8 @@ from vlmlab import io
 from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.sources import load_source
-from vlmlab.errors import ConfigError
+from vlmlab.data.perturb import Perturbation
+from vlmlab.errors import ConfigError, UserError
 from vlmlab.evaluation.generate import greedy_generate
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
@@ -20,12 +21,13 @@ from vlmlab.runs import RunDir
 
 RECORD_COLUMNS = [
     "item_id", "task", "category", "question", "answer", "prediction", "score", "correct",
-    "confidence", "stopped", "blind", "image",
+    "confidence", "stopped", "blind", "perturb", "image",
 ]
 
 
 def predict(
-    model: VisionLanguageModel, cfg: RunConfig, sources: Sequence[DataSource], blind: bool = False
+    model: VisionLanguageModel, cfg: RunConfig, sources: Sequence[DataSource], blind: bool = False,
+    perturb: Perturbation | None = None,
 ) -> pd.DataFrame:
     """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS)."""
     device = next(model.parameters()).device
@@ -34,9 +36,11 @@ def predict(
     with progress() as bar:
         for i, source in enumerate(sources):
             task, items = load_source(source, f"data.eval.{i}")
-            data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, blind=blind)
+            data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
+                              blind=blind, perturb=perturb)
             bs = cfg.eval.batch_size
-            job = bar.add_task(f"eval {source.task}/{source.split}{' (blind)' if blind else ''}", total=len(data), info="")
+            mode = " (blind)" if blind else f" ({perturb.tag})" if perturb else ""
+            job = bar.add_task(f"eval {source.task}/{source.split}{mode}", total=len(data), info="")
             for start in range(0, len(data), bs):
                 batch = data.collate([data[j] for j in range(start, min(start + bs, len(data)))]).to(device)
                 gen = greedy_generate(model, batch, cfg.eval.max_new_tokens)
@@ -48,7 +52,8 @@ def predict(
                         "item_id": item.item_id, "task": item.task, "category": item.category,
                         "question": item.question, "answer": item.answer, "prediction": prediction,
                         "score": float(score), "correct": bool(score >= 1.0), "confidence": gen.confidence[row_i],
-                        "stopped": gen.stopped[row_i], "blind": blind, "image": item.image,
+                        "stopped": gen.stopped[row_i], "blind": blind,
+                        "perturb": perturb.tag if perturb else "", "image": item.image,
                     })
                 bar.advance(job, len(batch.indices))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
@@ -67,19 +72,23 @@ def summarize(records: pd.DataFrame) -> dict:
     }
 
 
-def visual_reliance_gap(seen: pd.DataFrame, blind: pd.DataFrame) -> dict:
-    """Accuracy with the image minus accuracy with a constant image, per task, on the items both share."""
-    both = seen.merge(blind, on=["task", "item_id"], suffixes=("", "_blind"))
+def accuracy_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
+    """Per task: accuracy of `reference` minus accuracy of `other`, over the items both scored.
+
+    Clean minus blind is the visual-reliance gap; clean minus perturbed is the perturbation drop."""
+    both = reference.merge(other, on=["task", "item_id"], suffixes=("", "_other"))
     return {
-        task: {"gap": float(f["score"].mean() - f["score_blind"].mean()), "n": int(len(f))}
+        task: {"gap": float(f["score"].mean() - f["score_other"].mean()), "n": int(len(f))}
         for task, f in both.groupby("task", sort=True)
     }
 
 
 def evaluate_run(
-    run_dir: str | Path, sources: Sequence[DataSource] | None = None, blind: bool = False, model=None, cfg=None
+    run_dir: str | Path, sources: Sequence[DataSource] | None = None, blind: bool = False, model=None, cfg=None,
+    perturb: Perturbation | None = None,
 ) -> dict:
-    """Evaluate a trained run; writes predictions[_blind].parquet and metrics[_blind].json atomically."""
+    """Evaluate a trained run; writes predictions[_MODE].parquet and metrics[_MODE].json atomically
+    (MODE: none, `blind`, or the perturbation's tag such as `noise-0.1`)."""
     from vlmlab.runs import load_run_model
 
     run = RunDir(run_dir)
@@ -88,12 +97,18 @@ def evaluate_run(
     sources = list(sources) if sources else list(cfg.data.eval)
     if not sources:
         raise ConfigError("data.eval", "no evaluation tasks configured")
-    records = predict(model, cfg, sources, blind=blind)
+    if blind and perturb is not None:
+        raise UserError("--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2)
+    records = predict(model, cfg, sources, blind=blind, perturb=perturb)
     metrics = summarize(records)
-    other = run.predictions(blind=not blind)
-    if other.is_file():
-        seen, unseen = (records, pd.read_parquet(other)) if not blind else (pd.read_parquet(other), records)
-        metrics["visual_reliance_gap"] = visual_reliance_gap(seen, unseen)
-    io.write_parquet(run.predictions(blind), records)
-    io.write_json(run.metrics(blind), metrics)
+    tag = perturb.tag if perturb else None
+    clean = run.predictions()
+    if blind or perturb:
+        if clean.is_file():
+            key = "visual_reliance_gap" if blind else "perturbation_drop"
+            metrics[key] = accuracy_difference(pd.read_parquet(clean), records)
+    elif run.predictions(blind=True).is_file():
+        metrics["visual_reliance_gap"] = accuracy_difference(records, pd.read_parquet(run.predictions(blind=True)))
+    io.write_parquet(run.predictions(blind, tag), records)
+    io.write_json(run.metrics(blind, tag), metrics)
     return metrics

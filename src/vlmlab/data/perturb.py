@@ -1,0 +1,51 @@
+"""Deterministic image perturbations for evaluation (`--perturb noise:σ`, `--perturb shift:px`)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlmlab.errors import UserError
+
+KINDS = ("noise", "shift")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """`noise`: Gaussian noise of std `amount` (pixel range [0, 1]), drawn from a seed fixed per image,
+    so every variant sees the same noisy image. `shift`: translate right and down by `amount` pixels,
+    filling the uncovered border with the edge pixels."""
+
+    kind: str
+    amount: float
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe label, e.g. `noise-0.1`, `shift-4`."""
+        return f"{self.kind}-{self.amount:g}"
+
+    def apply(self, image: np.ndarray, key: str) -> np.ndarray:
+        """Perturb one (H, W, 3) uint8 image; `key` (the image path) seeds the noise."""
+        if self.kind == "noise":
+            rng = np.random.default_rng(zlib.crc32(key.encode()))
+            noisy = image.astype(np.float32) / 255.0 + rng.normal(0.0, self.amount, image.shape).astype(np.float32)
+            return (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        px = int(self.amount)
+        if px == 0:
+            return image
+        padded = np.pad(image, ((px, 0), (px, 0), (0, 0)), mode="edge")
+        return np.ascontiguousarray(padded[: image.shape[0], : image.shape[1]])
+
+
+def parse_perturbation(spec: str) -> Perturbation:
+    """`noise:0.1` or `shift:4`; anything else is a one-line usage error."""
+    kind, _, value = spec.partition(":")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = float("nan")
+    if kind not in KINDS or not value or not amount >= 0 or (kind == "shift" and amount != int(amount)):
+        raise UserError(f"--perturb {spec!r}: expected noise:SIGMA (e.g. noise:0.1) or shift:PIXELS (e.g. shift:4)", exit_code=2)
+    return Perturbation(kind, amount)
