@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, backbones, demo, data."""
+"""The `vlmlab` command line: train, eval, backbones, tasks, demo, data."""
 
 from __future__ import annotations
 
@@ -79,6 +79,26 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from rich.table import Table
+
+    from vlmlab.data.tasks.declarative import DeclarativeTask
+    from vlmlab.registry import TASKS
+
+    table = Table(title="tasks (a YAML task names a format; a format is also usable as a task)")
+    for col in ("id", "format", "answer", "metric", "categories", "description"):
+        table.add_column(col)
+    for task_id, cls in TASKS.items():
+        if issubclass(cls, DeclarativeTask):
+            s = cls.spec
+            table.add_row(task_id, s.format, s.answer_type, s.metric, ", ".join(s.categories or ["all"]), s.description)
+        else:
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            table.add_row(task_id, "(python)", cls.answer_type, "built in", "all", doc)
+    console.print(table)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vlmlab.config import load_config
     from vlmlab.evaluation.evaluate import evaluate_run
@@ -148,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")
     p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("tasks", help="list every task (YAML and built-in formats)")
+    p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("demo", help="the main job: train and evaluate the built-in demo")
     p.add_argument("--out", default="runs/demo")

@@ -87,3 +87,16 @@ def box_iou(box_a: list[float], box_b: list[float]) -> float:
     inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     return inter / union if union > 0 else 0.0
+
+
+def box_hit(prediction: str, answer: str, threshold: float = 0.5) -> float:
+    """1.0 if the predicted box text overlaps the gold box text with IoU >= threshold; an unparsable
+    prediction scores 0 (it counts as a format error)."""
+    predicted, gold = parse_box(prediction), parse_box(answer)
+    if predicted is None or gold is None:
+        return 0.0
+    return float(box_iou(predicted, gold) >= threshold)
+
+
+# Metrics a declarative task may name: (prediction, gold answer) -> score in [0, 1].
+METRICS = {"exact_match": exact_match, "box_iou@0.5": box_hit}

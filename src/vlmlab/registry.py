@@ -86,3 +86,6 @@ def _load_builtin_parts() -> None:
     import vlmlab.models.projectors  # noqa: F401
     import vlmlab.models.routing  # noqa: F401
     import vlmlab.models.vision  # noqa: F401
+    from vlmlab.data.tasks.declarative import register_declarative_tasks
+
+    register_declarative_tasks()  # task YAMLs, on top of the Python formats registered above

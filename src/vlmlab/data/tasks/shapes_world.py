@@ -9,7 +9,7 @@ from vlmlab.data.shapes_world import SPLITS, scene_labels
 from vlmlab.data.tasks.base import Task
 from vlmlab.data.tasks.vqa_jsonl import json_records, read_items
 from vlmlab.errors import ConfigError, DataError
-from vlmlab.metrics import box_iou, exact_match, parse_box
+from vlmlab.metrics import box_hit, exact_match
 from vlmlab.registry import register_task
 
 IOU_THRESHOLD = 0.5
@@ -46,10 +46,7 @@ class ShapesWorld(Task):
     def score(self, prediction: str, item: VQAItem) -> float:
         if item.category != "ground":
             return exact_match(prediction, item.answer)
-        predicted, gold = parse_box(prediction), parse_box(item.answer)
-        if predicted is None or gold is None:
-            return 0.0
-        return float(box_iou(predicted, gold) >= IOU_THRESHOLD)
+        return box_hit(prediction, item.answer, IOU_THRESHOLD)
 
 
 def read_scene_labels(root: Path) -> dict[str, dict[str, str]]:
