@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_shapes_world.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -66,3 +66,15 @@ def test_overrides_reach_lists_and_parse_yaml(tiny_raw):
     assert cfg.model.llm.id == "llama3-tiny"
     with pytest.raises(ConfigError, match="train.stages.5: no list entry"):
         config_from_dict(tiny_raw, {"train.stages.5.max_steps": 1})
+
+
+def test_every_builtin_config_validates():
+    from importlib import resources
+    from pathlib import Path
+
+    from vlmlab.config import load_config
+
+    configs = sorted(Path(str(resources.files("vlmlab") / "configs")).glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"easy-vqa-tiny", "shapes-world-tiny"}
+    for path in configs:
+        assert load_config(path).name == path.stem
