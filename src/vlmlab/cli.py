@@ -73,8 +73,7 @@ def cmd_backbones(args) -> int:
     table.add_column("description")
     for kind, registry in ALL_REGISTRIES.items():
         for part_id, cls in registry.items():
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            table.add_row(kind, part_id, doc)
+            table.add_row(kind, part_id, _summary(cls))
     console.print(table)
     return 0
 
@@ -93,8 +92,7 @@ def cmd_tasks(args) -> int:
             s = cls.spec
             table.add_row(task_id, s.format, s.answer_type, s.metric, ", ".join(s.categories or ["all"]), s.description)
         else:
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            table.add_row(task_id, "(python)", cls.answer_type, "built in", "all", doc)
+            table.add_row(task_id, "(python)", cls.answer_type, "built in", "all", _summary(cls))
     console.print(table)
     return 0
 
@@ -122,15 +120,21 @@ def cmd_demo(args) -> int:
 def cmd_data_shapes_world(args) -> int:
     import time
 
-    from vlmlab.data.shapes_world import generate
+    from vlmlab.data.shapes_world import SPLITS, generate
 
     t0 = time.perf_counter()
     counts = generate(args.out, args.seed, args.n, args.size, tuple(args.split_fractions))
     seconds = time.perf_counter() - t0
-    questions = sum(counts[f"{s}_questions"] for s in ("train", "val", "test"))
+    questions = sum(counts[f"{s}_questions"] for s in SPLITS)
     console.print(f"wrote {counts['scenes']} scenes (train/val/test {counts['train_scenes']}/{counts['val_scenes']}/"
                   f"{counts['test_scenes']}) and {questions} questions to {args.out} in {seconds:.1f}s", soft_wrap=True)
     return 0
+
+
+def _summary(cls) -> str:
+    """The first line of a class's docstring ("" if it has none)."""
+    lines = (cls.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _print_metrics(metrics: dict, out: Path, mode: str = "") -> None:

@@ -91,14 +91,14 @@ def evaluate_run(
     (MODE: none, `blind`, or the perturbation's tag such as `noise-0.1`)."""
     from vlmlab.runs import load_run_model
 
+    if blind and perturb is not None:
+        raise UserError("--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2)
     run = RunDir(run_dir)
     if model is None:
         model, cfg = load_run_model(run.path, device="cuda" if torch.cuda.is_available() else "cpu")
     sources = list(sources) if sources else list(cfg.data.eval)
     if not sources:
         raise ConfigError("data.eval", "no evaluation tasks configured")
-    if blind and perturb is not None:
-        raise UserError("--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2)
     records = predict(model, cfg, sources, blind=blind, perturb=perturb)
     metrics = summarize(records)
     tag = perturb.tag if perturb else None
