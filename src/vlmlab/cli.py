@@ -90,7 +90,7 @@ def cmd_tasks(args) -> int:
     for task_id, cls in TASKS.items():
         if issubclass(cls, DeclarativeTask):
             s = cls.spec
-            table.add_row(task_id, s.format, s.answer_type, s.metric, ", ".join(s.categories or ["all"]), s.description)
+            table.add_row(task_id, s.format, s.answer_type, s.metric, ", ".join(s.categories or ["all"]), _summary(cls))
         else:
             table.add_row(task_id, "(python)", cls.answer_type, "built in", "all", _summary(cls))
     console.print(table)
@@ -132,9 +132,11 @@ def cmd_data_shapes_world(args) -> int:
 
 
 def _summary(cls) -> str:
-    """The first line of a class's docstring ("" if it has none)."""
+    """The first line of a class's docstring ("" if none), escaped so `[x1, ...]` is not read as rich markup."""
+    from rich.markup import escape
+
     lines = (cls.__doc__ or "").strip().splitlines()
-    return lines[0] if lines else ""
+    return escape(lines[0]) if lines else ""
 
 
 def _print_metrics(metrics: dict, out: Path, mode: str = "") -> None:
