@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlmlab.data.items import VQAItem
 
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -98,5 +103,35 @@ def box_hit(prediction: str, answer: str, threshold: float = 0.5) -> float:
     return float(box_iou(predicted, gold) >= threshold)
 
 
-# Metrics a declarative task may name: (prediction, gold answer) -> score in [0, 1].
-METRICS = {"exact_match": exact_match, "box_iou@0.5": box_hit}
+def yes_no_f1(predictions: list[str], answers: list[str]) -> dict[str, float]:
+    """POPE-style summary of yes/no answers, "yes" being the positive class: accuracy, precision,
+    recall, f1 and yes_ratio (the share of "yes" predictions). A prediction counts as "yes" when its
+    first normalized word is "yes"; anything else counts as "no"."""
+    if len(predictions) != len(answers) or not answers:
+        raise ValueError("yes_no_f1 needs as many predictions as answers, at least one")
+
+    def says_yes(text: str) -> bool:
+        return normalize_answer(text).split(" ")[0] == "yes"
+
+    pred = [says_yes(p) for p in predictions]
+    gold = [says_yes(a) for a in answers]
+    tp = sum(p and g for p, g in zip(pred, gold))
+    precision = tp / sum(pred) if any(pred) else 0.0
+    recall = tp / sum(gold) if any(gold) else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = sum(p == g for p, g in zip(pred, gold)) / len(gold)
+    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": sum(pred) / len(pred)}
+
+
+def _human_vqa_accuracy(prediction: str, item: VQAItem) -> float:
+    return vqa_accuracy(prediction, list(item.answers) or [item.answer])
+
+
+# Metrics a declarative task may name: (prediction, item) -> score in [0, 1]. The item is a VQAItem:
+# single-answer metrics read `item.answer`; `vqa_accuracy` reads the human answers `item.answers`
+# (falling back to `item.answer` alone, i.e. exact match, for items that have none).
+METRICS: dict[str, Callable[[str, VQAItem], float]] = {
+    "exact_match": lambda prediction, item: exact_match(prediction, item.answer),
+    "box_iou@0.5": lambda prediction, item: box_hit(prediction, item.answer),
+    "vqa_accuracy": _human_vqa_accuracy,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,25 @@ def normalize(batch_uint8: np.ndarray, mean, std) -> np.ndarray:
     x = batch_uint8.astype(np.float32) / 255.0
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def project_box(box, width: int, height: int, size: int, geometry: str) -> list[float]:
+    """A box (x1, y1, x2, y2) in the pixels of a width x height image -> the same box in 0-100 units of
+    the size x size image `to_array` makes: `resize` stretches each axis, `letterbox-square` scales and
+    pads exactly as the pixels are (a box on the grey padding is impossible)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if geometry == "resize":
+        return [100 * x1 / width, 100 * y1 / height, 100 * x2 / width, 100 * y2 / height]
+    if geometry != "letterbox-square":
+        raise ValueError(f"unknown image geometry {geometry!r}")
+    scale, left, top = letterbox_geometry(width, height, size)
+    sx, sy = round(width * scale) / width, round(height * scale) / height  # the pasted image's real scale
+    return [100 * (left + x1 * sx) / size, 100 * (top + y1 * sy) / size,
+            100 * (left + x2 * sx) / size, 100 * (top + y2 * sy) / size]
+
+
+def format_box(box) -> str:
+    """A 0-100 box as answer text `[x1, y1, x2, y2]` in integers 0-99, the shapes-world convention:
+    floor(v * 99 / 100 + 1/2), clamped to 0-99 (a whole-image box is `[0, 0, 99, 99]`)."""
+    coords = [min(99, max(0, math.floor(float(v) * 99 / 100 + 0.5 + 1e-9))) for v in box]
+    return "[" + ", ".join(str(c) for c in coords) + "]"

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from vlmlab.config import DataSource
+from dataclasses import replace
+
+from vlmlab.config import DataSource, ImageConfig
+from vlmlab.data.images import format_box, project_box
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
 from vlmlab.errors import ConfigError
 from vlmlab.registry import TASKS
 
 
-def load_source(source: DataSource, key: str) -> tuple[Task, list[VQAItem]]:
-    """`key` is the source's config path (e.g. `data.eval.0`); a loader's ConfigError is re-rooted there."""
+def load_source(source: DataSource, key: str, image: ImageConfig | None = None) -> tuple[Task, list[VQAItem]]:
+    """`key` is the source's config path (e.g. `data.eval.0`); a loader's ConfigError is re-rooted there.
+    With the run's `image` config, box answers are re-expressed in the processed image (see fit_box_answers)."""
     task: Task = TASKS.get(source.task, key=f"{key}.task")()
     try:
-        return task, task.load(source.split, source.limit, source.path)
+        items = task.load(source.split, source.limit, source.path)
     except ConfigError as exc:
         raise ConfigError(f"{key}.{exc.key}", str(exc).split(": ", 1)[1]) from None
+    if image is not None:
+        items = fit_box_answers(items, image)
+    return task, items
+
+
+def fit_box_answers(items: list[VQAItem], image: ImageConfig) -> list[VQAItem]:
+    """Items that carry a `box` (original pixels) get `answer` = that box after the same resize or
+    letterbox the image gets, as `[x1, y1, x2, y2]` in 0-99; other items are returned as they are."""
+    out = []
+    for item in items:
+        if item.box is not None and item.image_size is not None:
+            width, height = item.image_size
+            box = project_box(item.box, width, height, image.size, image.geometry)
+            item = replace(item, answer=format_box(box))
+        out.append(item)
+    return out

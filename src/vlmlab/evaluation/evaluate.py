@@ -35,7 +35,7 @@ def predict(
     model.eval()
     with progress() as bar:
         for i, source in enumerate(sources):
-            task, items = load_source(source, f"data.eval.{i}")
+            task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
             data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
                               blind=blind, perturb=perturb)
             bs = cfg.eval.batch_size

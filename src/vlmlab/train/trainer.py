@@ -84,7 +84,7 @@ class Trainer:
         self.run.path.mkdir(parents=True, exist_ok=True)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        task, items = load_source(cfg.data.train, "data.train")
+        task, items = load_source(cfg.data.train, "data.train", cfg.data.image)
         self.task, self.items = task, items
         model = self._build(items)
         if acc.is_main_process:

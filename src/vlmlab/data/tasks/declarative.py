@@ -75,7 +75,7 @@ class DeclarativeTask(Task):
         return self.format.image_labels(items)
 
     def score(self, prediction: str, item: VQAItem) -> float:
-        return METRICS[self.spec.metric](prediction, item.answer)
+        return METRICS[self.spec.metric](prediction, item)
 
 
 def task_files() -> list[Path]:

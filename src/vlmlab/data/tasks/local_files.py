@@ -1,0 +1,60 @@
+"""Shared checks for the benchmark loaders: local paths, whole-file JSON, typed record fields, confined images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vlmlab.errors import ConfigError, DataError
+
+_KIND_NAMES = {
+    str: "a string", int: "an integer", list: "a list", dict: "a JSON object",
+    (int, float): "a number", (str, int): "a string or an integer",
+}
+
+
+def require_path(path: str | None, task: str, layout: str) -> Path:
+    """The source's `path` as a Path; a missing one is a ConfigError that says what it must point to."""
+    if path is None:
+        raise ConfigError("path", f"{task} needs a local path: {layout}")
+    return Path(path)
+
+
+def require_split(split: str, splits: tuple[str, ...], task: str) -> None:
+    if split not in splits:
+        raise ConfigError("split", f"{task} has splits {', '.join(splits)}, not {split!r}")
+
+
+def read_json(file: Path, what: str) -> Any:
+    """A whole JSON file; a missing file or bad JSON is a DataError naming the file (and line)."""
+    if not file.is_file():
+        raise DataError(f"{file}: {what} not found")
+    try:
+        with open(file, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{file}: not UTF-8 text") from None
+
+
+def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`record[key]`, checked to be of `kind` (bools never count as numbers); else a DataError at `where`."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if key not in record:
+        raise DataError(f"{where}: missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{where}: field {key!r} must be {_KIND_NAMES.get(kind, kind)}")
+    return value
+
+
+def image_under(root: Path, name: str, where: str) -> str:
+    """The resolved path of image `name` relative to `root`; a path that leaves `root` is a DataError."""
+    base = root.resolve()
+    image = (base / name).resolve()
+    if not image.is_relative_to(base):
+        raise DataError(f"{where}: image path {name!r} leaves the image directory {root}")
+    return str(image)

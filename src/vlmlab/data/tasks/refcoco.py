@@ -1,0 +1,111 @@
+"""`refcoco`: RefCOCO / RefCOCO+ / RefCOCOg referring expressions (JSON exports, no pickles) as box answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmlab.data.images import format_box, project_box
+from vlmlab.data.items import VQAItem
+from vlmlab.data.tasks.base import Task
+from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split
+from vlmlab.errors import DataError
+from vlmlab.metrics import box_hit
+from vlmlab.registry import register_task
+
+PROMPT = "Give the box of: {expression}"  # the question of every item; a task YAML may re-prompt
+IOU_THRESHOLD = 0.5
+
+
+@register_task("refcoco")
+class RefCOCO(Task):
+    """RefCOCO / RefCOCO+ / RefCOCOg referring expressions (JSON, never pickles); box answers, Acc@IoU>=0.5.
+
+    The refer-toolkit layout converted to JSON: `path` is a directory holding `refs.json` (a list of
+    `{ref_id, ann_id, image_id, split, sentences: [{sent}]}`), `instances.json` (COCO `images` with
+    id/file_name/width/height, `annotations` with id/bbox [x, y, w, h], optional `categories`) and
+    `images/`. Each sentence is one item whose answer is the referred box; the category is the COCO category
+    name (else `all`); the score is Acc@IoU>=0.5. The `refs(...).p` pickles are never read: convert them to
+    refs.json once with a tool you trust."""
+
+    answer_type = "box"
+    splits = ("train", "val", "test", "testA", "testB")
+
+    def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
+        root = require_path(path, "refcoco", "a directory holding refs.json, instances.json and images/")
+        require_split(split, self.splits, "refcoco")
+        if not root.is_dir():
+            raise DataError(f"{root}: RefCOCO directory not found")
+        refs_file = root / "refs.json"
+        refs = read_json(refs_file, "RefCOCO refs file")
+        if not isinstance(refs, list):
+            raise DataError(f"{refs_file}: expected a JSON list of refs")
+        images, boxes, categories = read_instances(root / "instances.json")
+        items: list[VQAItem] = []
+        present = set()
+        for index, ref in enumerate(refs):
+            where = f"{refs_file}[ref {index}]"
+            present.add(field(ref, "split", str, where))
+            if ref["split"] != split:
+                continue
+            items.extend(ref_items(ref, where, root / "images", images, boxes, categories, split))
+            if limit is not None and len(items) >= limit:
+                return items[:limit]
+        if not items:
+            raise DataError(f"{refs_file}: no refs in split {split!r} (present: {', '.join(sorted(present)) or 'none'})")
+        return items
+
+    def score(self, prediction: str, item: VQAItem) -> float:
+        return box_hit(prediction, item.answer, IOU_THRESHOLD)
+
+
+def ref_items(ref: dict, where: str, image_dir: Path, images: dict, boxes: dict, categories: dict, split: str) -> list[VQAItem]:
+    """One item per sentence of a ref; the answer is the box relative to the original image (resize)."""
+    ref_id = field(ref, "ref_id", (str, int), where)
+    image_id = field(ref, "image_id", int, where)
+    ann_id = field(ref, "ann_id", int, where)
+    if image_id not in images:
+        raise DataError(f"{where}: image_id {image_id} is not in instances.json")
+    if ann_id not in boxes:
+        raise DataError(f"{where}: ann_id {ann_id} is not in instances.json")
+    file_name, width, height = images[image_id]
+    box = boxes[ann_id]
+    category_id = ref.get("category_id")
+    category = categories.get(category_id, "all") if isinstance(category_id, int) else "all"
+    image = image_under(image_dir, file_name, where)
+    return [
+        VQAItem(
+            item_id=f"{split}-{ref_id}-{k}",
+            task="refcoco",
+            category=category,
+            question=PROMPT.format(expression=field(sentence, "sent", str, f"{where} sentence {k}").strip()),
+            answer=format_box(project_box(box, width, height, max(width, height), "resize")),
+            image=image,
+            box=box,
+            image_size=(width, height),
+        )
+        for k, sentence in enumerate(field(ref, "sentences", list, where))
+    ]
+
+
+def read_instances(file: Path) -> tuple[dict, dict, dict]:
+    """({image id: (file_name, width, height)}, {annotation id: (x1, y1, x2, y2)}, {category id: name})."""
+    data = read_json(file, "COCO instances file")
+    images, boxes, categories = {}, {}, {}
+    for index, image in enumerate(field(data, "images", list, str(file))):
+        where = f"{file}[image {index}]"
+        width, height = field(image, "width", int, where), field(image, "height", int, where)
+        if width <= 0 or height <= 0:
+            raise DataError(f"{where}: width and height must be positive")
+        images[field(image, "id", int, where)] = (field(image, "file_name", str, where), width, height)
+    for index, annotation in enumerate(field(data, "annotations", list, str(file))):
+        where = f"{file}[annotation {index}]"
+        bbox = field(annotation, "bbox", list, where)
+        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height]")
+        x, y, w, h = (float(v) for v in bbox)
+        boxes[field(annotation, "id", int, where)] = (x, y, x + w, y + h)
+    listed = field(data, "categories", list, str(file)) if "categories" in data else []
+    for index, category in enumerate(listed):
+        where = f"{file}[category {index}]"
+        categories[field(category, "id", int, where)] = field(category, "name", str, where)
+    return images, boxes, categories
