@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
+os.environ.setdefault("VLMLAB_CACHE", tempfile.mkdtemp(prefix="vlmlab-test-cache-"))
 torch.set_num_threads(2)
 
 TINY = {

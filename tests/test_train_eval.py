@@ -120,7 +120,7 @@ def test_vision_pretrain_stage_trains_only_the_tower_and_learns_colour(tiny_raw,
     from vlmlab.models.build import build_model
     from vlmlab.train.trainer import tokenizer_texts
 
-    _, items = load_source(cfg.data.train, "data.train")
+    _, items = load_source(cfg.data.train[0], "data.train.0")
     before = build_model(cfg, texts=tokenizer_texts(items)).state_dict()
     result = _train(cfg, tmp_path / "run")
     after = result.model.state_dict()

@@ -12,7 +12,7 @@ from vlmlab.train.trainer import tokenizer_texts
 
 
 def _setup(cfg, with_answers):
-    _, items = load_source(cfg.data.train, "data.train")
+    _, items = load_source(cfg.data.train[0], "data.train.0")
     model = build_model(cfg, texts=tokenizer_texts(items)).eval()
     data = VQADataset(items[:6], model.llm, cfg.data.image, model.num_image_tokens, with_answers=with_answers)
     return model, data

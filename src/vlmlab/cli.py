@@ -1,22 +1,14 @@
-"""The `vlmlab` command line: train, eval, backbones, tasks, demo, data."""
+"""The `vlmlab` command line: train, eval, study, report, demo, backbones, tasks, data."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
+from vlmlab.config import builtin_config
 from vlmlab.errors import UserError
 from vlmlab.progress import console
-
-BUILTIN_CONFIGS = "configs"
-
-
-def builtin_config(name: str) -> Path | None:
-    path = resources.files("vlmlab") / BUILTIN_CONFIGS / f"{name}.yaml"
-    return Path(str(path)) if path.is_file() else None
-
 
 def resolve_config_path(arg: str) -> Path:
     """CONFIG may be a path or the name of a built-in config (e.g. `easy-vqa-tiny`)."""
@@ -97,24 +89,79 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from vlmlab.config import load_config
-    from vlmlab.evaluation.evaluate import evaluate_run
-    from vlmlab.runs import RunDir
-    from vlmlab.train.trainer import Trainer
+def resolve_study_path(arg: str) -> Path:
+    """SPEC may be a path or the name of a built-in study (e.g. `demo`, `demo-quick`)."""
+    path = Path(arg)
+    if path.is_file():
+        return path
+    builtin = builtin_config(arg, kind="studies")
+    if builtin is not None:
+        return builtin
+    raise UserError(f"{arg}: study spec not found (and no built-in study of that name)", exit_code=2)
 
-    cfg = load_config(builtin_config("easy-vqa-tiny"))
-    out = Path(args.out)
-    run = RunDir(out)
-    if not (run.final / "model.safetensors").is_file():
-        Trainer(cfg, out, resume=run.config.is_file()).run_training()
-    metrics = evaluate_run(out)
-    blind = evaluate_run(out, blind=True)
-    _print_metrics(metrics, out)
-    gap = blind["visual_reliance_gap"]["easy-vqa"]["gap"]
-    console.print(f"blind (constant image) accuracy: {blind['overall']['accuracy']:.3f}  visual-reliance gap: {gap:+.3f}")
-    console.print(f"records: {run.predictions()}  metrics: {run.metrics()}")
+
+def cmd_study(args) -> int:
+    from vlmlab.io import write_text
+    from vlmlab.study.runner import job_script, prepare_study, run_study
+
+    spec_path = resolve_study_path(args.spec)
+    if args.check or args.script:
+        study = prepare_study(spec_path, args.out)
+        names = list(dict.fromkeys(v.name for v in study.variants))
+        console.print(f"control check passed: {len(names)} variants x {len(study.spec.seeds)} seeds, held-constant "
+                      f"fingerprint {study.control['config']['fingerprint']}", soft_wrap=True)
+        if args.script:
+            write_text(args.script, job_script(spec_path, study))
+            console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)
+        return 0
+    study = run_study(spec_path, args.out, only=args.only)
+    if study.dir.results.is_file() and not args.only:
+        _print_study_summary(study.dir.path)
+        console.print(f"results: {study.dir.results}  summary: {study.dir.summary}  (report: vlmlab report {study.dir.path})")
     return 0
+
+
+def cmd_report(args) -> int:
+    from vlmlab.report.study_report import build_report
+
+    html_path, md_path = build_report(args.study_dir)
+    console.print(f"wrote {html_path} and {md_path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from vlmlab.report.study_report import build_report
+    from vlmlab.study.runner import run_study
+
+    name = "demo-quick" if args.quick else "demo"
+    out = Path(args.out or f"runs/{name}")
+    study = run_study(resolve_study_path(name), out)
+    html_path, _ = build_report(out)
+    _print_study_summary(out)
+    console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
+                  f"the control check, training curves, costs and the visual-reliance analysis.", soft_wrap=True)
+    console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
+    return 0
+
+
+def _print_study_summary(path: Path) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    summary = pd.read_csv(path / "summary.csv")
+    clean = summary[(summary["mode"] == "clean") & (summary["category"] == "all")]
+    variants = list(dict.fromkeys(clean["variant"]))
+    table = Table(title=f"{path}: accuracy per task (± half-width of the 95% CI)")
+    table.add_column("task")
+    for v in variants:
+        table.add_column(v, justify="right")
+    for task, frame in clean.groupby("task", sort=False):
+        cells = []
+        for v in variants:
+            r = frame[frame["variant"] == v].iloc[0]
+            cells.append(f"{r['accuracy']:.3f} ±{(r['ci_high'] - r['ci_low']) / 2:.3f}")
+        table.add_row(task, *cells)
+    console.print(table)
 
 
 def cmd_data_shapes_world(args) -> int:
@@ -178,8 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list every task (YAML and built-in formats)")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("demo", help="the main job: train and evaluate the built-in demo")
-    p.add_argument("--out", default="runs/demo")
+    p = sub.add_parser("study", help="run a controlled study: control check, train + evaluate every variant, combine")
+    p.add_argument("spec", help="study YAML, or the name of a built-in study (demo, demo-quick)")
+    p.add_argument("--out", help="study directory (default runs/<name>)")
+    p.add_argument("--only", action="append", metavar="VARIANT", help="run only this variant (repeatable; one cluster job each)")
+    p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
+    p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="write report.html (self-contained) and report.md for a finished study")
+    p.add_argument("study_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
+    p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")
+    p.add_argument("--out", help="study directory (default runs/demo or runs/demo-quick)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="generate a synthetic dataset")

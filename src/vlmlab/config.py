@@ -65,9 +65,14 @@ class DataSource(Strict):
 
 
 class DataConfig(Strict):
-    train: DataSource
+    train: list[DataSource] = Field(min_length=1)  # one source, or a mixture trained on together
     eval: list[DataSource] = Field(default_factory=list)
     image: ImageConfig = ImageConfig()
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class LoraConfig(Strict):
@@ -158,7 +163,8 @@ def resolve_parts(cfg: RunConfig) -> RunConfig:
     """Check each part's own fields against its registered class and the task ids against TASKS."""
     for name, registry in (("vision", VISION_ENCODERS), ("projector", PROJECTORS), ("llm", LLM_BACKBONES), ("routing", ROUTING)):
         getattr(cfg.model, name).resolve(registry, f"model.{name}")
-    TASKS.get(cfg.data.train.task, key="data.train.task")
+    for i, src in enumerate(cfg.data.train):
+        TASKS.get(src.task, key=f"data.train.{i}.task")
     for i, src in enumerate(cfg.data.eval):
         TASKS.get(src.task, key=f"data.eval.{i}.task")
     return cfg
@@ -212,6 +218,14 @@ def config_from_dict(raw: Any, overrides: dict[str, Any] | None = None) -> RunCo
     except TypeError as exc:  # non-string keys
         raise ConfigError("", f"bad config structure ({exc})") from None
     return resolve_parts(cfg)
+
+
+def builtin_config(name: str, kind: str = "configs") -> Path | None:
+    """The packaged YAML `vlmlab/<kind>/<name>.yaml` (kind: configs or studies), or None."""
+    from importlib import resources
+
+    path = resources.files("vlmlab") / kind / f"{name}.yaml"
+    return Path(str(path)) if path.is_file() else None
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -57,12 +57,14 @@ PROJECTORS: Registry[Any] = Registry("projector")
 LLM_BACKBONES: Registry[Any] = Registry("backbone")
 ROUTING: Registry[Any] = Registry("routing strategy")
 TASKS: Registry[Any] = Registry("task")
+ANALYSES: Registry[Any] = Registry("analysis")
 
 register_vision_encoder = VISION_ENCODERS.register
 register_projector = PROJECTORS.register
 register_llm = LLM_BACKBONES.register
 register_routing = ROUTING.register
 register_task = TASKS.register
+register_analysis = ANALYSES.register
 
 ALL_REGISTRIES = {
     "vision encoders": VISION_ENCODERS,
@@ -70,6 +72,7 @@ ALL_REGISTRIES = {
     "LLM backbones": LLM_BACKBONES,
     "routing strategies": ROUTING,
     "tasks": TASKS,
+    "analyses": ANALYSES,
 }
 
 _loaded = False
@@ -81,6 +84,7 @@ def _load_builtin_parts() -> None:
     if _loaded:
         return
     _loaded = True
+    import vlmlab.analysis  # noqa: F401
     import vlmlab.data.tasks  # noqa: F401
     import vlmlab.models.llm  # noqa: F401
     import vlmlab.models.projectors  # noqa: F401

@@ -8,6 +8,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from vlmlab.config import RunConfig, StageConfig
+
 
 class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
     """Yields this rank's slice of global batches `start_step .. total_steps-1`.
@@ -64,3 +66,30 @@ def order_fingerprint(item_ids: Sequence[str], order: SeededBatchOrder, n_batche
             h.update(item_ids[idx].encode())
             h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def stage_steps(stage: StageConfig, n_items: int, micro_batch: int, grad_accum: int) -> int:
+    """Optimizer steps in a stage: `max_steps`, or `epochs` passes over the data."""
+    if stage.max_steps is not None:
+        return stage.max_steps
+    micro_per_epoch = math.ceil(n_items / micro_batch)
+    return max(1, math.ceil(stage.epochs * micro_per_epoch / grad_accum))
+
+
+def stage_order(cfg: RunConfig, stage_index: int, n_items: int, start_step: int = 0, rank: int = 0, world: int = 1) -> tuple[SeededBatchOrder, int]:
+    """The batch order of a VQA stage and its number of optimizer steps (one place for trainer and control check)."""
+    stage = cfg.train.stages[stage_index]
+    micro = (stage.batch_size or cfg.train.batch_size) * world
+    accum = cfg.train.grad_accum
+    total = stage_steps(stage, n_items, micro, accum)
+    order = SeededBatchOrder(n_items, micro, seed=cfg.seed * 1000 + stage_index, total_steps=total * accum,
+                             start_step=start_step * accum, rank=rank, world=world)
+    return order, total
+
+
+def training_order_fingerprints(cfg: RunConfig, item_ids: Sequence[str]) -> list[str]:
+    """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order)."""
+    return [
+        order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids))[0])
+        for s, stage in enumerate(cfg.train.stages) if stage.name != "vision-pretrain"
+    ]

@@ -1,10 +1,10 @@
-"""Resolve a config's data source (`{task, split, limit, path}`) into a task and its items."""
+"""Resolve a config's data sources (`{task, split, limit, path}`) into tasks and their items."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from vlmlab.config import DataSource, ImageConfig
+from vlmlab.config import DataSource, ImageConfig, RunConfig
 from vlmlab.data.images import format_box, project_box
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
@@ -36,3 +36,12 @@ def fit_box_answers(items: list[VQAItem], image: ImageConfig) -> list[VQAItem]:
             item = replace(item, answer=format_box(box))
         out.append(item)
     return out
+
+
+def load_training_sources(cfg: RunConfig) -> list[tuple[Task, list[VQAItem]]]:
+    """Every `data.train` source of a run, in config order (their items are trained on as one mixture)."""
+    return [load_source(src, f"data.train.{i}", cfg.data.image) for i, src in enumerate(cfg.data.train)]
+
+
+def training_items(sources: list[tuple[Task, list[VQAItem]]]) -> list[VQAItem]:
+    return [item for _, items in sources for item in items]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,16 +11,17 @@ import yaml
 from accelerate import Accelerator
 
 from vlmlab import io
-from vlmlab.config import RunConfig, StageConfig, config_from_dict
+from vlmlab.config import RunConfig, config_from_dict
 from vlmlab.data.dataset import VQADataset
-from vlmlab.data.order import SeededBatchOrder
-from vlmlab.data.sources import load_source
+from vlmlab.data.order import stage_order
+from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.errors import UserError
 from vlmlab.models.build import build_model
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora
 from vlmlab.train import checkpoint as ckpt
+from vlmlab.train import vision_cache
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
 from vlmlab.train.vision_pretrain import pretrain_vision
 
@@ -41,21 +41,14 @@ def tokenizer_texts(items) -> list[str]:
     return list(dict.fromkeys([it.question for it in items] + [it.answer for it in items]))
 
 
-def stage_steps(stage: StageConfig, n_items: int, micro_batch: int, grad_accum: int) -> int:
-    """Optimizer steps in a stage: `max_steps`, or `epochs` passes over the data."""
-    if stage.max_steps is not None:
-        return stage.max_steps
-    micro_per_epoch = math.ceil(n_items / micro_batch)
-    return max(1, math.ceil(stage.epochs * micro_per_epoch / grad_accum))
-
-
 class Trainer:
     """Trains `cfg` into `run_dir`. One instance per run; `run()` is resumable with `resume=True`."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, vision_cache: Path | None = None):
         self.cfg = cfg
         self.run = RunDir(run_dir)
         self.resume = resume
+        self.vision_cache = vision_cache  # share vision-pretrain stages with runs that compute the same tower
         self.accelerator = _accelerator(cfg.train.mixed_precision)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -84,8 +77,8 @@ class Trainer:
         self.run.path.mkdir(parents=True, exist_ok=True)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        task, items = load_source(cfg.data.train, "data.train", cfg.data.image)
-        self.task, self.items = task, items
+        self.sources = load_training_sources(cfg)
+        items = training_items(self.sources)
         model = self._build(items)
         if acc.is_main_process:
             io.write_yaml(self.run.config, cfg.resolved())
@@ -114,12 +107,10 @@ class Trainer:
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
         cfg, acc = self.cfg, self.accelerator
         stage = cfg.train.stages[s]
+        if resume_from is None or start_step == 0:  # a stage's randomness depends only on (seed, stage),
+            torch.manual_seed(cfg.seed * 1000 + s)  # not on what earlier stages or other parts drew
         if stage.name == "vision-pretrain":  # atomic: a crash inside it re-runs the whole stage
-            t0 = time.perf_counter()
-            result.vision_pretrain = pretrain_vision(
-                model.vision, data, self.task.image_labels(self.items), stage, cfg, cfg.seed * 1000 + s, acc.device, bar
-            )
-            result.vision_pretrain["seconds"] = time.perf_counter() - t0
+            self._pretrain_vision(model, data, s, bar, result)
             if acc.is_main_process:
                 io.append_jsonl(self.run.train_log, {"stage": stage.name, **result.vision_pretrain})
             self._checkpoint(model, None, s + 1, 0)
@@ -129,14 +120,12 @@ class Trainer:
         optimizer = build_optimizer(model, stage, cfg.train)
         micro = (stage.batch_size or cfg.train.batch_size) * acc.num_processes
         accum = cfg.train.grad_accum
-        total = stage_steps(stage, len(data), micro, accum)
+        order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes)
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)
             ckpt.load_optimizer(optimizer, resume_from, state)
             ckpt.set_rng_state(state["rng"])
-        order = SeededBatchOrder(len(data), micro, seed=cfg.seed * 1000 + s, total_steps=total * accum,
-                                 start_step=start_step * accum, rank=acc.process_index, world=acc.num_processes)
         loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
         wrapped, optimizer = acc.prepare(model, optimizer)
         wrapped.train()
@@ -188,6 +177,29 @@ class Trainer:
         result.steps += step - start_step
         self._checkpoint(model, None, s + 1, 0)  # a stage boundary: the next stage starts a fresh optimizer
         acc.free_memory()
+
+    def _pretrain_vision(self, model, data, s, bar, result) -> None:
+        cfg, stage = self.cfg, self.cfg.train.stages[s]
+        key = vision_cache.stage_key(cfg, s) if self.vision_cache is not None else None
+        t0 = time.perf_counter()
+        cached = vision_cache.load(self.vision_cache, key, model.vision) if key else None
+        if cached is not None:
+            result.vision_pretrain = cached
+            return
+        result.vision_pretrain = pretrain_vision(
+            model.vision, data, self._image_labels(), stage, cfg, cfg.seed * 1000 + s, self.accelerator.device, bar
+        )
+        result.vision_pretrain["seconds"] = time.perf_counter() - t0
+        if key and self.accelerator.is_main_process:
+            vision_cache.store(self.vision_cache, key, model.vision, result.vision_pretrain)
+
+    def _image_labels(self) -> dict[str, dict[str, str]]:
+        """Image-attribute labels from every training source (attributes a source lacks stay unknown)."""
+        labels: dict[str, dict[str, str]] = {}
+        for task, items in self.sources:
+            for path, lab in task.image_labels(items).items():
+                labels.setdefault(path, {}).update(lab)
+        return labels
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
         if not self.accelerator.is_main_process:

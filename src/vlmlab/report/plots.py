@@ -1,0 +1,116 @@
+"""matplotlib figures for reports (Agg backend, no display, no network); one colour per variant throughout."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def colours(variants: list[str]) -> dict[str, tuple]:
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+
+
+def grouped_bars(frame: pd.DataFrame, group: str, value: str, low: str | None = None, high: str | None = None,
+                 ylabel: str = "", ax=None, title: str = "", variants: list[str] | None = None):
+    """Bars of `value` per `group` (x) and variant (colour), with error bars from the `low`/`high` columns."""
+    variants = variants or list(dict.fromkeys(frame["variant"]))
+    groups = list(dict.fromkeys(frame[group]))
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(variants)) / 2 + 2), 3.6))
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(groups))
+    cmap = colours(variants)
+    for i, v in enumerate(variants):
+        sub = frame[frame["variant"] == v].set_index(group).reindex(groups)
+        vals = sub[value].to_numpy(dtype=float)
+        err = None
+        if low and high:
+            err = np.vstack([vals - sub[low].to_numpy(dtype=float), sub[high].to_numpy(dtype=float) - vals])
+            err = np.nan_to_num(np.clip(err, 0, None))
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=v, color=cmap[v])
+    ax.set_xticks(x, groups, rotation=20 if max(len(str(g)) for g in groups) > 10 else 0, ha="right" if max(len(str(g)) for g in groups) > 10 else "center")
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="#444", lw=0.6)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if own:
+        ax.legend(fontsize=8, ncols=min(4, len(variants)), loc="best")
+        fig.tight_layout()
+        return fig
+    return ax
+
+
+def per_category(summary: pd.DataFrame, variants: list[str]):
+    """One panel per task: accuracy per category and variant, with 95% CIs."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    cols = min(2, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        grouped_bars(summary[summary["task"] == task], "category", "accuracy", "ci_low", "ci_high",
+                     ylabel="accuracy", ax=ax, title=task, variants=variants)
+        ax.set_ylim(0, 1.05)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncols=min(6, len(variants)), fontsize=8, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def training_curves(logs: dict[str, list[dict]], variants: list[str]):
+    """Training loss against the optimizer step counted across stages, one line per variant and seed (`logs`
+    keyed `variant@seed`; a variant's first seed solid, the others dashed); dotted verticals mark stage boundaries."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    cmap = colours(variants)
+    boundaries: set[int] = set()
+    labelled: set[str] = set()
+    for key, log in logs.items():
+        variant, seed = key.rsplit("@", 1)
+        offset, prev_stage, prev_step, xs, ys = 0, None, 0, [], []
+        for rec in log:
+            if "step" not in rec:
+                continue
+            if rec["stage"] != prev_stage:
+                offset += prev_step if prev_stage is not None else 0
+                if prev_stage is not None:
+                    boundaries.add(offset)
+                prev_stage = rec["stage"]
+            prev_step = rec["step"]
+            xs.append(offset + rec["step"])
+            ys.append(rec["loss"])
+        ax.plot(xs, ys, color=cmap[variant], lw=1.2, ls="-" if variant not in labelled else "--",
+                label=None if variant in labelled else variant)
+        labelled.add(variant)
+    for b in sorted(boundaries):
+        ax.axvline(b, color="#888", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step (all stages)")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cost_bars(info: pd.DataFrame, variants: list[str]):
+    """Training time and trainable parameters per variant (means over seeds)."""
+    mean = info.groupby("variant", sort=False)[["train_s", "trainable_max"]].mean().reindex(variants)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    cmap = colours(variants)
+    for ax, col, label in zip(axes, ["train_s", "trainable_max"], ["training time (s)", "trainable parameters (max over stages)"]):
+        ax.bar(range(len(variants)), mean[col].to_numpy(dtype=float), color=[cmap[v] for v in variants])
+        ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right")
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

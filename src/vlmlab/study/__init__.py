@@ -1,0 +1,1 @@
+"""Controlled studies: spec, control check, runner, combined results."""

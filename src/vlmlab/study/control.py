@@ -1,0 +1,165 @@
+"""The control check: variants may differ only in the keys their factors declare, and see the same data order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from vlmlab.errors import UserError
+from vlmlab.study.spec import StudySpec, Variant
+
+ALWAYS_VARIES = ("name", "seed")  # a variant's run name, and the seed (compared within one seed group)
+
+
+class ControlViolation(UserError):
+    """Two variants differ in a key that no factor declares."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists as {dotted.key: leaf}; lists by index (`train.stages.1.lr.llm`)."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = ((str(i), v) for i, v in enumerate(data))
+    else:
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        child = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (dict, list)) and value:
+            out.update(flatten(value, child))
+        else:
+            out[child] = value
+    return out
+
+
+def covered(key: str, declared: set[str]) -> bool:
+    """A key is covered by a declared key equal to it or above it (`model.llm` covers `model.llm.id`)."""
+    return any(key == d or key.startswith(d + ".") for d in declared)
+
+
+def held_constant(variant: Variant, declared: set[str]) -> dict[str, Any]:
+    """The resolved config minus the declared keys, the name and the seed: what must match across variants."""
+    flat = flatten(variant.cfg.resolved())
+    return {k: v for k, v in flat.items() if not covered(k, declared | set(ALWAYS_VARIES))}
+
+
+def fingerprint(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
+    """Raise ControlViolation naming the key and both values if two variants differ outside the factors' keys."""
+    declared = {k for f in spec.factors.values() for k in f.keys}
+    reference = variants[0]
+    ref_held = held_constant(reference, declared)
+    for other in variants[1:]:
+        held = held_constant(other, declared)
+        for key in sorted(set(ref_held) | set(held)):
+            a, b = ref_held.get(key, "<unset>"), held.get(key, "<unset>")
+            if a != b:
+                raise ControlViolation(
+                    f"control check failed: variants {reference.name} and {other.name} differ in {key} "
+                    f"({a!r} vs {b!r}), which no factor declares (declared: {', '.join(sorted(declared))})"
+                )
+    varied = {v.name: {k: _value_at(v.cfg.resolved(), k) for k in sorted(declared)} for v in variants if v.seed == spec.seeds[0]}
+    return {"fingerprint": fingerprint(ref_held), "held_constant_keys": len(ref_held), "declared": sorted(declared), "varied": varied}
+
+
+def _value_at(data: Any, key: str) -> Any:
+    node = data
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def order_settings(variant: Variant) -> dict[str, Any]:
+    """The resolved keys that decide a run's data order: the training data, batch sizes, stage lengths."""
+    r = variant.cfg.resolved()
+    stages = [{k: st[k] for k in ("name", "epochs", "max_steps", "batch_size")} for st in r["train"]["stages"]]
+    return {"data.train": r["data"]["train"], "batch_size": r["train"]["batch_size"],
+            "grad_accum": r["train"]["grad_accum"], "stages": stages, "seed": r["seed"]}
+
+
+def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
+    """Per seed, the hash of the first batches' item ids of every training stage must match across variants.
+
+    A difference is accepted only when the variants' order settings differ (a factor that declares the
+    batch size, say); then it is recorded as expected. The training items are loaded once per data source.
+    """
+    from vlmlab.data.order import training_order_fingerprints
+    from vlmlab.data.sources import load_training_sources, training_items
+
+    items_cache: dict[str, list[str]] = {}
+    per_seed: dict[str, dict[str, list[str]]] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        source_key = json.dumps(v.cfg.resolved()["data"]["train"], sort_keys=True)
+        if source_key not in items_cache:
+            items_cache[source_key] = [f"{it.task}/{it.item_id}" for it in training_items(load_training_sources(v.cfg))]
+        per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, items_cache[source_key])
+        settings[f"{v.name}/{v.seed}"] = order_settings(v)
+    expected = []
+    for seed, by_variant in per_seed.items():
+        names = list(by_variant)
+        for name in names[1:]:
+            if by_variant[name] == by_variant[names[0]]:
+                continue
+            if settings[f"{name}/{seed}"] == settings[f"{names[0]}/{seed}"]:
+                raise ControlViolation(
+                    f"control check failed: seed {seed}: variants {names[0]} and {name} have the same data settings "
+                    f"but see different training orders ({by_variant[names[0]]} vs {by_variant[name]})"
+                )
+            expected.append(f"seed {seed}: {names[0]} vs {name}")
+    return {"identical": not expected, "expected_differences": expected, "per_seed": per_seed}
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git sha, Python, OS, CPU count and accelerator: stored with every study."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    packages = {}
+    for name in ("vlmlab", "torch", "transformers", "tokenizers", "accelerate", "peft", "safetensors", "pydantic", "numpy", "pandas"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "packages": packages,
+        "git_sha": _git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "gpu_count": torch.cuda.device_count() if gpu else 0,
+    }
+
+
+def _git_sha() -> str | None:
+    """The commit of the vlmlab checkout in use (None for an installed wheel), with `+dirty` for local changes."""
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

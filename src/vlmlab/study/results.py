@@ -1,0 +1,97 @@
+"""Combine a study's per-item records into results.parquet and summarize them per variant with uncertainty."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from vlmlab import io
+from vlmlab.metrics import parse_box
+from vlmlab.runs import RunDir
+
+if TYPE_CHECKING:
+    from vlmlab.study.runner import Study
+
+BOOTSTRAP_SAMPLES = 1000
+SUMMARY_COLUMNS = [
+    "variant", "mode", "task", "category", "accuracy", "seed_std", "ci_low", "ci_high", "seeds", "n",
+    "format_error_rate",
+]
+
+
+def modes(spec) -> list[tuple[str, bool, str | None]]:
+    """(mode name, blind, perturbation tag) for every evaluation the spec asks for."""
+    from vlmlab.data.perturb import parse_perturbation
+
+    out = [("clean", False, None)]
+    if spec.eval.blind:
+        out.append(("blind", True, None))
+    out += [(parse_perturbation(p).tag, False, parse_perturbation(p).tag) for p in spec.eval.perturb]
+    return out
+
+
+def combine(study: "Study") -> pd.DataFrame:
+    """Every variant's records of every mode, with variant, seed, mode and one column per factor."""
+    frames = []
+    for v in study.variants:
+        run = RunDir(study.dir.variant(v))
+        for mode, blind, tag in modes(study.spec):
+            frame = pd.read_parquet(run.predictions(blind, tag))
+            frame.insert(0, "mode", mode)
+            frame.insert(0, "seed", v.seed)
+            for factor in reversed(list(study.spec.factors)):
+                frame.insert(0, factor, v.levels[factor])
+            frame.insert(0, "variant", v.name)
+            frames.append(frame)
+    results = pd.concat(frames, ignore_index=True)
+    results["format_error"] = _format_errors(results)
+    return results
+
+
+def _format_errors(results: pd.DataFrame) -> pd.Series:
+    """True where the gold answer is a box but the prediction holds none (the structured-output failure)."""
+    gold_is_box = results["answer"].map(lambda a: parse_box(a) is not None)
+    pred_has_box = results["prediction"].map(lambda p: parse_box(p) is not None)
+    return gold_is_box & ~pred_has_box
+
+
+def _bootstrap_ci(per_seed_scores: list[np.ndarray], rng: np.random.Generator) -> tuple[float, float]:
+    """95% percentile interval of the seed-averaged accuracy, resampling items within each seed."""
+    means = np.zeros(BOOTSTRAP_SAMPLES)
+    for scores in per_seed_scores:
+        idx = rng.integers(0, len(scores), size=(BOOTSTRAP_SAMPLES, len(scores)))
+        means += scores[idx].mean(axis=1)
+    means /= len(per_seed_scores)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per (variant, mode, task, category) and per (variant, mode, task) with category `all`:
+    accuracy averaged over seeds, its spread over seeds, a bootstrap 95% CI, items per seed, format errors."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    with_all = pd.concat([results, results.assign(category="all")], ignore_index=True)
+    for (variant, mode, task, category), frame in with_all.groupby(["variant", "mode", "task", "category"], sort=False):
+        per_seed = [f["score"].to_numpy(dtype=float) for _, f in frame.groupby("seed", sort=True)]
+        accs = [s.mean() for s in per_seed]
+        low, high = _bootstrap_ci(per_seed, rng)
+        boxes = frame["answer"].map(lambda a: parse_box(a) is not None)
+        rows.append({
+            "variant": variant, "mode": mode, "task": task, "category": category,
+            "accuracy": float(np.mean(accs)), "seed_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+            "ci_low": low, "ci_high": high, "seeds": len(per_seed), "n": int(round(np.mean([len(s) for s in per_seed]))),
+            "format_error_rate": float(frame.loc[boxes, "format_error"].mean()) if boxes.any() else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def write_results(study: "Study") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write results.parquet and summary.csv (atomically) and return both."""
+    results = combine(study)
+    summary = summarize(results)
+    io.write_parquet(study.dir.results, results)
+    with io.atomic_path(study.dir.summary) as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.6g")
+    return results, summary

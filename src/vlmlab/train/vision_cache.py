@@ -1,0 +1,54 @@
+"""Share a vision-pretrain stage between runs that would compute the same tower (a study's LLM variants)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlmlab.config import RunConfig
+
+WEIGHTS = "vision.safetensors"
+METRICS = "metrics.json"
+
+
+def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
+    """Hash of everything the tower after this stage depends on, or None when earlier stages could change it."""
+    if any(st.name != "vision-pretrain" for st in cfg.train.stages[:stage_index]):
+        return None
+    r = cfg.resolved()
+    train = {k: v for k, v in r["train"].items() if k not in ("stages", "log_every", "checkpoint_every", "threads")}
+    payload = {
+        "vision": r["model"]["vision"], "image": r["data"]["image"], "data": r["data"]["train"], "seed": r["seed"],
+        "stages": r["train"]["stages"][: stage_index + 1], "train": train, "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load(cache_dir: Path, key: str, vision: torch.nn.Module) -> dict[str, Any] | None:
+    """Load the cached tower into `vision` and return the stage's metrics, or None on a miss."""
+    entry = cache_dir / key
+    if not (entry / METRICS).is_file():
+        return None
+    vision.load_state_dict(load_file(str(entry / WEIGHTS)))
+    return {**json.loads((entry / METRICS).read_text()), "cached": True}
+
+
+def store(cache_dir: Path, key: str, vision: torch.nn.Module, metrics: dict[str, Any]) -> None:
+    """Write an entry into a temp dir, then rename it (a crash leaves no half entry)."""
+    entry = cache_dir / key
+    tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in vision.state_dict().items()}, str(tmp / WEIGHTS))
+    (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    if entry.exists():
+        shutil.rmtree(tmp)
+        return
+    tmp.rename(entry)

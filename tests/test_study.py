@@ -1,0 +1,253 @@
+"""Studies: spec validation, the control check, resumable runner, combined results and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from vlmlab.cli import main
+from vlmlab.study.control import ControlViolation
+from vlmlab.study.runner import prepare_study, run_study
+from vlmlab.study.spec import load_study_spec
+
+LLM_FACTOR = {"keys": ["model.llm.id"], "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}}}
+
+
+def write_spec(tmp_path, base, **fields):
+    spec = {"name": "t", "question": "Does the generation matter?", "base": base, "factors": {"llm": LLM_FACTOR}, **fields}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def one_line_error(capsys, argv) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return code, err
+
+
+# ----- spec validation -----------------------------------------------------------------------------
+@pytest.mark.parametrize("factors, needle", [
+    ({"llm": {"keys": ["model.llm.id"], "levels": {"a": {"model.llm.id": "llama1-tiny", "train.batch_size": 4}}}},
+     "factors.llm.levels.a: sets train.batch_size, which factor 'llm' does not declare"),
+    ({"llm": {"keys": ["model.llm.id", "seed"], "levels": {"a": {"model.llm.id": "llama1-tiny"}}}},
+     "factors.llm.levels.a: does not set seed"),
+    ({"seed": {"keys": ["seed"], "levels": {"a": {"seed": 1}}}}, "factors.seed: 'seed' is a results column"),
+    ({"llm": {"keys": ["model.llm.id"], "levels": {"a b": {"model.llm.id": "llama1-tiny"}}}}, "level names use"),
+])
+def test_spec_errors_name_the_key(tmp_path, tiny_raw, capsys, factors, needle):
+    path = write_spec(tmp_path, tiny_raw, factors=factors)
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and needle in err, err
+
+
+def test_spec_errors_unknown_key_level_and_analysis(tmp_path, tiny_raw, capsys):
+    path = write_spec(tmp_path, tiny_raw, seeds=[0], colour="red")
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and "colour: unknown key" in err
+    path = write_spec(tmp_path, tiny_raw, variants=[{"llm": "gen2"}])
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and "variants.0.llm: unknown level 'gen2'" in err
+    path = write_spec(tmp_path, tiny_raw, analyses=["calibrashun"])
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and "analyses.0.id: unknown analysis 'calibrashun'" in err
+    bad_level = {"llm": {"keys": ["model.llm.id"], "levels": {"x": {"model.llm.id": "lama3"}}}}
+    path = write_spec(tmp_path, tiny_raw, factors=bad_level)
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and "variant x (seed 0): model.llm.id: unknown backbone 'lama3'" in err
+
+
+def test_cross_product_and_explicit_variants(tmp_path, tiny_raw):
+    factors = {"llm": LLM_FACTOR, "proj": {"keys": ["model.projector.id"], "levels": {
+        "mlp": {"model.projector.id": "gelu-mlp"}, "lin": {"model.projector.id": "linear"}}}}
+    study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors, seeds=[0, 1]), tmp_path / "out")
+    assert [v.run_name for v in study.variants][:3] == ["gen1-mlp/seed-0", "gen1-mlp/seed-1", "gen1-lin/seed-0"]
+    assert len(study.variants) == 8
+    study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors, variants=[{"llm": "gen3", "proj": "lin"}]), tmp_path / "o")
+    assert [v.name for v in study.variants] == ["gen3-lin"] and study.variants[0].cfg.model.projector.id == "linear"
+
+
+# ----- control check ---------------------------------------------------------------------------------
+def _register_wide_preset():
+    """A preset that silently brings its own default width: exactly what the control check must catch."""
+    from pydantic import Field
+
+    from vlmlab.models.llm.tiny import Llama2Tiny, TinyParams
+    from vlmlab.registry import LLM_BACKBONES, register_llm
+
+    if "wide-tiny" in LLM_BACKBONES.ids():
+        return
+
+    class WideParams(TinyParams):
+        hidden_size: int = Field(64, ge=8)
+
+    @register_llm("wide-tiny")
+    class WideTiny(Llama2Tiny):
+        """Test preset with a different default hidden size."""
+
+        Params = WideParams
+
+
+def test_control_check_passes_and_records_fingerprints(tmp_path, tiny_raw):
+    study = prepare_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1]), tmp_path / "out")
+    c = study.control
+    assert c["passed"] and c["config"]["declared"] == ["model.llm.id"]
+    assert c["config"]["varied"] == {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}}
+    order = c["data_order"]
+    assert order["identical"]
+    for by_variant in order["per_seed"].values():
+        assert by_variant["gen1"] == by_variant["gen3"]
+    assert order["per_seed"]["0"]["gen1"] != order["per_seed"]["1"]["gen1"]  # seeds do change the order
+    assert c["environment"]["packages"]["torch"] and "cpu_count" in c["environment"]
+
+
+def test_control_check_refuses_an_undeclared_difference(tmp_path, tiny_raw, capsys):
+    _register_wide_preset()
+    tiny_raw["model"]["llm"].pop("hidden_size")  # both presets now resolve their own default width
+    factors = {"llm": {"keys": ["model.llm.id"], "levels": {"gen2": {"model.llm.id": "llama2-tiny"}, "wide": {"model.llm.id": "wide-tiny"}}}}
+    path = write_spec(tmp_path, tiny_raw, factors=factors)
+    with pytest.raises(ControlViolation, match=r"gen2 and wide differ in model\.llm\.hidden_size \(128 vs 64\)"):
+        prepare_study(path, tmp_path / "out")
+    code, err = one_line_error(capsys, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert code == 2 and "model.llm.hidden_size" in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_factor_on_the_batch_size_is_an_expected_order_difference(tmp_path, tiny_raw):
+    factors = {"bs": {"keys": ["train.batch_size"], "levels": {"b4": {"train.batch_size": 4}, "b8": {"train.batch_size": 8}}}}
+    study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors), tmp_path / "out")
+    assert not study.control["data_order"]["identical"]
+    assert study.control["data_order"]["expected_differences"] == ["seed 0: b4 vs b8"]
+
+
+# ----- runner: resume, skip, results -------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+def test_study_killed_midway_resumes_without_retraining_and_matches(tmp_path, tiny_raw, monkeypatch):
+    from vlmlab.train.trainer import Trainer
+
+    tiny_raw["train"]["checkpoint_every"] = 2
+    path = write_spec(tmp_path, tiny_raw, eval={"blind": True, "perturb": ["noise:0.1"]})
+    reference = run_study(path, tmp_path / "reference")
+
+    trained, original = [], Trainer.run_training
+    crash = {"armed": True}
+
+    def counting(self):
+        trained.append(self.cfg.model.llm.id)
+        return original(self)
+
+    def crashing_checkpoint(self, model, optimizer, stage, step):
+        orig_checkpoint(self, model, optimizer, stage, step)
+        if crash["armed"] and self.cfg.model.llm.id == "llama3-tiny" and stage == 1 and step == 2:
+            crash["armed"] = False
+            raise Killed  # killed mid-stage, after a checkpoint
+
+    orig_checkpoint = Trainer._checkpoint
+    monkeypatch.setattr(Trainer, "run_training", counting)
+    monkeypatch.setattr(Trainer, "_checkpoint", crashing_checkpoint)
+    out = tmp_path / "study"
+    with pytest.raises(Killed):
+        run_study(path, out)
+    gen1_done = out / "variants/gen1/seed-0/done.json"
+    assert gen1_done.is_file() and not (out / "variants/gen3/seed-0/done.json").exists()
+    assert not (out / "results.parquet").exists()
+    mtime = gen1_done.stat().st_mtime_ns
+
+    trained.clear()
+    study = run_study(path, out)
+    assert trained == ["llama3-tiny"]  # gen1 skipped, gen3 resumed
+    assert gen1_done.stat().st_mtime_ns == mtime
+    got, want = pd.read_parquet(study.dir.results), pd.read_parquet(reference.dir.results)
+    pd.testing.assert_frame_equal(got, want)
+    assert set(got["mode"]) == {"clean", "blind", "noise-0.1"}
+    assert {"variant", "llm", "seed", "mode", "format_error"} <= set(got.columns)
+    summary = pd.read_csv(study.dir.summary)
+    row = summary[(summary.variant == "gen1") & (summary["mode"] == "clean") & (summary.category == "all")].iloc[0]
+    clean = got[(got.variant == "gen1") & (got["mode"] == "clean")]
+    assert row["accuracy"] == pytest.approx(clean["score"].mean()) and row["n"] == len(clean)
+    assert row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+
+    trained.clear()
+    run_study(path, out)  # everything complete: nothing retrained
+    assert trained == []
+
+
+def test_changed_eval_spec_re_evaluates_only(tmp_path, tiny_raw, monkeypatch):
+    from vlmlab.train.trainer import Trainer
+
+    out = tmp_path / "study"
+    run_study(write_spec(tmp_path, tiny_raw, eval={"blind": False}), out)
+    calls = []
+    original = Trainer.run_training
+    monkeypatch.setattr(Trainer, "run_training", lambda self: calls.append(1) or original(self))
+    run_study(write_spec(tmp_path, tiny_raw, eval={"blind": True}), out)
+    assert calls == []  # the trained weights were reused; only the evaluations ran again
+    assert set(pd.read_parquet(out / "results.parquet")["mode"]) == {"clean", "blind"}
+
+
+def test_shared_vision_pretraining_is_exact(tmp_path, tiny_raw):
+    """The second LLM variant reuses the first one's pretrained tower and ends exactly where a run that
+    pretrained its own tower ends."""
+    from vlmlab.config import config_from_dict
+    from vlmlab.evaluation.evaluate import evaluate_run
+    from vlmlab.train.trainer import Trainer
+
+    tiny_raw["train"]["stages"].insert(0, {"name": "vision-pretrain", "max_steps": 3, "lr": {"vision": 1e-3}})
+    study = run_study(write_spec(tmp_path, tiny_raw, eval={"blind": False}), tmp_path / "study")
+    gen3 = study.dir.path / "variants/gen3/seed-0"
+    assert json.loads((gen3 / "train.json").read_text())["vision_pretrain"]["cached"] is True
+    alone = tmp_path / "alone"
+    cfg = config_from_dict(tiny_raw, {"model.llm.id": "llama3-tiny", "name": "t-gen3-s0"})
+    Trainer(cfg, alone).run_training()
+    evaluate_run(alone)
+    pd.testing.assert_frame_equal(pd.read_parquet(alone / "predictions.parquet"), pd.read_parquet(gen3 / "predictions.parquet"))
+
+
+def test_only_and_job_script(tmp_path, tiny_raw, capsys):
+    path = write_spec(tmp_path, tiny_raw, eval={"blind": False})
+    out = tmp_path / "study"
+    assert main(["study", str(path), "--out", str(out), "--script", str(tmp_path / "jobs.sh")]) == 0
+    script = (tmp_path / "jobs.sh").read_text()
+    assert "--only gen1" in script and "--only gen3" in script and f"vlmlab report {out}" in script
+    assert main(["study", str(path), "--out", str(out), "--only", "gen3"]) == 0
+    assert (out / "variants/gen3/seed-0/done.json").is_file() and not (out / "variants/gen1").exists()
+    assert not (out / "results.parquet").exists()
+    capsys.readouterr()
+    code, err = one_line_error(capsys, ["study", str(path), "--out", str(out), "--only", "gen9"])
+    assert code == 2 and "--only gen9: no such variant" in err
+
+
+# ----- report ---------------------------------------------------------------------------------------------
+def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
+    out = tmp_path / "study"
+    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["visual-reliance"]), out)
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)"):
+        assert f"<h2>{title}</h2>" in html, title
+    assert "Does the generation matter?" in html and "passed" in html
+    assert html.count("src='data:image/png;base64,") >= 5
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
+    md = (out / "report.md").read_text()
+    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance"):
+        assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_report_on_an_unfinished_study_is_one_line(tmp_path, capsys):
+    code, err = one_line_error(capsys, ["report", str(tmp_path)])
+    assert code == 1 and "study.yaml: not found" in err
+
+
+def test_builtin_demo_specs_resolve_and_pass_the_control_check():
+    from vlmlab.config import builtin_config
+
+    for name in ("demo", "demo-quick"):
+        spec, _ = load_study_spec(builtin_config(name, kind="studies"))
+        assert len(spec.factors["llm"].levels) == 3
