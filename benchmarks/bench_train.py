@@ -37,7 +37,7 @@ from vlmlab.train.trainer import Trainer, tokenizer_texts  # noqa: E402
 
 def plain_loop_samples_per_s(cfg, steps: int) -> float:
     """The same model, data and batches, trained by the shortest correct PyTorch loop."""
-    _, items = load_source(cfg.data.train, "data.train")
+    _, items = load_source(cfg.data.train[0], "data.train.0")
     model = build_model(cfg, texts=tokenizer_texts(items)).train()
     stage = cfg.train.stages[-1]
     apply_stage_freezing(model, stage)
@@ -69,7 +69,7 @@ def vlmlab_samples_per_s(cfg, steps: int) -> float:
 
 def blind_baseline(cfg) -> dict[str, float]:
     """Majority train answer per question text, scored on the eval split (no image at all)."""
-    _, train = load_source(cfg.data.train.model_copy(update={"limit": None}), "data.train")
+    _, train = load_source(cfg.data.train[0].model_copy(update={"limit": None}), "data.train.0")
     _, test = load_source(cfg.data.eval[0], "data.eval.0")
     votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for it in train:
