@@ -187,6 +187,9 @@ def test_task_loads_scores_boxes_and_labels_images(dirs):
     for image, lab in labels.items():
         objs = scenes[image]["objects"]
         assert lab["count"] == str(len(objs))
+        kinds = {f"has_{o['color']}_{o['shape']}" for o in objs}
+        assert {k for k, v in lab.items() if k.startswith("has_") and v == "yes"} == kinds
+        assert sum(k.startswith("has_") for k in lab) == 24
         if "largest_shape" in lab:
             big = max(objs, key=lambda o: o["area"])
             assert sum(o["area"] == big["area"] for o in objs) == 1

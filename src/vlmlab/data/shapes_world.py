@@ -101,9 +101,12 @@ def box_text_coords(box: list[int], size: int) -> list[int]:
 
 
 def scene_labels(objects: list[dict]) -> dict[str, str]:
-    """Per-image classes for vision pretraining: `count`, and `largest_shape`/`largest_color` of the
-    object with the most pixels (left out when two objects tie for the most)."""
+    """Per-image classes for vision pretraining: `count`; `has_<colour>_<shape>` (yes/no) for each of the
+    24 kinds, which needs the tower to bind colour to shape; and `largest_shape`/`largest_color` of the
+    object with the most pixels (left out when two objects tie). All are unchanged by flips and rotations."""
     labels = {"count": str(len(objects))}
+    present = {(o["color"], o["shape"]) for o in objects}
+    labels.update({f"has_{c}_{sh}": _yes((c, sh) in present) for c in COLORS for sh in SHAPES})
     areas = sorted((o["area"] for o in objects), reverse=True)
     if len(areas) == 1 or areas[0] > areas[1]:
         largest = max(objects, key=lambda o: o["area"])

@@ -103,14 +103,22 @@ def training_curves(logs: dict[str, list[dict]], variants: list[str]):
 
 
 def cost_bars(info: pd.DataFrame, variants: list[str]):
-    """Training time and trainable parameters per variant (means over seeds)."""
-    mean = info.groupby("variant", sort=False)[["train_s", "trainable_max"]].mean().reindex(variants)
+    """Training time (vision pretraining stacked under the VQA stages) and trainable parameters per
+    variant, means over seeds. A variant that loaded a shared pretrained tower shows no vision time."""
+    cols = ["vision_pretrain_s", "vqa_stages_s", "trainable_max"]
+    mean = info.groupby("variant", sort=False)[cols].mean().reindex(variants)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     cmap = colours(variants)
-    for ax, col, label in zip(axes, ["train_s", "trainable_max"], ["training time (s)", "trainable parameters (max over stages)"]):
-        ax.bar(range(len(variants)), mean[col].to_numpy(dtype=float), color=[cmap[v] for v in variants])
-        ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right")
-        ax.set_title(label, fontsize=10)
+    x = range(len(variants))
+    vision, vqa = mean["vision_pretrain_s"].to_numpy(dtype=float), mean["vqa_stages_s"].to_numpy(dtype=float)
+    axes[0].bar(x, vision, color="#bbbbbb", label="vision-pretrain")
+    axes[0].bar(x, vqa, bottom=vision, color=[cmap[v] for v in variants], label="align + finetune")
+    axes[0].set_title("training time (s)", fontsize=10)
+    axes[0].legend(fontsize=7)
+    axes[1].bar(x, mean["trainable_max"].to_numpy(dtype=float), color=[cmap[v] for v in variants])
+    axes[1].set_title("trainable parameters (max over stages)", fontsize=10)
+    for ax in axes:
+        ax.set_xticks(list(x), variants, rotation=20, ha="right")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -93,7 +93,8 @@ def training_section(study: StudyData) -> Section:
     logs = {f"{v}@{seed}": study.train_log(v, seed) for v in study.variants for seed in study.seeds}
     s.figure(plots.training_curves(logs, study.variants), "Training loss (log scale) over all stages.", "training_curves")
     info = study.training_info()
-    s.figure(plots.cost_bars(info, study.variants), "Training time and trainable parameters per variant.", "cost")
+    s.figure(plots.cost_bars(info, study.variants), "Training time (grey: vision pretraining, paid once by the first "
+             "variant when variants share the tower) and trainable parameters per variant.", "cost")
     s.table(info, "From each run's train.json and done.json. `vision_pretrain: cached` = the tower's pretraining "
                   "was computed once and shared by variants with the same vision recipe.")
     return s

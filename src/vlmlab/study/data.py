@@ -48,9 +48,13 @@ class StudyData:
                 train = _read_json(vdir / "train.json")
                 done = _read_json(vdir / "done.json")
                 params = train.get("parameters", {})
+                vp = train.get("vision_pretrain", {})
+                vision_s = 0.0 if vp.get("cached") else float(vp.get("seconds", 0.0))
                 rows.append({
                     "variant": variant, "seed": seed, "train_steps": train.get("steps"),
-                    "train_s": train.get("seconds"), "samples_per_s": train.get("samples_per_s"),
+                    "train_s": train.get("seconds"), "vision_pretrain_s": vision_s,
+                    "vqa_stages_s": None if train.get("seconds") is None else train["seconds"] - vision_s,
+                    "samples_per_s": train.get("samples_per_s"),
                     "params_llm": params.get("llm"), "params_vision": params.get("vision"),
                     "params_projector": params.get("projector"),
                     "trainable_max": max((sum(t.values()) for t in train.get("trainable", {}).values()), default=None),
