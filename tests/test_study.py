@@ -245,9 +245,12 @@ def test_report_on_an_unfinished_study_is_one_line(tmp_path, capsys):
     assert code == 1 and "study.yaml: not found" in err
 
 
-def test_builtin_demo_specs_resolve_and_pass_the_control_check():
-    from vlmlab.config import builtin_config
+def test_builtin_demo_studies_are_valid_and_controlled(tmp_path):
+    from vlmlab.cli import resolve_study_path
 
     for name in ("demo", "demo-quick"):
-        spec, _ = load_study_spec(builtin_config(name, kind="studies"))
-        assert len(spec.factors["llm"].levels) == 3
+        spec, _ = load_study_spec(resolve_study_path(name))
+        assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"]
+    study = prepare_study(resolve_study_path("demo-quick"), tmp_path / "out")  # generates its shapes-world set
+    assert study.control["passed"] and study.control["data_order"]["identical"]
+    assert [v.name for v in study.variants] == ["gen1", "gen2", "gen3"]
