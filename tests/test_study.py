@@ -52,6 +52,9 @@ def test_spec_errors_unknown_key_level_and_analysis(tmp_path, tiny_raw, capsys):
     path = write_spec(tmp_path, tiny_raw, variants=[{"llm": "gen2"}])
     code, err = one_line_error(capsys, ["study", str(path), "--check"])
     assert code == 2 and "variants.0.llm: unknown level 'gen2'" in err
+    path = write_spec(tmp_path, tiny_raw, analyses=[{"id": "calibration", "n_bins": 1}])
+    code, err = one_line_error(capsys, ["study", str(path), "--check"])
+    assert code == 2 and "analyses.0.n_bins" in err
     path = write_spec(tmp_path, tiny_raw, analyses=["calibrashun"])
     code, err = one_line_error(capsys, ["study", str(path), "--check"])
     assert code == 2 and "analyses.0.id: unknown analysis 'calibrashun'" in err
@@ -227,16 +230,16 @@ def test_only_and_job_script(tmp_path, tiny_raw, capsys):
 # ----- report ---------------------------------------------------------------------------------------------
 def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
     out = tmp_path / "study"
-    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["visual-reliance"]), out)
+    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["visual-reliance", {"id": "calibration", "n_bins": 10}]), out)
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
-    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)"):
+    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)", "Calibration"):
         assert f"<h2>{title}</h2>" in html, title
     assert "Does the generation matter?" in html and "passed" in html
     assert html.count("src='data:image/png;base64,") >= 5
     assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
     md = (out / "report.md").read_text()
-    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance"):
+    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance", "calibration"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
 
 

@@ -1,0 +1,109 @@
+"""`calibration`: does a variant's confidence mean what it says? ECE, MCE, Brier score, reliability diagrams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from vlmlab.analysis.base import Analysis
+from vlmlab.registry import PartParams, register_analysis
+from vlmlab.report.document import Section
+
+
+def _bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bin index per item; bin b holds (b/n, (b+1)/n], bin 0 also holds 0."""
+    return np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+
+
+def reliability_table(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
+    """Per non-empty bin: its range, item count, mean confidence and accuracy."""
+    conf = np.asarray(confidence, dtype=float)
+    corr = np.asarray(correct, dtype=float)
+    if conf.shape != corr.shape:
+        raise ValueError("confidence and correct must have the same length")
+    if len(conf) and (conf.min() < 0 or conf.max() > 1):
+        raise ValueError("confidence must lie in [0, 1]")
+    idx = _bins(conf, n_bins)
+    rows = []
+    for b in range(n_bins):
+        mask = idx == b
+        if mask.any():
+            rows.append({"bin_low": b / n_bins, "bin_high": (b + 1) / n_bins, "n": int(mask.sum()),
+                         "confidence": float(conf[mask].mean()), "accuracy": float(corr[mask].mean())})
+    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "n", "confidence", "accuracy"])
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
+    """ECE: the item-weighted mean over equal-width confidence bins of |accuracy − mean confidence|."""
+    table = reliability_table(confidence, correct, n_bins)
+    if table.empty:
+        return float("nan")
+    return float((table["n"] * (table["accuracy"] - table["confidence"]).abs()).sum() / table["n"].sum())
+
+
+def maximum_calibration_error(confidence, correct, n_bins: int = 15) -> float:
+    """MCE: the largest |accuracy − mean confidence| over non-empty bins."""
+    table = reliability_table(confidence, correct, n_bins)
+    return float((table["accuracy"] - table["confidence"]).abs().max()) if not table.empty else float("nan")
+
+
+def brier_score(confidence, correct) -> float:
+    """Mean squared difference between the confidence and the 0/1 outcome."""
+    conf, corr = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    return float(np.mean((conf - corr) ** 2)) if len(conf) else float("nan")
+
+
+@register_analysis("calibration")
+class Calibration(Analysis):
+    """ECE / MCE / Brier per variant and task on clean evaluations, with reliability diagrams."""
+
+    class Params(PartParams):
+        n_bins: int = Field(15, ge=2, le=100)
+
+    title = "Calibration"
+
+    def run(self, study) -> Section:
+        import matplotlib.pyplot as plt
+
+        from vlmlab.report.plots import colours
+
+        n_bins = self.params.n_bins
+        clean = study.results[study.results["mode"] == "clean"]
+        rows = []
+        for (variant, task), f in clean.groupby(["variant", "task"], sort=False):
+            rows.append({"variant": variant, "task": task, "accuracy": f["correct"].mean(),
+                         "mean_confidence": f["confidence"].mean(),
+                         "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
+                         "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
+                         "brier": brier_score(f["confidence"], f["correct"]), "n": len(f)})
+        table = pd.DataFrame(rows)
+        section = Section(self.title)
+        section.text(f"Confidence is the probability the model gives its whole answer (the product of its token "
+                     f"probabilities). ECE: item-weighted mean |accuracy − confidence| over {n_bins} equal-width bins; "
+                     f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
+                     f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5).")
+        tasks = list(dict.fromkeys(clean["task"]))
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.4), squeeze=False)
+        cmap = colours(study.variants)
+        for ax, task in zip(axes[0], tasks):
+            ax.plot([0, 1], [0, 1], color="#888", ls=":", lw=1)
+            for variant in study.variants:
+                f = clean[(clean["task"] == task) & (clean["variant"] == variant)]
+                rel = reliability_table(f["confidence"], f["correct"], n_bins)
+                ax.plot(rel["confidence"], rel["accuracy"], marker="o", ms=3, color=cmap[variant], label=variant)
+            ax.set_title(task, fontsize=10)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("accuracy")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        section.figure(fig, "Reliability diagrams (clean evaluation, pooled over seeds).", "calibration")
+        section.table(table, "Per variant and task, pooled over seeds.")
+        if not table.empty:
+            worst = table.sort_values("ece", ascending=False).iloc[0]
+            section.text(f"Least calibrated: **{worst['variant']}** on `{worst['task']}` (ECE {worst['ece']:.3f}, "
+                         f"accuracy {worst['accuracy']:.3f} at mean confidence {worst['mean_confidence']:.3f}).")
+        return section

@@ -1,0 +1,40 @@
+"""Calibration metrics: hand-worked values, bin edges, a calibrated sample, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vlmlab.analysis.calibration import (
+    brier_score, expected_calibration_error, maximum_calibration_error, reliability_table,
+)
+
+
+def test_hand_worked_example():
+    conf, correct = [0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0]
+    # bin (0.8, 0.9]: accuracy 0.5 at confidence 0.9 -> 0.4; bin (0, 0.1]: 0 at 0.1 -> 0.1; weights 2/4 each
+    assert expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.25)
+    assert maximum_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.4)
+    assert brier_score(conf, correct) == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
+
+
+def test_bin_edges_are_right_closed_and_cover_zero_and_one():
+    table = reliability_table([0.0, 0.5, 0.5000001, 1.0], [0, 1, 1, 1], n_bins=2)
+    assert table["n"].tolist() == [2, 2]  # 0 and 0.5 in (0, 0.5]; just above 0.5 and 1.0 in (0.5, 1]
+    assert expected_calibration_error([1.0, 1.0], [1, 1]) == 0.0
+
+
+def test_a_calibrated_sample_has_small_ece_and_overconfidence_is_caught():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0, 1, 20000)
+    correct = rng.uniform(0, 1, 20000) < conf
+    assert expected_calibration_error(conf, correct) < 0.02
+    assert expected_calibration_error(np.full(1000, 0.95), np.arange(1000) < 500) == pytest.approx(0.45)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        expected_calibration_error([0.5, 0.5], [1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        expected_calibration_error([1.5], [1])
+    assert np.isnan(expected_calibration_error([], []))
