@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,6 +53,11 @@ def write_parquet(target: str | Path, frame: Any) -> None:
     """Write a pandas DataFrame to Parquet atomically."""
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def content_hash(obj: Any) -> str:
+    """A short, stable hash of JSON-able data (keys sorted): fingerprints of configs, recipes, inputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def append_jsonl(target: str | Path, record: dict[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -11,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmlab.errors import UserError
+from vlmlab.io import content_hash
 from vlmlab.study.spec import StudySpec, Variant
 
 ALWAYS_VARIES = ("name", "seed")  # a variant's run name, and the seed (compared within one seed group)
@@ -48,12 +47,8 @@ def covered(key: str, declared: set[str]) -> bool:
 
 def held_constant(variant: Variant, declared: set[str]) -> dict[str, Any]:
     """The resolved config minus the declared keys, the name and the seed: what must match across variants."""
-    flat = flatten(variant.cfg.resolved())
+    flat = flatten(variant.resolved)
     return {k: v for k, v in flat.items() if not covered(k, declared | set(ALWAYS_VARIES))}
-
-
-def fingerprint(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
@@ -70,8 +65,8 @@ def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, 
                     f"control check failed: variants {reference.name} and {other.name} differ in {key} "
                     f"({a!r} vs {b!r}), which no factor declares (declared: {', '.join(sorted(declared))})"
                 )
-    varied = {v.name: {k: _value_at(v.cfg.resolved(), k) for k in sorted(declared)} for v in variants if v.seed == spec.seeds[0]}
-    return {"fingerprint": fingerprint(ref_held), "held_constant_keys": len(ref_held), "declared": sorted(declared), "varied": varied}
+    varied = {v.name: {k: _value_at(v.resolved, k) for k in sorted(declared)} for v in variants if v.seed == spec.seeds[0]}
+    return {"fingerprint": content_hash(ref_held), "held_constant_keys": len(ref_held), "declared": sorted(declared), "varied": varied}
 
 
 def _value_at(data: Any, key: str) -> Any:
@@ -88,7 +83,7 @@ def _value_at(data: Any, key: str) -> Any:
 
 def order_settings(variant: Variant) -> dict[str, Any]:
     """The resolved keys that decide a run's data order: the training data, batch sizes, stage lengths."""
-    r = variant.cfg.resolved()
+    r = variant.resolved
     stages = [{k: st[k] for k in ("name", "epochs", "max_steps", "batch_size")} for st in r["train"]["stages"]]
     return {"data.train": r["data"]["train"], "batch_size": r["train"]["batch_size"],
             "grad_accum": r["train"]["grad_accum"], "stages": stages, "seed": r["seed"]}
@@ -107,7 +102,7 @@ def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, A
     per_seed: dict[str, dict[str, list[str]]] = {}
     settings: dict[str, dict[str, Any]] = {}
     for v in variants:
-        source_key = json.dumps(v.cfg.resolved()["data"]["train"], sort_keys=True)
+        source_key = content_hash(v.resolved["data"]["train"])
         if source_key not in items_cache:
             items_cache[source_key] = [f"{it.task}/{it.item_id}" for it in training_items(load_training_sources(v.cfg))]
         per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, items_cache[source_key])

@@ -72,12 +72,13 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     accuracy averaged over seeds, its spread over seeds, a bootstrap 95% CI, items per seed, format errors."""
     rng = np.random.default_rng(seed)
     rows = []
+    results = results.assign(gold_box=results["answer"].map(lambda a: parse_box(a) is not None))
     with_all = pd.concat([results, results.assign(category="all")], ignore_index=True)
     for (variant, mode, task, category), frame in with_all.groupby(["variant", "mode", "task", "category"], sort=False):
         per_seed = [f["score"].to_numpy(dtype=float) for _, f in frame.groupby("seed", sort=True)]
         accs = [s.mean() for s in per_seed]
         low, high = _bootstrap_ci(per_seed, rng)
-        boxes = frame["answer"].map(lambda a: parse_box(a) is not None)
+        boxes = frame["gold_box"]
         rows.append({
             "variant": variant, "mode": mode, "task": task, "category": category,
             "accuracy": float(np.mean(accs)), "seed_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),

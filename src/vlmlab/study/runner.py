@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -74,8 +73,7 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
 
 def variant_inputs(v: Variant, spec: StudySpec) -> str:
     """Hash of everything a variant's outputs depend on: its resolved config and the evaluation spec."""
-    payload = {"config": v.cfg.resolved(), "eval": spec.eval.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return io.content_hash({"config": v.resolved, "eval": spec.eval.model_dump(mode="json")})
 
 
 def is_complete(study: Study, v: Variant) -> bool:
@@ -133,7 +131,7 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
     vdir = study.dir.variant(v)
     run = RunDir(vdir)
     (vdir / DONE).unlink(missing_ok=True)
-    if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.cfg.resolved():
+    if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.resolved:
         console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
         shutil.rmtree(vdir)
     t0 = time.perf_counter()

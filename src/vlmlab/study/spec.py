@@ -117,6 +117,10 @@ class Variant:
     seed: int
     overrides: dict[str, Any]  # the factor levels' dotted overrides (what this variant is allowed to change)
     cfg: RunConfig = field(repr=False)
+    resolved: dict[str, Any] = field(init=False, repr=False)  # cfg.resolved(), computed once
+
+    def __post_init__(self) -> None:
+        self.resolved = self.cfg.resolved()
 
     @property
     def run_name(self) -> str:
@@ -177,7 +181,7 @@ def base_config(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
 
 def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, str] | None = None) -> list[Variant]:
     """Every (level combination, seed) as a resolved config; a config error names the variant."""
-    raw = base_config(spec, spec_dir)
+    base = _substitute(base_config(spec, spec_dir), dataset_paths or {}, "base")
     names = list(spec.factors)
     if spec.variants == "cross":
         combos = [dict(zip(names, levels)) for levels in itertools.product(*(spec.factors[n].levels for n in names))]
@@ -194,7 +198,6 @@ def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, st
             if spec.eval.tasks is not None:
                 every["data.eval"] = [t.model_dump() for t in spec.eval.tasks]
             every = {k: _substitute(v, dataset_paths or {}, f"variant {vname}: {k}") for k, v in every.items()}
-            base = _substitute(raw, dataset_paths or {}, "base")
             try:
                 cfg = config_from_dict(base, every)
             except ConfigError as exc:

@@ -118,9 +118,9 @@ class Trainer:
         apply_lora(model, cfg, up_to_stage=s)
         result.trainable[stage.name] = apply_stage_freezing(model, stage)
         optimizer = build_optimizer(model, stage, cfg.train)
-        micro = (stage.batch_size or cfg.train.batch_size) * acc.num_processes
         accum = cfg.train.grad_accum
         order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes)
+        micro = order.global_batch  # samples per micro-step over all processes
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)

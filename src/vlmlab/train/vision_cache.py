@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlmlab.config import RunConfig
+from vlmlab.io import content_hash
 
 WEIGHTS = "vision.safetensors"
 METRICS = "metrics.json"
@@ -28,7 +28,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
         "vision": r["model"]["vision"], "image": r["data"]["image"], "data": r["data"]["train"], "seed": r["seed"],
         "stages": r["train"]["stages"][: stage_index + 1], "train": train, "torch": torch.__version__,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(payload)
 
 
 def load(cache_dir: Path, key: str, vision: torch.nn.Module) -> dict[str, Any] | None:
