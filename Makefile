@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_shapes_world.py
+	$(PY) benchmarks/bench_lm_ladder.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

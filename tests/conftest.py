@@ -19,7 +19,7 @@ TINY = {
     "model": {
         "vision": {"id": "vit", "patch_size": 16, "hidden_size": 32, "num_layers": 1, "num_heads": 2},
         "projector": {"id": "gelu-mlp"},
-        "llm": {"id": "llama2-tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4},
+        "llm": {"id": "llama2-tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "init": "random"},
     },
     "data": {
         "train": {"task": "easy-vqa", "split": "train", "limit": 64},

@@ -230,16 +230,19 @@ def test_only_and_job_script(tmp_path, tiny_raw, capsys):
 # ----- report ---------------------------------------------------------------------------------------------
 def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
     out = tmp_path / "study"
-    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["visual-reliance", {"id": "calibration", "n_bins": 10}]), out)
+    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["factor-effects", "visual-reliance", {"id": "calibration", "n_bins": 10}]), out)
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
-    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)", "Calibration"):
+    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)", "Calibration",
+                  "Factor effects per task (paired deltas)"):
         assert f"<h2>{title}</h2>" in html, title
     assert "Does the generation matter?" in html and "passed" in html
     assert html.count("src='data:image/png;base64,") >= 5
     assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
     md = (out / "report.md").read_text()
-    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance", "calibration"):
+    assert "gen3 − gen1" in html
+    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance", "calibration",
+                 "factor_effects_llm"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
 
 

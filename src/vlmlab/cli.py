@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, study, report, demo, backbones, tasks, data."""
+"""The `vlmlab` command line: train, eval, study, report, demo, pretrain-lm, backbones, tasks, data."""
 
 from __future__ import annotations
 
@@ -67,6 +67,40 @@ def cmd_backbones(args) -> int:
         for part_id, cls in registry.items():
             table.add_row(kind, part_id, _summary(cls))
     console.print(table)
+    return 0
+
+
+def cmd_pretrain_lm(args) -> int:
+    from pydantic import ValidationError
+
+    from vlmlab.config import _config_error, parse_overrides, set_dotted
+    from vlmlab.registry import LLM_BACKBONES
+
+    overrides = parse_overrides(args.set or [])
+    rows = []
+    for part_id in args.ids:
+        cls = LLM_BACKBONES.get(part_id, key="pretrain-lm")
+        if not hasattr(cls, "pretrained_backbone"):
+            raise UserError(f"pretrain-lm: {part_id!r} is not a tiny rung (it loads its own pretrained weights)", exit_code=2)
+        raw: dict = {}
+        for key, value in overrides.items():
+            set_dotted(raw, key, value)
+        try:
+            params = cls.Params(**raw)
+        except ValidationError as exc:
+            raise _config_error(exc, prefix="--set") from None
+        rows.append(cls.pretrained_backbone(params))
+    console.print("LM ladder (held-out bits per byte: lower is better)", highlight=False)
+    console.print(f"{'rung':<13}{'non-emb':>9}{'params':>9}{'vocab':>7}{'ctx':>6}{'tokens':>8}{'epochs':>8}"
+                  f"{'built':>8}{'bits/byte':>10}", highlight=False)
+    for b in rows:
+        r = b.record
+        built = f"{r['seconds']:.0f} s" if b.built_now else "cached"
+        console.print(f"{r['backbone']:<13}{r['parameters']['non_embedding'] / 1e6:>8.2f}M{r['parameters']['total'] / 1e6:>8.2f}M"
+                      f"{r['vocab_size']:>7}{r['architecture']['context']:>6}{r['tokens_seen'] / 1e6:>7.2f}M{r['epochs']:>8.2f}"
+                      f"{built:>8}{r['heldout']['bits_per_byte']:>10.4f}", highlight=False)
+    for b in rows:
+        console.print(f"{b.record['backbone']}: {b.path}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -221,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")
     p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("pretrain-lm", help="pretrain the tiny LLaMA ladder on the offline corpus (cached; prints bits/byte)")
+    p.add_argument("ids", nargs="*", default=["llama1-tiny", "llama2-tiny", "llama3-tiny"], metavar="ID",
+                   help="rungs to build (default: the whole ladder)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a backbone field for every rung, e.g. hidden_size=64 or pretrain.tokens=200000")
+    p.set_defaults(func=cmd_pretrain_lm)
 
     p = sub.add_parser("tasks", help="list every task (YAML and built-in formats)")
     p.set_defaults(func=cmd_tasks)

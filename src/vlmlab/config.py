@@ -118,6 +118,7 @@ class TrainConfig(Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False  # recompute LLM / vision-tower activations in backward (big models)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)

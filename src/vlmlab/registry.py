@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -12,9 +12,14 @@ T = TypeVar("T")
 
 
 class PartParams(BaseModel):
-    """Base for a part's own config fields; unknown keys are errors."""
+    """Base for a part's own config fields; unknown keys are errors.
+
+    `identity_fields` name the fields that make the part what it is (a rung's context, vocabulary, chat
+    template, pretraining recipe): a study factor that declares any key of the part varies these with it.
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    identity_fields: ClassVar[tuple[str, ...]] = ()
 
 
 class Registry(Generic[T]):

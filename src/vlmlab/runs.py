@@ -61,7 +61,8 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     if not (run.final / WEIGHTS).is_file():
         raise UserError(f"{run.final / WEIGHTS}: no final checkpoint (did training finish?)")
     cfg = load_config(run.config)
-    model = build_model(cfg, tokenizer_dir=run.tokenizer if run.tokenizer.is_dir() else None)
+    tokenizer_dir = run.tokenizer if run.tokenizer.is_dir() else None
+    model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
     apply_lora(model, cfg)
     load_weights(model, run.final / WEIGHTS)
     return model.to(device).eval(), cfg

@@ -96,7 +96,9 @@ def training_section(study: StudyData) -> Section:
     s.figure(plots.cost_bars(info, study.variants), "Training time (grey: vision pretraining, paid once by the first "
              "variant when variants share the tower) and trainable parameters per variant.", "cost")
     s.table(info, "From each run's train.json and done.json. `vision_pretrain: cached` = the tower's pretraining "
-                  "was computed once and shared by variants with the same vision recipe.")
+                  "was computed once and shared by variants with the same vision recipe. `llm_bits_per_byte`: the "
+                  "LLM rung's held-out bits per byte after its LM pretraining (lower = better LM; empty for "
+                  "randomly initialised or external backbones).")
     return s
 
 

@@ -51,13 +51,35 @@ def held_constant(variant: Variant, declared: set[str]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not covered(k, declared | set(ALWAYS_VARIES))}
 
 
+def with_identity_fields(declared: set[str], variants: list[Variant]) -> set[str]:
+    """Declared keys plus the identity fields of every part a declared key touches.
+
+    Declaring `model.llm.id` varies the rung, and with it what the rung is made of (its context, vocabulary,
+    chat template, pretraining recipe); size knobs such as `model.llm.hidden_size` stay held constant.
+    """
+    from vlmlab.config import MODULE_GROUPS
+    from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, VISION_ENCODERS
+
+    registries = dict(zip(MODULE_GROUPS, (VISION_ENCODERS, PROJECTORS, LLM_BACKBONES, ROUTING)))
+    out = set(declared)
+    for group, registry in registries.items():
+        part = f"model.{group}"
+        if not any(covered(d, {part}) or covered(part, {d}) for d in declared):
+            continue
+        for v in variants:
+            cls = registry.get(v.resolved["model"][group]["id"])
+            out.update(f"{part}.{field}" for field in cls.Params.identity_fields)
+    return out
+
+
 def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
     """Raise ControlViolation naming the key and both values if two variants differ outside the factors' keys."""
     declared = {k for f in spec.factors.values() for k in f.keys}
+    varying = with_identity_fields(declared, variants)
     reference = variants[0]
-    ref_held = held_constant(reference, declared)
+    ref_held = held_constant(reference, varying)
     for other in variants[1:]:
-        held = held_constant(other, declared)
+        held = held_constant(other, varying)
         for key in sorted(set(ref_held) | set(held)):
             a, b = ref_held.get(key, "<unset>"), held.get(key, "<unset>")
             if a != b:
@@ -65,8 +87,16 @@ def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, 
                     f"control check failed: variants {reference.name} and {other.name} differ in {key} "
                     f"({a!r} vs {b!r}), which no factor declares (declared: {', '.join(sorted(declared))})"
                 )
-    varied = {v.name: {k: _value_at(v.resolved, k) for k in sorted(declared)} for v in variants if v.seed == spec.seeds[0]}
-    return {"fingerprint": content_hash(ref_held), "held_constant_keys": len(ref_held), "declared": sorted(declared), "varied": varied}
+    first_seed = [v for v in variants if v.seed == spec.seeds[0]]
+    identity = sorted(varying - declared)
+    return {
+        "fingerprint": content_hash(ref_held),
+        "held_constant_keys": len(ref_held),
+        "declared": sorted(declared),
+        "varied": {v.name: {k: _value_at(v.resolved, k) for k in sorted(declared)} for v in first_seed},
+        # what each varied part is made of (a rung's context, vocabulary, template, pretraining recipe)
+        "varied_with_parts": {v.name: {k: _value_at(v.resolved, k) for k in identity} for v in first_seed},
+    }
 
 
 def _value_at(data: Any, key: str) -> Any:

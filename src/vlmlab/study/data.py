@@ -50,6 +50,7 @@ class StudyData:
                 params = train.get("parameters", {})
                 vp = train.get("vision_pretrain", {})
                 vision_s = 0.0 if vp.get("cached") else float(vp.get("seconds", 0.0))
+                lm = train.get("llm_pretraining") or {}
                 rows.append({
                     "variant": variant, "seed": seed, "train_steps": train.get("steps"),
                     "train_s": train.get("seconds"), "vision_pretrain_s": vision_s,
@@ -61,6 +62,8 @@ class StudyData:
                     "eval_s": done.get("eval_seconds"),
                     "vision_pretrain": "cached" if train.get("vision_pretrain", {}).get("cached") else
                                        ("trained" if train.get("vision_pretrain") else "none"),
+                    "llm_bits_per_byte": lm.get("heldout_bits_per_byte"),
+                    "llm_pretrain_tokens": lm.get("tokens_seen"),
                 })
         return pd.DataFrame(rows)
 

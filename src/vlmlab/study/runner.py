@@ -145,6 +145,7 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
             "trainable": result.trainable, "vision_pretrain": result.vision_pretrain,
             "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters())
                            for g in ("vision", "projector", "llm")},
+            "llm_pretraining": model.llm.pretraining,
         })
     model.eval()
     t_eval = time.perf_counter()

@@ -16,7 +16,7 @@ from vlmlab.data.dataset import VQADataset
 from vlmlab.data.order import stage_order
 from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.errors import UserError
-from vlmlab.models.build import build_model
+from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora
@@ -64,6 +64,8 @@ class Trainer:
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
         model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items))
+        if self.cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         if tok_dir is None and self.accelerator.is_main_process:
             tmp = self.run.path / ".tokenizer.tmp"
             model.llm.save_tokenizer(tmp)

@@ -29,6 +29,7 @@ class LanguageBackbone(nn.Module):
         self.stop_token = stop
         self.stop_token_id = tokenizer.convert_tokens_to_ids(stop)
         self.pad_token_id = tokenizer.pad_token_id
+        self.pretraining: dict | None = None  # a tiny rung's LM pretraining summary (bits per byte, tokens, ...)
 
     @property
     def embed_dim(self) -> int:

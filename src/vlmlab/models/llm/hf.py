@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlmlab.errors import UserError
@@ -22,6 +23,7 @@ class HFCausalLM(LanguageBackbone):
     """A local HF checkpoint. `template: native` uses the tokenizer's own chat template (vicuna if none)."""
 
     class Params(PartParams):
+        identity_fields = ("template",)  # a factor that swaps checkpoints swaps their chat templates with them
         path: str
         template: Literal["native", "vicuna", "llama3"] = "native"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -29,7 +31,14 @@ class HFCausalLM(LanguageBackbone):
         trust_remote_code: bool = False
 
     @classmethod
-    def build(cls, params: "HFCausalLM.Params", *, tokenizer_dir: str | Path | None = None, texts: Iterable[str] | None = None):
+    def build(
+        cls,
+        params: "HFCausalLM.Params",
+        *,
+        tokenizer_dir: str | Path | None = None,
+        texts: Iterable[str] | None = None,
+        pretrained_weights: bool = True,
+    ):
         path = Path(params.path)
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no causal-LM checkpoint here (config.json missing) [model.llm.path]")
@@ -42,7 +51,7 @@ class HFCausalLM(LanguageBackbone):
                 attn_implementation=params.attn_implementation,
                 trust_remote_code=params.trust_remote_code,
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
             raise UserError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
         return cls(lm, tokenizer, _prompt_format(params.template, tokenizer.chat_template))
 

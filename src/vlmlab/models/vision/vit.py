@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from pydantic import Field
 
 from vlmlab.errors import ConfigError, UserError
@@ -65,7 +66,7 @@ class ViTEncoder(VisionEncoder):
                 raise UserError(f"{path}: no vision checkpoint here (config.json missing) [model.vision.path]")
             try:
                 tower = model_cls.from_pretrained(path)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, KeyError, SafetensorError) as exc:
                 raise UserError(f"{path}: cannot load vision tower ({str(exc).splitlines()[0]})") from None
             if int(tower.config.image_size) != image_size:
                 raise ConfigError("data.image.size", f"{image_size} but the vision tower at {path} expects {tower.config.image_size}")
