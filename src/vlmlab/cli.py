@@ -173,7 +173,7 @@ def cmd_demo(args) -> int:
     html_path, _ = build_report(out)
     _print_study_summary(out)
     console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
-                  f"the control check, training curves, costs and the analyses (visual reliance, calibration).", soft_wrap=True)
+                  f"the control check, training curves, costs and the analyses (factor effects, visual reliance, calibration).", soft_wrap=True)
     console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
     return 0
 

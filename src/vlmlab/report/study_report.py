@@ -10,6 +10,7 @@ import pandas as pd
 
 from vlmlab.report import plots
 from vlmlab.report.document import Report, Section
+from vlmlab.study.control import flatten
 from vlmlab.study.data import StudyData, load_study_data
 from vlmlab.study.spec import AnalysisSpec, build_analysis
 
@@ -43,6 +44,15 @@ def control_section(study: StudyData) -> Section:
     if varied:
         s.table(pd.DataFrame([{"variant": v, **{k: json.dumps(val) for k, val in vals.items()}} for v, vals in varied.items()]),
                 "The resolved values of the declared keys per variant.")
+    with_parts = {v: flatten(vals) for v, vals in cfg.get("varied_with_parts", {}).items() if vals}
+    if with_parts:
+        keys = [k for k in dict.fromkeys(k for vals in with_parts.values() for k in vals)
+                if len({json.dumps(vals.get(k)) for vals in with_parts.values()}) > 1]
+        if keys:
+            s.table(pd.DataFrame([{"variant": v, **{k.removeprefix("model."): json.dumps(vals.get(k)) for k in keys}}
+                                  for v, vals in with_parts.items()]),
+                    "What the varied parts are made of (their identity fields, varied with the declared keys; "
+                    "only the fields that differ).")
     order = c.get("data_order", {})
     if order:
         verdict = ("identical for every variant of a seed" if order.get("identical")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,12 +197,22 @@ class Trainer:
             vision_cache.store(self.vision_cache, key, model.vision, result.vision_pretrain)
 
     def _image_labels(self) -> dict[str, dict[str, str]]:
-        """Image-attribute labels from every training source (attributes a source lacks stay unknown)."""
+        """Image-attribute labels from every training source (attributes a source lacks stay unknown).
+
+        Ordered by (source, path relative to the source's image root): the same data gives the same
+        pretraining order wherever it is stored (a study's dataset cache, a copied directory).
+        """
         labels: dict[str, dict[str, str]] = {}
-        for task, items in self.sources:
-            for path, lab in task.image_labels(items).items():
+        keys: dict[str, tuple[int, str]] = {}
+        for i, (task, items) in enumerate(self.sources):
+            source_labels = task.image_labels(items)
+            if not source_labels:
+                continue
+            root = os.path.commonpath([os.path.dirname(p) for p in source_labels])
+            for path, lab in source_labels.items():
                 labels.setdefault(path, {}).update(lab)
-        return labels
+                keys.setdefault(path, (i, os.path.relpath(path, root)))
+        return {path: labels[path] for path in sorted(labels, key=keys.__getitem__)}
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
         if not self.accelerator.is_main_process:

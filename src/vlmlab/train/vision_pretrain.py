@@ -24,8 +24,11 @@ IGNORE = -100
 
 
 def label_table(image_labels: dict[str, dict[str, str]]) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
-    """(image paths, classes per attribute, int labels (n_images, n_attributes) with -100 = unknown)."""
-    paths = sorted(image_labels)
+    """(image paths, classes per attribute, int labels (n_images, n_attributes) with -100 = unknown).
+
+    Images keep the order of `image_labels` (the trainer orders them by a location-free key, so where a
+    dataset lives on disk does not change the pretraining order)."""
+    paths = list(image_labels)
     attributes = sorted({a for labels in image_labels.values() for a in labels})
     classes = {a: sorted({lab[a] for lab in image_labels.values() if a in lab}) for a in attributes}
     table = np.full((len(paths), len(attributes)), IGNORE, dtype=np.int64)
