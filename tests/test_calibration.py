@@ -38,3 +38,21 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         expected_calibration_error([1.5], [1])
     assert np.isnan(expected_calibration_error([], []))
+
+
+def test_temperature_scaling_recovers_a_systematically_overconfident_model():
+    import numpy as np
+
+    from vlmlab.analysis.calibration import apply_temperature, expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_p = rng.uniform(0.05, 0.95, 20000)
+    correct = rng.random(20000) < true_p
+    logit = np.log(true_p) - np.log1p(-true_p)
+    overconfident = 1 / (1 + np.exp(-3.0 * logit))  # the true log-odds, tripled
+    t = fit_temperature(overconfident[:10000], correct[:10000])
+    assert t == pytest.approx(3.0, rel=0.1)
+    before = expected_calibration_error(overconfident[10000:], correct[10000:])
+    after = expected_calibration_error(apply_temperature(overconfident[10000:], t), correct[10000:])
+    assert after < 0.02 < before
+    assert fit_temperature([0.9, 0.8], [True, True]) == 1.0  # nothing to fit with one outcome

@@ -58,3 +58,12 @@ def test_section_states_a_verdict_per_task():
     text = " ".join(b.text for b in section.blocks if isinstance(b, Text))
     assert "**gen3 − gen1**: `a` +0.492 (helps); `b` +0.500 (helps)." in text
     assert sum(isinstance(b, Figure) for b in section.blocks) == 2  # one per factor
+
+
+def test_per_seed_deltas_split_what_pooling_merges():
+    rows = [(llm, "small", seed, "t", f"q{i}", int(llm == "gen3" and seed == 1)) for seed in (0, 1) for i in range(4)
+            for llm in ("gen1", "gen3")]
+    pooled = level_deltas(_study(rows), "llm")
+    split = level_deltas(_study(rows), "llm", per_seed=True)
+    assert pooled["delta"].tolist() == [0.5] and pooled["n"].tolist() == [8]
+    assert split.set_index("seed")["delta"].to_dict() == {0: 0.0, 1: 1.0}

@@ -260,3 +260,47 @@ def test_builtin_demo_studies_are_valid_and_controlled(tmp_path):
     study = prepare_study(resolve_study_path("demo-quick"), tmp_path / "out")  # generates its shapes-world set
     assert study.control["passed"] and study.control["data_order"]["identical"]
     assert [v.name for v in study.variants] == ["gen1", "gen2", "gen3"]
+
+
+def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw, capsys):
+    import json
+
+    import pandas as pd
+
+    from vlmlab.analysis.overlap import correctness, pair_stats
+
+    out = tmp_path / "study"
+    run_study(write_spec(tmp_path, tiny_raw), out)
+    assert main(["analyze", str(out), "--only", "overlap,exclusive-capabilities,factor-effects"]) == 0
+    record = json.loads((out / "analysis" / "overlap.json").read_text())
+    pairs = record["tables"][0]["rows"]
+    wide = correctness(pd.read_parquet(out / "results.parquet"))
+    expected = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy())
+    assert len(pairs) == 1 and pairs[0]["a"] == "gen1" and pairs[0]["b"] == "gen3"
+    for key in ("n", "both", "only_a", "only_b", "neither", "mcnemar_p", "oracle", "churn", "verdict"):
+        assert pairs[0][key] == (pytest.approx(expected[key]) if isinstance(expected[key], float) else expected[key]), key
+    for f in record["figures"]:
+        assert (out / "analysis" / f["file"]).stat().st_size > 1000
+    assert (out / "analysis" / "exclusive-capabilities.json").is_file()
+    html = (out / "report.html").read_text()
+    assert "<h2>Question-level overlap</h2>" in html and "<h2>Exclusive capabilities</h2>" in html
+    assert main(["analyze", str(out), "--only", "nope"]) == 2
+
+
+def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, tiny_raw):
+    import json
+
+    out = tmp_path / "study"
+    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1],
+                         analyses=[{"id": "representations", "n_probe": 16, "perturb": "noise:0.3"}]), out)
+    assert main(["analyze", str(out)]) == 0
+    record = json.loads((out / "analysis" / "representations.json").read_text())
+    tables = {t["caption"].split(":")[0]: t["rows"] for t in record["tables"]}
+    stability = tables["Stability score"]
+    assert [r["variant"] for r in stability] == ["gen1", "gen3"] and all(0 < r["stability"] <= 1 for r in stability)
+    cache = sorted((out / "variants" / "gen1" / "seed-0" / "representations").glob("*.safetensors"))
+    assert len(cache) == 2  # clean + perturbed
+    stamp = [c.stat().st_mtime_ns for c in cache]
+    assert main(["analyze", str(out), "--only", "representations"]) == 0
+    assert [c.stat().st_mtime_ns for c in cache] == stamp  # reused, not recomputed
+    assert any(f["file"].endswith("cka_seeds.png") for f in record["figures"])

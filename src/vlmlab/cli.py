@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, study, report, demo, pretrain-lm, backbones, tasks, data."""
+"""The `vlmlab` command line: train, eval, study, report, analyze, demo, pretrain-lm, backbones, tasks, data."""
 
 from __future__ import annotations
 
@@ -163,6 +163,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from vlmlab.registry import ANALYSES
+    from vlmlab.report.study_report import build_report
+
+    only = None
+    if args.only:
+        only = [a.strip() for a in args.only.split(",") if a.strip()]
+        for a in only:
+            ANALYSES.get(a, key="--only")
+    elif args.all:
+        only = [a for a, _ in ANALYSES.items()]
+    html_path, _ = build_report(args.study_dir, only=only)
+    console.print(f"wrote {Path(args.study_dir) / 'analysis'}/*.json and the figures beside them; refreshed {html_path}",
+                  soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -173,7 +190,7 @@ def cmd_demo(args) -> int:
     html_path, _ = build_report(out)
     _print_study_summary(out)
     console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
-                  f"the control check, training curves, costs and the analyses (factor effects, visual reliance, calibration).", soft_wrap=True)
+                  f"the control check, training curves, costs and the analyses (factor effects, overlap, exclusive capabilities, visual reliance, calibration, representation stability).", soft_wrap=True)
     console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
     return 0
 
@@ -277,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html (self-contained) and report.md for a finished study")
     p.add_argument("study_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("analyze", help="run analyses on a finished study: analysis/<id>.json + figures, refreshed report")
+    p.add_argument("study_dir")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--only", metavar="IDS", help="comma-separated analysis ids (default: the spec's analyses)")
+    group.add_argument("--all", action="store_true", help="every registered analysis")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")

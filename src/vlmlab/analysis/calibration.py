@@ -54,12 +54,44 @@ def brier_score(confidence, correct) -> float:
     return float(np.mean((conf - corr) ** 2)) if len(conf) else float("nan")
 
 
+def _logit(confidence) -> np.ndarray:
+    c = np.clip(np.asarray(confidence, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(c) - np.log1p(-c)
+
+
+def fit_temperature(confidence, correct) -> float:
+    """The T > 0 minimising the log loss of sigmoid(logit(confidence) / T) on these items (T > 1 softens)."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = _logit(confidence), np.asarray(correct, dtype=float)
+    if len(z) == 0 or y.min() == y.max():
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        p = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-9, 1 - 1e-9)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+
+
+def apply_temperature(confidence, temperature: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-_logit(confidence) / temperature))
+
+
+def heldout_half(frame: pd.DataFrame) -> np.ndarray:
+    """A fixed half of the items (by a hash of seed and item id): temperature is fit on the other half."""
+    from zlib import crc32
+
+    return np.array([crc32(f"{s}/{i}".encode()) % 2 == 1 for s, i in zip(frame["seed"], frame["item_id"])], dtype=bool)
+
+
 @register_analysis("calibration")
 class Calibration(Analysis):
     """ECE / MCE / Brier per variant and task on clean evaluations, with reliability diagrams."""
 
     class Params(PartParams):
         n_bins: int = Field(15, ge=2, le=100)
+        temperature: bool = True  # fit a temperature on half the items, report ECE on the other half
 
     title = "Calibration"
 
@@ -76,13 +108,18 @@ class Calibration(Analysis):
                          "mean_confidence": f["confidence"].mean(),
                          "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
                          "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
-                         "brier": brier_score(f["confidence"], f["correct"]), "n": len(f)})
+                         "brier": brier_score(f["confidence"], f["correct"]), "n": len(f),
+                         **(self._temperature(f, n_bins) if self.params.temperature else {})})
         table = pd.DataFrame(rows)
         section = Section(self.title)
         section.text(f"Confidence is the probability the model gives its whole answer (the product of its token "
                      f"probabilities). ECE: item-weighted mean |accuracy − confidence| over {n_bins} equal-width bins; "
                      f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
-                     f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5).")
+                     f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5)."
+                     + (" Temperature scaling: T is fit (log loss of sigmoid(logit(confidence)/T)) on a fixed half of "
+                        "the items and `ece_heldout` / `ece_heldout_scaled` are the ECE on the other half before / "
+                        "after it — how much of the miscalibration one scalar recovers. (The answer's confidence is "
+                        "rescaled as a yes/no probability, not the vocabulary logits.)" if self.params.temperature else ""))
         tasks = list(dict.fromkeys(clean["task"]))
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.4), squeeze=False)
         cmap = colours(study.variants)
@@ -107,3 +144,13 @@ class Calibration(Analysis):
             section.text(f"Least calibrated: **{worst['variant']}** on `{worst['task']}` (ECE {worst['ece']:.3f}, "
                          f"accuracy {worst['accuracy']:.3f} at mean confidence {worst['mean_confidence']:.3f}).")
         return section
+
+    @staticmethod
+    def _temperature(f: pd.DataFrame, n_bins: int) -> dict[str, float]:
+        held = heldout_half(f)
+        fit, test = f[~held], f[held]
+        t = fit_temperature(fit["confidence"], fit["correct"])
+        return {"temperature": t,
+                "ece_heldout": expected_calibration_error(test["confidence"], test["correct"], n_bins),
+                "ece_heldout_scaled": expected_calibration_error(apply_temperature(test["confidence"], t),
+                                                                 test["correct"], n_bins)}

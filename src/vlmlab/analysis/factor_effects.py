@@ -19,10 +19,11 @@ def verdict(low: float, high: float) -> str:
     return "no detectable difference"
 
 
-def level_deltas(study: StudyData, factor: str, mode: str = "clean", by: str = "task") -> pd.DataFrame:
+def level_deltas(study: StudyData, factor: str, mode: str = "clean", by: str = "task", per_seed: bool = False) -> pd.DataFrame:
     """Paired deltas of every non-reference level against the factor's first level, per `by` group.
 
     Pairs are the same item, seed and levels of every other factor, so a delta isolates this factor.
+    Seeds are pooled (items x seeds are the resampled units) unless `per_seed`.
     """
     levels = list(study.spec.factors[factor].levels)
     others = [f for f in study.spec.factors if f != factor]
@@ -33,10 +34,12 @@ def level_deltas(study: StudyData, factor: str, mode: str = "clean", by: str = "
     for level in levels[1:]:
         this = records[records[factor] == level][keys + ["score"]]
         paired = reference.merge(this, on=keys, suffixes=("_ref", "_level"))
-        for group, f in paired.groupby(by, sort=False):
+        groups = ["seed", by] if per_seed else [by]
+        for group, f in paired.groupby(groups, sort=False):
             low, high = paired_bootstrap_ci(f["score_level"], f["score_ref"])
             delta = f["score_level"].mean() - f["score_ref"].mean()
-            rows.append({"comparison": f"{level} − {levels[0]}", "level": level, by: group,
+            where = dict(zip(groups, group if isinstance(group, tuple) else (group,)))
+            rows.append({"comparison": f"{level} − {levels[0]}", "level": level, **where,
                          "reference": f["score_ref"].mean(), "accuracy": f["score_level"].mean(), "delta": delta,
                          "ci_low": low, "ci_high": high, "verdict": verdict(low, high), "n": len(f)})
     return pd.DataFrame(rows)
@@ -48,6 +51,7 @@ class FactorEffects(Analysis):
 
     class Params(PartParams):
         by: str = "task"  # or "category" for a finer breakdown
+        per_seed: bool = False  # one delta per seed instead of pooling seeds
 
     title = "Factor effects per task (paired deltas)"
 
@@ -61,18 +65,21 @@ class FactorEffects(Analysis):
             "interval a 95% paired bootstrap. *helps* / *hurts* = the interval excludes zero."
         )
         for factor in study.spec.factors:
-            table = level_deltas(study, factor, by=self.params.by)
+            table = level_deltas(study, factor, by=self.params.by, per_seed=self.params.per_seed)
             if table.empty:
                 section.text(f"Factor `{factor}` has a single level: nothing to compare.")
                 continue
             plot_frame = table.rename(columns={"comparison": "variant"})
+            if self.params.per_seed:
+                plot_frame = plot_frame.assign(variant=plot_frame["variant"] + " @" + plot_frame["seed"].astype(str))
             section.figure(
                 plots.grouped_bars(plot_frame, self.params.by, "delta", "ci_low", "ci_high",
                                    ylabel=f"accuracy delta vs {table['comparison'].iloc[0].split(' − ')[1]}"),
                 f"Factor `{factor}`: accuracy of each level minus the reference level, per {self.params.by} "
                 "(95% paired bootstrap CI).", f"factor_effects_{factor}")
             section.table(table.drop(columns=["level"]), f"Factor `{factor}`, clean images; n = paired items × seeds.")
-            for comparison, f in table.groupby("comparison", sort=False):
+            for comparison, f in table.groupby(["comparison", "seed"] if self.params.per_seed else "comparison", sort=False):
+                comparison = " @seed ".join(map(str, comparison)) if isinstance(comparison, tuple) else comparison
                 parts = [f"`{r[self.params.by]}` {r['delta']:+.3f} ({r['verdict']})" for _, r in f.iterrows()]
                 section.text(f"**{comparison}**: " + "; ".join(parts) + ".")
         return section

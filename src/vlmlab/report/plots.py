@@ -122,3 +122,69 @@ def cost_bars(info: pd.DataFrame, variants: list[str]):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def upset(patterns: pd.DataFrame, variants: list[str], top: int = 16):
+    """UpSet-style plot: bars = items per correctness pattern, dot matrix = which variants solve them."""
+    frame = patterns.head(top)
+    fig, (bars, dots) = plt.subplots(2, 1, figsize=(max(5.0, 0.45 * len(frame) + 2.5), 2.6 + 0.3 * len(variants)),
+                                     sharex=True, gridspec_kw={"height_ratios": [3, max(1, 0.35 * len(variants))]})
+    x = np.arange(len(frame))
+    bars.bar(x, frame["items"], color="#4c72b0")
+    for i, v in enumerate(frame["items"]):
+        bars.text(i, v, str(int(v)), ha="center", va="bottom", fontsize=7)
+    bars.set_ylabel("items")
+    bars.grid(axis="y", alpha=0.3)
+    for j, variant in enumerate(variants):
+        on = frame[variant].to_numpy(dtype=bool)
+        dots.scatter(x[~on], np.full((~on).sum(), j), color="#d0d0d0", s=30)
+        dots.scatter(x[on], np.full(on.sum(), j), color="#222", s=30)
+    for i in range(len(frame)):
+        solved = [j for j, v in enumerate(variants) if frame[v].iloc[i]]
+        if len(solved) > 1:
+            dots.plot([i, i], [min(solved), max(solved)], color="#222", lw=1.2)
+    dots.set_yticks(range(len(variants)), variants)
+    dots.set_ylim(-0.6, len(variants) - 0.4)
+    dots.set_xticks([])
+    dots.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(frame: pd.DataFrame, label: str, centre: float | None = None, fmt: str = "{:+.2f}"):
+    """Rows x columns of numbers as a coloured grid with the values written in; diverging around `centre`."""
+    values = frame.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 3.2, 0.32 * values.shape[0] + 1.4))
+    if centre is not None:
+        span = float(np.nanmax(np.abs(values - centre))) or 1.0
+        image = ax.imshow(values, cmap="RdBu_r", vmin=centre - span, vmax=centre + span, aspect="auto")
+    else:
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), [str(c) for c in frame.columns])
+    ax.set_yticks(range(values.shape[0]), [str(i) for i in frame.index], fontsize=8)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def lines(frame: pd.DataFrame, x: str, y: str, ylabel: str = ""):
+    """One line per variant (its first seed solid, other seeds or seed pairs dashed), `y` against `x`."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    variants = list(dict.fromkeys(frame["variant"]))
+    cmap = colours(variants)
+    split = "seed" if "seed" in frame else ("seeds" if "seeds" in frame else None)
+    for v in variants:
+        sub = frame[frame["variant"] == v]
+        groups = list(sub.groupby(split, sort=False)) if split else [(None, sub)]
+        for k, (_, g) in enumerate(groups):
+            ax.plot(g[x], g[y], marker="o", ms=3, color=cmap[v], ls="-" if k == 0 else "--", label=v if k == 0 else None)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel or y)
+    ax.set_ylim(min(0.0, float(frame[y].min()) - 0.05), 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -112,20 +112,63 @@ def training_section(study: StudyData) -> Section:
     return s
 
 
-def analysis_sections(study: StudyData) -> list[Section]:
+def analysis_specs(study: StudyData, only: list[str] | None = None) -> list[AnalysisSpec]:
+    """The study's analyses (its spec's list, else the defaults); `only` picks ids, adding registered ones not listed."""
     specs = study.spec.analyses or [AnalysisSpec(id=a) for a in DEFAULT_ANALYSES]
-    return [build_analysis(a, f"analyses.{i}").run(study) for i, a in enumerate(specs)]
+    if only is None:
+        return specs
+    by_id = {s.id: s for s in specs}
+    return [by_id.get(a, AnalysisSpec(id=a)) for a in only]
 
 
-def build_report(path: str | Path) -> tuple[Path, Path]:
-    """Write report.html (self-contained) and report.md (+ figures/) into the study directory."""
+def analysis_sections(study: StudyData, specs: list[AnalysisSpec]) -> list[Section]:
+    """Run each analysis; its numbers (`analysis/<id>.json`) and figures (`analysis/<id>/*.png`) are written too."""
+    sections = []
+    for i, a in enumerate(specs):
+        section = build_analysis(a, f"analyses.{i}").run(study)
+        write_analysis_outputs(study.path / "analysis", a, section)
+        sections.append(section)
+    return sections
+
+
+def write_analysis_outputs(directory: Path, spec: AnalysisSpec, section: Section) -> Path:
+    """One JSON per analysis: its texts, every table as rows (full precision) and the figure files beside it."""
+    from vlmlab.io import write_bytes, write_json
+    from vlmlab.report.document import Figure, Table, Text
+
+    figures = []
+    for block in section.blocks:
+        if isinstance(block, Figure):
+            target = directory / spec.id / f"{block.name}.png"
+            write_bytes(target, block.png)
+            figures.append({"file": str(target.relative_to(directory)), "caption": block.caption})
+    record = {
+        "id": spec.id,
+        "params": spec.model_extra or {},
+        "title": section.title,
+        "texts": [b.text for b in section.blocks if isinstance(b, Text)],
+        "tables": [{"caption": b.caption, "columns": list(map(str, b.frame.columns)),
+                    "rows": json.loads(b.frame.to_json(orient="records"))}
+                   for b in section.blocks if isinstance(b, Table)],
+        "figures": figures,
+    }
+    target = directory / f"{spec.id}.json"
+    write_json(target, record)
+    return target
+
+
+def build_report(path: str | Path, only: list[str] | None = None) -> tuple[Path, Path]:
+    """Write report.html (self-contained) and report.md (+ figures/) into the study directory.
+
+    `only` (from `vlmlab analyze --only`) chooses the analyses; by default the spec's are run.
+    """
     study = load_study_data(path)
     spec = study.spec
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = Report(f"vlmlab study: {spec.name}", f"{spec.question or 'Which variant is better, and why?'} — generated {stamp}")
     for build in (design_section, control_section, results_section, category_section, training_section):
         report.add(build(study))
-    for section in analysis_sections(study):
+    for section in analysis_sections(study, analysis_specs(study, only)):
         report.add(section)
     html_path, md_path = study.path / "report.html", study.path / "report.md"
     report.write(html_path, md_path)

@@ -1,0 +1,185 @@
+"""`representations`: linear CKA of LLM hidden states — clean vs perturbed, seed vs seed, variant vs variant."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from vlmlab.analysis.base import Analysis
+from vlmlab.io import atomic_path, content_hash
+from vlmlab.registry import PartParams, register_analysis
+from vlmlab.report import plots
+from vlmlab.report.document import Section
+from vlmlab.study.data import StudyData
+
+
+def _centred_cross(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.double() - x.double().mean(0, keepdim=True)
+    y = y.double() - y.double().mean(0, keepdim=True)
+    return x.T @ y
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA (Kornblith et al. 2019) of (n, d1) and (n, d2) representations of the same n inputs.
+
+    ||XᵀY||²_F / (||XᵀX||_F ||YᵀY||_F) after centring each column: 1 for identical (or rotated, or
+    isotropically scaled) representations, near 0 for unrelated ones. Feature-space form: memory
+    d1·d2, never n².
+    """
+    x, y = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear_cka: {x.shape[0]} vs {y.shape[0]} rows (the same inputs are needed)")
+    xy = _centred_cross(x, y).pow(2).sum()
+    xx = _centred_cross(x, x).pow(2).sum().sqrt()
+    yy = _centred_cross(y, y).pow(2).sum().sqrt()
+    denom = xx * yy
+    return float(xy / denom) if denom > 0 else float("nan")
+
+
+@torch.no_grad()
+def capture_last_token_states(model, dataset, batch_size: int = 64) -> dict[int, torch.Tensor]:
+    """Per decoder layer, the hidden state at the last prompt position (where the answer starts), (n, D) float32.
+
+    Forward hooks on the unmodified decoder layers; only the last position of each batch is kept, so memory
+    is n × D × layers, whatever the sequence length.
+    """
+    layers = list(model.llm.decoder.layers)
+    kept: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
+
+    def hook(index):
+        def keep(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            kept[index].append(hidden[:, -1].float().cpu())  # rows are left-padded: -1 is every row's last token
+        return keep
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(dataset), batch_size):
+            b = dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]).to(device)
+            model(b.input_ids, b.attention_mask, b.image_mask, b.pixel_values)
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: torch.cat(v) for i, v in kept.items()}
+
+
+def probe_items(cfg, n_probe: int):
+    """The same fixed probe set for every variant: the evaluation tasks' items taken in turn (1st of each
+    task, then 2nd, ...) until `n_probe`, so every task is represented and a short task leaves room to others."""
+    from vlmlab.data.sources import load_source
+
+    loaded = [load_source(s, f"data.eval.{i}", cfg.data.image)[1] for i, s in enumerate(cfg.data.eval)]
+    interleaved = [items[i] for i in range(max(map(len, loaded), default=0)) for items in loaded if i < len(items)]
+    return interleaved[:n_probe]
+
+
+def run_features(run_dir: Path, n_probe: int, perturb: str | None) -> Path:
+    """Cached last-token states of a run on the probe set (`representations/<key>.safetensors` in the run dir)."""
+    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.perturb import parse_perturbation
+    from vlmlab.runs import load_run_model
+
+    key = content_hash({"n_probe": n_probe, "perturb": perturb, "version": 1})
+    target = run_dir / "representations" / f"{key}.safetensors"
+    if target.is_file():
+        return target
+    model, cfg = load_run_model(run_dir)
+    items = probe_items(cfg, n_probe)
+    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
+                      perturb=parse_perturbation(perturb) if perturb else None)
+    states = capture_last_token_states(model, data, cfg.eval.batch_size)
+    with atomic_path(target) as tmp:
+        save_file({f"layer.{i}": t.contiguous() for i, t in states.items()}, str(tmp))
+    return target
+
+
+def layer_count(path: Path) -> int:
+    with safe_open(str(path), "pt") as f:
+        return len(list(f.keys()))
+
+
+def layer(path: Path, index: int) -> torch.Tensor:
+    """One layer's (n, D) states, read alone: comparisons hold two layers in memory at a time."""
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor(f"layer.{index}")
+
+
+def per_layer_cka(a: Path, b: Path) -> list[float]:
+    return [linear_cka(layer(a, i), layer(b, i)) for i in range(min(layer_count(a), layer_count(b)))]
+
+
+def cross_layer_cka(a: Path, b: Path) -> np.ndarray:
+    na, nb = layer_count(a), layer_count(b)
+    out = np.zeros((na, nb))
+    for i in range(na):
+        x = layer(a, i)
+        for j in range(nb):
+            out[i, j] = linear_cka(x, layer(b, j))
+    return out
+
+
+@register_analysis("representations")
+class Representations(Analysis):
+    """How stable each variant's LLM representations are (CKA per layer) and how alike the variants' are."""
+
+    class Params(PartParams):
+        n_probe: int = Field(512, ge=8)  # probe items, shared equally by the evaluation tasks
+        perturb: str = "noise:0.1"  # the image perturbation for the clean-vs-perturbed comparison
+
+    title = "Representation stability (linear CKA)"
+
+    def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
+        p = self.params
+        feats = {(v, s): (run_features(study.run_dir(v, s), p.n_probe, None), run_features(study.run_dir(v, s), p.n_probe, p.perturb))
+                 for v in study.variants for s in study.seeds}
+        perturbed = [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
+                     for (v, s), (clean, noisy) in feats.items() for i, c in enumerate(per_layer_cka(clean, noisy))]
+        seeds = [{"variant": v, "seeds": f"{s1}-{s2}", "layer": i + 1, "cka": c}
+                 for v in study.variants for s1, s2 in itertools.combinations(study.seeds, 2)
+                 for i, c in enumerate(per_layer_cka(feats[v, s1][0], feats[v, s2][0]))]
+        s0 = study.seeds[0]
+        cross = [{"a": a, "b": b, "layer_a": i + 1, "layer_b": j + 1, "cka": float(c)}
+                 for a, b in itertools.combinations(study.variants, 2)
+                 for (i, j), c in np.ndenumerate(cross_layer_cka(feats[a, s0][0], feats[b, s0][0]))]
+        perturbed_df = pd.DataFrame(perturbed)
+        score = perturbed_df.groupby("variant", sort=False)["cka"].mean().rename("stability").reset_index()
+        return {"clean_vs_perturbed": perturbed_df, "seed_vs_seed": pd.DataFrame(seeds),
+                "variant_vs_variant": pd.DataFrame(cross), "stability": score}
+
+    def run(self, study: StudyData) -> Section:
+        p, section = self.params, Section(self.title)
+        t = self.tables(study)
+        section.text(
+            f"Hidden states at the last prompt token (where the answer starts) of every LLM layer, on {p.n_probe} fixed "
+            "probe items from the evaluation tasks, captured with forward hooks. Linear CKA (Kornblith et al. 2019) "
+            f"compares them: per layer between clean and `{p.perturb}` images (the stability score is its mean over "
+            "layers), between seeds of a variant, and between variants (every layer pair)."
+        )
+        section.figure(plots.lines(t["clean_vs_perturbed"], "layer", "cka", ylabel="CKA clean vs perturbed"),
+                       "Per-layer CKA between clean and perturbed-image representations (1 = unchanged).", "cka_perturbed")
+        section.table(t["stability"], "Stability score: mean CKA over layers (seeds pooled).")
+        if t["seed_vs_seed"].empty:
+            section.text("One seed per variant: no seed-vs-seed comparison (add seeds to the study).")
+        else:
+            section.figure(plots.lines(t["seed_vs_seed"], "layer", "cka", ylabel="CKA seed vs seed"),
+                           "Per-layer CKA between seeds of the same variant.", "cka_seeds")
+        cross = t["variant_vs_variant"]
+        for (a, b), f in cross.groupby(["a", "b"], sort=False):
+            grid = f.pivot(index="layer_a", columns="layer_b", values="cka")
+            grid.index = [f"{a} L{i}" for i in grid.index]
+            grid.columns = [f"{b} L{j}" for j in grid.columns]
+            section.figure(plots.heatmap(grid, "CKA", fmt="{:.2f}"), f"CKA between every layer of {a} and of {b} "
+                           f"(seed {study.seeds[0]}, clean images).", f"cka_{a}_vs_{b}")
+        diag = cross[cross["layer_a"] == cross["layer_b"]]
+        section.table(diag.drop(columns=["layer_b"]).rename(columns={"layer_a": "layer"}),
+                      "Variant vs variant at the same layer (clean images).")
+        return section
