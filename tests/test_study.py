@@ -299,7 +299,8 @@ def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, 
     stability = tables["Stability score"]
     assert [r["variant"] for r in stability] == ["gen1", "gen3"] and all(0 < r["stability"] <= 1 for r in stability)
     cache = sorted((out / "variants" / "gen1" / "seed-0" / "representations").glob("*.safetensors"))
-    assert len(cache) == 2  # clean + perturbed
+    assert len(cache) == 3  # clean, perturbed images, question variant
+    assert all(0 < r["question_stability"] <= 1 for r in stability)
     stamp = [c.stat().st_mtime_ns for c in cache]
     assert main(["analyze", str(out), "--only", "representations"]) == 0
     assert [c.stat().st_mtime_ns for c in cache] == stamp  # reused, not recomputed

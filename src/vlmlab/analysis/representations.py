@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,18 +83,23 @@ def probe_items(cfg, n_probe: int):
     return interleaved[:n_probe]
 
 
-def run_features(run_dir: Path, n_probe: int, perturb: str | None) -> Path:
-    """Cached last-token states of a run on the probe set (`representations/<key>.safetensors` in the run dir)."""
+def run_features(run_dir: Path, n_probe: int, perturb: str | None, question_suffix: str = "") -> Path:
+    """Cached last-token states of a run on the probe set (`representations/<key>.safetensors` in the run dir).
+
+    `perturb` changes the images; `question_suffix` appends a meaning-preserving instruction to every question.
+    """
     from vlmlab.data.dataset import VQADataset
     from vlmlab.data.perturb import parse_perturbation
     from vlmlab.runs import load_run_model
 
-    key = content_hash({"n_probe": n_probe, "perturb": perturb, "version": 1})
+    key = content_hash({"n_probe": n_probe, "perturb": perturb, "question_suffix": question_suffix, "version": 1})
     target = run_dir / "representations" / f"{key}.safetensors"
     if target.is_file():
         return target
     model, cfg = load_run_model(run_dir)
     items = probe_items(cfg, n_probe)
+    if question_suffix:
+        items = [replace(it, question=it.question + question_suffix) for it in items]
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
                       perturb=parse_perturbation(perturb) if perturb else None)
     states = capture_last_token_states(model, data, cfg.eval.batch_size)
@@ -134,6 +140,7 @@ class Representations(Analysis):
     class Params(PartParams):
         n_probe: int = Field(512, ge=8)  # probe items, shared equally by the evaluation tasks
         perturb: str = "noise:0.1"  # the image perturbation for the clean-vs-perturbed comparison
+        question_suffix: str = " Answer briefly."  # a question variant with the same meaning ("" = skip)
 
     title = "Representation stability (linear CKA)"
 
@@ -150,9 +157,19 @@ class Representations(Analysis):
         cross = [{"a": a, "b": b, "layer_a": i + 1, "layer_b": j + 1, "cka": float(c)}
                  for a, b in itertools.combinations(study.variants, 2)
                  for (i, j), c in np.ndenumerate(cross_layer_cka(feats[a, s0][0], feats[b, s0][0]))]
+        reworded = []
+        if p.question_suffix:
+            for v in study.variants:
+                for s in study.seeds:
+                    variant_q = run_features(study.run_dir(v, s), p.n_probe, None, p.question_suffix)
+                    reworded += [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
+                                 for i, c in enumerate(per_layer_cka(feats[v, s][0], variant_q))]
         perturbed_df = pd.DataFrame(perturbed)
         score = perturbed_df.groupby("variant", sort=False)["cka"].mean().rename("stability").reset_index()
-        return {"clean_vs_perturbed": perturbed_df, "seed_vs_seed": pd.DataFrame(seeds),
+        reworded_df = pd.DataFrame(reworded)
+        if not reworded_df.empty:
+            score["question_stability"] = score["variant"].map(reworded_df.groupby("variant")["cka"].mean())
+        return {"clean_vs_perturbed": perturbed_df, "question_variant": reworded_df, "seed_vs_seed": pd.DataFrame(seeds),
                 "variant_vs_variant": pd.DataFrame(cross), "stability": score}
 
     def run(self, study: StudyData) -> Section:
@@ -162,11 +179,17 @@ class Representations(Analysis):
             f"Hidden states at the last prompt token (where the answer starts) of every LLM layer, on {p.n_probe} fixed "
             "probe items from the evaluation tasks, captured with forward hooks. Linear CKA (Kornblith et al. 2019) "
             f"compares them: per layer between clean and `{p.perturb}` images (the stability score is its mean over "
-            "layers), between seeds of a variant, and between variants (every layer pair)."
+            "layers), between each question and a meaning-preserving variant of it, between seeds of a variant, and "
+            "between variants (every layer pair)."
         )
         section.figure(plots.lines(t["clean_vs_perturbed"], "layer", "cka", ylabel="CKA clean vs perturbed"),
                        "Per-layer CKA between clean and perturbed-image representations (1 = unchanged).", "cka_perturbed")
-        section.table(t["stability"], "Stability score: mean CKA over layers (seeds pooled).")
+        if not t["question_variant"].empty:
+            section.figure(plots.lines(t["question_variant"], "layer", "cka", ylabel="CKA question vs variant"),
+                           f"Per-layer CKA between each question and the same question + `{p.question_suffix.strip()}`.",
+                           "cka_question_variant")
+        section.table(t["stability"], "Stability score: mean CKA over layers (seeds pooled); `question_stability` "
+                                      "the same for the question variant.")
         if t["seed_vs_seed"].empty:
             section.text("One seed per variant: no seed-vs-seed comparison (add seeds to the study).")
         else:

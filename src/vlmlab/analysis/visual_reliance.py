@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from vlmlab.analysis.base import Analysis, paired_bootstrap_ci
-from vlmlab.registry import register_analysis
+from vlmlab.registry import PartParams, register_analysis
 from vlmlab.report import plots
 from vlmlab.report.document import Section
 from vlmlab.study.data import StudyData
@@ -15,6 +15,9 @@ from vlmlab.study.data import StudyData
 class VisualReliance(Analysis):
     """How much each variant's answers depend on the image: clean minus blind accuracy (paired, 95% CI)."""
 
+    class Params(PartParams):
+        by_category: bool = True  # also a table and figure per category
+
     title = "Visual reliance (clean vs blind)"
 
     def run(self, study: StudyData) -> Section:
@@ -23,7 +26,7 @@ class VisualReliance(Analysis):
         if "blind" not in set(records["mode"]):
             return section.text("No blind evaluation in this study (`eval.blind: false`), so nothing to compare.")
         keys = ["variant", "seed", "task", "item_id"]
-        clean = records[records["mode"] == "clean"][keys + ["score"]]
+        clean = records[records["mode"] == "clean"][keys + ["category", "score"]]
         blind = records[records["mode"] == "blind"][keys + ["score"]]
         both = clean.merge(blind, on=keys, suffixes=("_clean", "_blind"))
         rows = []
@@ -43,4 +46,17 @@ class VisualReliance(Analysis):
         top = table.sort_values("gap", ascending=False).iloc[0]
         section.text(f"Largest reliance: **{top['variant']}** on `{top['task']}` (gap {top['gap']:+.3f}, "
                      f"95% CI {top['ci_low']:+.3f} to {top['ci_high']:+.3f}).")
+        if self.params.by_category:
+            per = []
+            for (variant, task, category), f in both.groupby(["variant", "task", "category"], sort=False):
+                low, high = paired_bootstrap_ci(f["score_clean"], f["score_blind"])
+                per.append({"variant": variant, "task": task, "category": category, "clean": f["score_clean"].mean(),
+                            "blind": f["score_blind"].mean(), "gap": f["score_clean"].mean() - f["score_blind"].mean(),
+                            "ci_low": low, "ci_high": high, "n": len(f)})
+            per_cat = pd.DataFrame(per)
+            labelled = per_cat.assign(group=per_cat["task"] + " / " + per_cat["category"])
+            section.figure(plots.grouped_bars(labelled, "group", "gap", "ci_low", "ci_high", ylabel="clean − blind accuracy"),
+                           "Visual-reliance gap per category and variant (95% paired bootstrap CI).",
+                           "visual_reliance_by_category")
+            section.table(per_cat, "Per category, pooled over seeds.")
         return section

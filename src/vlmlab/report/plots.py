@@ -183,6 +183,7 @@ def lines(frame: pd.DataFrame, x: str, y: str, ylabel: str = ""):
             ax.plot(g[x], g[y], marker="o", ms=3, color=cmap[v], ls="-" if k == 0 else "--", label=v if k == 0 else None)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel or y)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylim(min(0.0, float(frame[y].min()) - 0.05), 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
