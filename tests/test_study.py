@@ -230,11 +230,12 @@ def test_only_and_job_script(tmp_path, tiny_raw, capsys):
 # ----- report ---------------------------------------------------------------------------------------------
 def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
     out = tmp_path / "study"
-    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["factor-effects", "visual-reliance", {"id": "calibration", "n_bins": 10}]), out)
+    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["factor-effects", "visual-reliance", {"id": "calibration", "n_bins": 10},
+                                                                           {"id": "attention-profile", "n_probe": 8}]), out)
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
     for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)", "Calibration",
-                  "Factor effects per task (paired deltas)"):
+                  "Factor effects per task (paired deltas)", "Attention to the image by depth"):
         assert f"<h2>{title}</h2>" in html, title
     assert "Does the generation matter?" in html and "passed" in html
     assert html.count("src='data:image/png;base64,") >= 5

@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, study, report, analyze, demo, pretrain-lm, backbones, tasks, data."""
+"""The `vlmlab` command line: train, eval, study, report, analyze, attention, demo, pretrain-lm, backbones, tasks, data."""
 
 from __future__ import annotations
 
@@ -180,6 +180,20 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_attention(args) -> int:
+    from vlmlab.analysis.attention import RECORD, attention_profile
+
+    record = attention_profile(args.run_dir, n_probe=args.n_probe, threshold=args.threshold, batch_size=args.batch_size)
+    console.print(f"text → image attention share per layer ({record['items']} probe items, {record['image_tokens']} "
+                  "vision tokens; mean over heads, text positions, items; head range in brackets)", highlight=False)
+    for i, (s, lo, hi) in enumerate(zip(record["share"], record["head_min"], record["head_max"])):
+        console.print(f"  layer {i:>3}  {s:.4f}  [{lo:.4f}, {hi:.4f}]  " + "#" * round(40 * s), highlight=False)
+    sat = record["saturation_layer"]
+    console.print(f"saturation layer (share < {record['threshold']} from here on): {sat if sat is not None else 'none'}; "
+                  f"wrote {Path(args.run_dir) / RECORD}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -190,7 +204,7 @@ def cmd_demo(args) -> int:
     html_path, _ = build_report(out)
     _print_study_summary(out)
     console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
-                  f"the control check, training curves, costs and the analyses (factor effects, overlap, exclusive capabilities, visual reliance, calibration, representation stability).", soft_wrap=True)
+                  f"the control check, training curves, costs and the analyses (factor effects, overlap, exclusive capabilities, visual reliance, calibration, representation stability, attention by depth).", soft_wrap=True)
     console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
     return 0
 
@@ -301,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--only", metavar="IDS", help="comma-separated analysis ids (default: the spec's analyses)")
     group.add_argument("--all", action="store_true", help="every registered analysis")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("attention", help="text→image attention share per LLM layer of a trained run, and its saturation layer")
+    p.add_argument("run_dir")
+    p.add_argument("--n-probe", type=int, default=256, help="probe items from the run's evaluation tasks (default 256)")
+    p.add_argument("--threshold", type=float, default=0.1, help="saturation: share below this from a layer on (default 0.1)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")

@@ -1,4 +1,12 @@
 """Analyses over a study's records: each registers with `@register_analysis` and returns a report section."""
 
-from vlmlab.analysis import calibration, exclusive, factor_effects, overlap, representations, visual_reliance  # noqa: F401
+from vlmlab.analysis import (  # noqa: F401
+    attention,
+    calibration,
+    exclusive,
+    factor_effects,
+    overlap,
+    representations,
+    visual_reliance,
+)
 from vlmlab.analysis.base import Analysis  # noqa: F401
