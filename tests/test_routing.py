@@ -1,0 +1,100 @@
+"""Routing strategies on an unmodified LLM: the layer runner, FastV's pruning, generation with a KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlmlab.config import config_from_dict
+from vlmlab.evaluation.generate import greedy_generate
+from vlmlab.models.build import build_model
+from vlmlab.models.routing.driver import LayerRunner
+from vlmlab.models.vlm import position_ids_from_mask
+
+TEXTS = ["what is the shape?", "what color is the shape?", "red", "circle", "yes", "no"]
+
+
+def _model(tiny_raw, routing=None, layers=3):
+    tiny_raw["model"]["llm"]["num_layers"] = layers
+    if routing:
+        tiny_raw["model"]["routing"] = routing
+    cfg = config_from_dict(tiny_raw)
+    return build_model(cfg, texts=TEXTS).eval(), cfg
+
+
+def _batch(model, cfg, n=6):
+    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.sources import load_source
+
+    items = load_source(cfg.data.eval[0], "data.eval.0", cfg.data.image)[1][:n]
+    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
+    return data.collate([data[i] for i in range(n)])
+
+
+def _states(model, b):
+    with torch.no_grad():
+        return model(b.input_ids, b.attention_mask, b.image_mask, b.pixel_values).hidden_states
+
+
+def test_layer_runner_reproduces_the_plain_decoder(tiny_raw):
+    model, cfg = _model(tiny_raw)
+    b = _batch(model, cfg)
+    embeds = model.embed(b.input_ids, b.image_mask, b.pixel_values)
+    pos = position_ids_from_mask(b.attention_mask)
+    run = LayerRunner(model.llm)
+    with torch.no_grad():
+        ours = run.norm(run.run(embeds, pos, b.attention_mask, range(run.num_layers)))
+        plain = model.llm.decoder(inputs_embeds=embeds, attention_mask=b.attention_mask, position_ids=pos).last_hidden_state
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(ours[real], plain[real], rtol=1e-5, atol=1e-5)
+
+
+def test_fastv_with_nothing_dropped_equals_full(tiny_raw):
+    full, cfg = _model(tiny_raw)
+    fastv, _ = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.0})
+    b = _batch(full, cfg)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(_states(fastv, b)[real], _states(full, b)[real], rtol=1e-5, atol=1e-5)
+    assert greedy_generate(fastv, b, 4).token_ids == greedy_generate(full, b, 4).token_ids
+
+
+def test_fastv_physically_drops_image_tokens_and_saves_flops(tiny_raw):
+    tiny_raw["model"]["vision"]["patch_size"] = 4  # 64 image tokens: most of the sequence, as in real VLMs
+    full, cfg = _model(tiny_raw)
+    fastv, _ = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5})
+    b = _batch(full, cfg)
+    seen = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
+             for i, layer in enumerate(fastv.llm.decoder.layers)]
+    _states(fastv, b)
+    for h in hooks:
+        h.remove()
+    n_image = int(b.image_mask[0].sum())
+    assert seen[0] == b.input_ids.shape[1] and seen[1] == seen[2] == b.input_ids.shape[1] - n_image // 2
+    flops = {}
+    for name, m in (("full", full), ("fastv", fastv)):
+        with FlopCounterMode(display=False) as counter:
+            _states(m, b)
+        flops[name] = counter.get_total_flops()
+    assert flops["fastv"] < flops["full"]
+    gen = greedy_generate(fastv, b, 5)  # the pruned KV cache decodes
+    assert len(gen.token_ids) == 6 and all(0 <= c <= 1 for c in gen.confidence)
+
+
+def test_fastv_trains_and_rejects_a_layer_beyond_the_llm(tiny_raw):
+    from vlmlab.errors import ConfigError
+
+    model, cfg = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5})
+    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.sources import load_training_sources, training_items
+
+    items = training_items(load_training_sources(cfg))[:4]
+    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
+    b = data.collate([data[i] for i in range(4)])
+    model.train()
+    loss = model(b.input_ids, b.attention_mask, b.image_mask, b.pixel_values, b.labels).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.projector.net[0].weight.grad is not None
+    with pytest.raises(ConfigError, match="model.routing.layer"):
+        _model(tiny_raw, {"id": "fastv", "layer": 3, "ratio": 0.5})
