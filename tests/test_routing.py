@@ -98,3 +98,53 @@ def test_fastv_trains_and_rejects_a_layer_beyond_the_llm(tiny_raw):
     assert torch.isfinite(loss) and model.projector.net[0].weight.grad is not None
     with pytest.raises(ConfigError, match="model.routing.layer"):
         _model(tiny_raw, {"id": "fastv", "layer": 3, "ratio": 0.5})
+
+
+def test_dpvr_routing_at_the_last_layer_with_an_identity_branch_equals_full(tiny_raw):
+    full, cfg = _model(tiny_raw)
+    dpvr, _ = _model(tiny_raw, {"id": "dpvr", "layer": 2, "branch_init": "zero-residual"})  # k = L − 1
+    b = _batch(full, cfg)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(_states(dpvr, b)[real], _states(full, b)[real], rtol=1e-5, atol=1e-5)
+    assert greedy_generate(dpvr, b, 4).token_ids == greedy_generate(full, b, 4).token_ids
+
+
+def test_dpvr_text_layers_see_only_text_and_the_branch_is_one_trainable_layer(tiny_raw):
+    tiny_raw["model"]["vision"]["patch_size"] = 4
+    dpvr, cfg = _model(tiny_raw, {"id": "dpvr", "layer": 1}, layers=4)
+    b = _batch(dpvr, cfg)
+    seen = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
+             for i, layer in enumerate(dpvr.llm.decoder.layers)]
+    _states(dpvr, b)
+    for h in hooks:
+        h.remove()
+    t, n_image = b.input_ids.shape[1], int(b.image_mask[0].sum())
+    assert seen == {0: t, 1: t - n_image, 2: t - n_image, 3: t}  # shared, text-only x2, fused
+    one_layer = sum(p.numel() for p in dpvr.llm.decoder.layers[1].parameters())
+    assert sum(p.numel() for p in dpvr.routing.parameters()) == one_layer
+    # the documented fraction: one decoder layer over the LLM's parameters
+    fraction = one_layer / sum(p.numel() for p in dpvr.llm.parameters())
+    assert 0 < fraction < 1 / 4
+    gen = greedy_generate(dpvr, b, 5)  # the routed KV cache decodes
+    assert len(gen.token_ids) == len(b.indices)
+
+
+def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
+    import json
+
+    from vlmlab.train.trainer import Trainer
+
+    tiny_raw["model"]["routing"] = {"id": "dpvr", "layer": 1}
+    tiny_raw["train"]["stages"] = [{"name": "finetune", "max_steps": 3, "lr": {"projector": 1e-3, "routing": 1e-3}}]
+    cfg = config_from_dict(tiny_raw)
+    result = Trainer(cfg, tmp_path / "run", resume=False).run_training()
+    trainable = result.trainable["finetune"]
+    branch = sum(p.numel() for p in result.model.routing.parameters())
+    assert trainable["routing"] == branch and trainable["llm"] == 0 and trainable["vision"] == 0
+    from vlmlab.runs import load_run_model
+
+    loaded, _ = load_run_model(tmp_path / "run")  # the branch is saved and restored with the run
+    for (n1, p1), (n2, p2) in zip(result.model.routing.named_parameters(), loaded.routing.named_parameters()):
+        torch.testing.assert_close(p1, p2)
+    assert json.dumps(trainable)

@@ -1,0 +1,105 @@
+"""`dpvr`: DPVR-LF — vision tokens leave the stack at layer k through a one-layer side branch; re-fused at the last layer."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from vlmlab.errors import ConfigError
+from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.routing.driver import LayerRunner, gather_tokens
+from vlmlab.registry import PartParams, register_routing
+
+
+@dataclass
+class _Routed:
+    """What decoding needs after a routed prefill: the text positions' key mask and the prefill length."""
+
+    text_mask: torch.Tensor  # (B, T_text) key mask of the prefill's text positions
+    prefill_len: int
+
+
+@register_routing("dpvr")
+class DualPathRouting(RoutingStrategy):
+    """Dual-Path Vision Token Routing with late fusion (research.md §C), on an unmodified HF decoder.
+
+    - layers [0, k): every token (the LLM's own layers);
+    - at k the vision states go through `branch`, one decoder layer (a copy of LLM layer k, so it starts as
+      the layer they would have entered; `branch_init: zero-residual` zeroes its output projections so it
+      starts as the identity), attending to vision tokens only;
+    - text states alone go through layers [k, L−1) (vision keys removed: compute shrinks);
+    - the last layer L−1 runs over [branch vision states ; text states] at their original positions.
+    The branch is this strategy's only parameter (the `routing` module group); train it with
+    `lr: {routing: ...}` and keep `llm` at 0 to freeze the LLM, as DPVR does.
+    """
+
+    class Params(PartParams):
+        layer: int = Field(..., ge=1)  # k: the saturation layer (see `vlmlab attention`)
+        branch_init: Literal["copy", "zero-residual"] = "copy"
+
+    def __init__(self, llm, params):
+        super().__init__(llm, params)
+        n = llm.num_layers
+        if not 1 <= params.layer <= n - 1:
+            raise ConfigError("model.routing.layer", f"{params.layer} must be in [1, {n - 1}] for an LLM with {n} layers")
+        self.branch = copy.deepcopy(llm.decoder.layers[params.layer])
+        for p in self.branch.parameters():
+            p.requires_grad_(True)
+        if params.branch_init == "zero-residual":
+            with torch.no_grad():
+                self.branch.self_attn.o_proj.weight.zero_()
+                self.branch.mlp.down_proj.weight.zero_()
+
+    def forward(self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False):
+        run = LayerRunner(llm)
+        k, last = self.params.layer, run.num_layers - 1
+        cache = past_key_values
+        state = getattr(cache, "_vlmlab_dpvr", None) if cache is not None else None
+        if state is not None:  # decoding: new (text) tokens after a routed prefill
+            hidden = run.run(inputs_embeds, position_ids, attention_mask, range(0, k), cache, use_cache)
+            text_keys = torch.cat([state.text_mask, attention_mask[:, state.prefill_len:]], dim=1)
+            hidden = run.run(hidden, position_ids, text_keys, range(k, last), cache, use_cache)
+            hidden = run.run(hidden, position_ids, attention_mask, range(last, last + 1), cache, use_cache)
+            return BaseModelOutputWithPast(last_hidden_state=run.norm(hidden), past_key_values=cache)
+        hidden = run.run(inputs_embeds, position_ids, attention_mask, range(0, k), cache, use_cache)
+        text_idx, image_idx = _split_positions(image_mask)
+        fused = hidden
+        if image_idx.shape[1]:
+            vision = gather_tokens(hidden, image_idx)
+            vision_pos = gather_tokens(position_ids, image_idx)
+            ones = torch.ones(vision.shape[:2], dtype=attention_mask.dtype, device=vision.device)
+            vision = self._branch(run, vision, vision_pos, ones)
+            fused = fused.scatter(1, image_idx[..., None].expand(-1, -1, hidden.shape[-1]), vision)
+        text_mask = gather_tokens(attention_mask, text_idx)
+        text = run.run(gather_tokens(hidden, text_idx), gather_tokens(position_ids, text_idx), text_mask,
+                       range(k, last), cache, use_cache)
+        fused = fused.scatter(1, text_idx[..., None].expand(-1, -1, hidden.shape[-1]), text)
+        out = run.run(fused, position_ids, attention_mask, range(last, last + 1), cache, use_cache)
+        if use_cache and cache is not None:
+            cache._vlmlab_dpvr = _Routed(text_mask, attention_mask.shape[1])
+        return BaseModelOutputWithPast(last_hidden_state=run.norm(out), past_key_values=cache)
+
+    def _branch(self, run: LayerRunner, vision, positions, key_valid):
+        """The side branch: one decoder layer over the vision tokens alone (no KV cache: it runs once, at prefill)."""
+        from vlmlab.models.routing.driver import attention_mask_4d
+
+        mask = attention_mask_4d(key_valid, vision.shape[1], vision.dtype, run.implementation)
+        return self.branch(vision, attention_mask=mask, position_ids=positions, past_key_values=None, use_cache=False,
+                           position_embeddings=run.rope(vision, positions))
+
+
+def _split_positions(image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text indices, image indices), each (B, n) in position order; every row must have the same image count."""
+    b, t = image_mask.shape
+    n_image = image_mask.sum(dim=1)
+    if int(n_image.min()) != int(n_image.max()):
+        raise ValueError("dpvr: every row needs the same number of image tokens")
+    order = torch.arange(t, device=image_mask.device).expand(b, t)
+    image_idx = order[image_mask].view(b, -1)
+    text_idx = order[~image_mask].view(b, -1)
+    return text_idx, image_idx
