@@ -148,3 +148,24 @@ def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
     for (n1, p1), (n2, p2) in zip(result.model.routing.named_parameters(), loaded.routing.named_parameters()):
         torch.testing.assert_close(p1, p2)
     assert json.dumps(trainable)
+
+
+@pytest.mark.parametrize("routing", [{"id": "full"}, {"id": "fastv", "layer": 1, "ratio": 0.5}, {"id": "dpvr", "layer": 1}])
+def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
+    from vlmlab.evaluation.efficiency import Geometry, analytic_prefill_flops, counted_prefill_flops
+
+    tiny_raw["model"]["vision"]["patch_size"] = 4
+    model, cfg = _model(tiny_raw, routing, layers=4)
+    b = _batch(model, cfg, n=1)  # one prompt: no padding, so the token counts are exact
+    n_image = int(b.image_mask.sum())
+    g = Geometry.of(model.llm, vision=n_image, text=b.input_ids.shape[1] - n_image)
+    kind = routing["id"]
+    analytic = analytic_prefill_flops(g, kind, routing.get("layer"), routing.get("ratio", 0.0))
+    assert counted_prefill_flops(model, b) == pytest.approx(analytic, rel=0.01)
+
+
+def test_paper_geometry_gives_the_papers_dpvr_saving():
+    from vlmlab.evaluation.efficiency import PAPER, analytic_prefill_flops
+
+    ratio = analytic_prefill_flops(PAPER, "dpvr", 18) / analytic_prefill_flops(PAPER, "full")
+    assert ratio == pytest.approx(0.66, abs=0.01)

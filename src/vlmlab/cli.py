@@ -194,6 +194,26 @@ def cmd_attention(args) -> int:
     return 0
 
 
+def cmd_bench_routing(args) -> int:
+    from vlmlab.evaluation.routing_bench import bench_routing
+
+    r = bench_routing(args.run_dir, args.fastv_layer, args.fastv_ratio, args.dpvr_layer, args.n_probe, args.eval_limit)
+    g = r["geometry"]
+    console.print(f"{r['probe_items']} prompts, {g['vision']} vision + ~{g['text']} text tokens, {g['layers']} layers, "
+                  f"{r['device']}; ratios against full", highlight=False)
+    console.print(f"{'strategy':<28}{'GFLOPs':>8}{'ratio':>7}{'analytic':>9}{'prefill':>8}{'decode':>7}"
+                  + ("{:>7}".format("acc") if args.eval_limit else ""), highlight=False)
+    for s in r["strategies"]:
+        console.print(f"{s['strategy']:<28}{s['counted_prefill_gflops']:>8.3f}{s['counted_prefill_ratio']:>7.3f}"
+                      f"{s['analytic_prefill_ratio']:>9.3f}{s['prefill_ratio']:>8.3f}{s['decode_token_ratio']:>7.3f}"
+                      + (f"{s['accuracy']:>7.3f}" if args.eval_limit else ""), highlight=False)
+    p = r["paper_geometry"]
+    console.print(f"paper geometry (576 vision + 60 text tokens, 32 layers, route after {p['dpvr_layer']}): analytic "
+                  f"prefill FLOPs DPVR/full {p['dpvr_over_full']:.3f}, FastV(K=2, R=0.5)/full {p['fastv_K2_R0.5_over_full']:.3f}; "
+                  f"wrote {Path(args.run_dir) / 'routing_bench.json'}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -322,6 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.1, help="saturation: share below this from a layer on (default 0.1)")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("bench", help="cost measurements on a trained run")
+    benches = p.add_subparsers(dest="bench", required=True)
+    b = benches.add_parser("routing", help="full vs FastV vs DPVR: prefill FLOPs (counted + analytic), latency, memory")
+    b.add_argument("run_dir")
+    b.add_argument("--fastv-layer", type=int, default=2)
+    b.add_argument("--fastv-ratio", type=float, default=0.5)
+    b.add_argument("--dpvr-layer", type=int, default=None, help="default: the run's own DPVR layer, else L/2")
+    b.add_argument("--n-probe", type=int, default=64, help="prompts in the timed batch (default 64)")
+    b.add_argument("--eval-limit", type=int, default=0, help="also evaluate each strategy on N items per task")
+    b.set_defaults(func=cmd_bench_routing)
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")

@@ -48,6 +48,9 @@ class DualPathRouting(RoutingStrategy):
         if not 1 <= params.layer <= n - 1:
             raise ConfigError("model.routing.layer", f"{params.layer} must be in [1, {n - 1}] for an LLM with {n} layers")
         self.branch = copy.deepcopy(llm.decoder.layers[params.layer])
+        for module in self.branch.modules():  # share the LLM's config: one attention implementation for both
+            if hasattr(module, "config"):
+                module.config = llm.lm.config
         for p in self.branch.parameters():
             p.requires_grad_(True)
         if params.branch_init == "zero-residual":

@@ -1,0 +1,82 @@
+"""`vlmlab bench routing`: full vs FastV vs DPVR on one trained run — FLOPs, latency, memory, accuracy side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from vlmlab.evaluation.efficiency import (
+    PAPER,
+    Geometry,
+    analytic_prefill_flops,
+    counted_prefill_flops,
+    latency,
+    peak_memory_mib,
+)
+from vlmlab.registry import ROUTING
+
+
+def strategies(model, fastv_layer: int, fastv_ratio: float, dpvr_layer: int) -> dict[str, torch.nn.Module]:
+    """The run's own routing plus FastV (training-free) and DPVR (its branch as trained, or a fresh copy)."""
+    out = {"full": ROUTING.get("full")(model.llm, ROUTING.get("full").Params())}
+    fastv = ROUTING.get("fastv")
+    out[f"fastv K={fastv_layer} R={fastv_ratio}"] = fastv(model.llm, fastv.Params(layer=fastv_layer, ratio=fastv_ratio))
+    own = model.routing
+    if getattr(own, "part_id", "") == "dpvr":
+        out[f"dpvr k={own.params.layer} (trained)"] = own
+    else:
+        dpvr = ROUTING.get("dpvr")
+        out[f"dpvr k={dpvr_layer} (untrained branch)"] = dpvr(model.llm, dpvr.Params(layer=dpvr_layer))
+    return out
+
+
+def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float = 0.5, dpvr_layer: int | None = None,
+                  n_probe: int = 64, eval_limit: int = 0, repeats: int = 5) -> dict:
+    from vlmlab.analysis.representations import probe_items
+    from vlmlab.data.dataset import VQADataset
+    from vlmlab.evaluation.evaluate import predict
+    from vlmlab.io import write_json
+    from vlmlab.runs import load_run_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, cfg = load_run_model(run_dir, device=device)
+    n_layers = model.llm.num_layers
+    dpvr_layer = dpvr_layer if dpvr_layer is not None else max(1, n_layers // 2)
+    items = probe_items(cfg, n_probe)
+    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
+    batch = data.collate([data[i] for i in range(len(data))]).to(torch.device(device))
+    n_image = model.num_image_tokens
+    text = round(float((batch.attention_mask.sum(1) - n_image).float().mean()))
+    geometry = Geometry.of(model.llm, vision=n_image, text=text)
+    own = model.routing
+    rows = []
+    for name, routing in strategies(model, fastv_layer, fastv_ratio, dpvr_layer).items():
+        model.routing = routing.to(device).eval()
+        kind = name.split()[0]
+        layer = fastv_layer if kind == "fastv" else routing.params.layer if kind == "dpvr" else None
+        row = {"strategy": name, "counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
+               "analytic_prefill_gflops": analytic_prefill_flops(geometry, kind, layer, fastv_ratio) * len(items) / 1e9,
+               **latency(model, batch, repeats=repeats), "peak_mib": peak_memory_mib(model, batch)}
+        if eval_limit:
+            sources = [s.model_copy(update={"limit": eval_limit}) for s in cfg.data.eval]
+            records = predict(model, cfg, sources)
+            row["accuracy"] = float(records["correct"].mean())
+            row.update({f"acc {t}": float(f["correct"].mean()) for t, f in records.groupby("task", sort=False)})
+        rows.append(row)
+    model.routing = own
+    table = pd.DataFrame(rows)
+    base = table.iloc[0]
+    for col in ("counted_prefill_gflops", "analytic_prefill_gflops", "prefill_s", "decode_token_s"):
+        table[col.replace("_gflops", "").replace("_s", "") + "_ratio"] = table[col] / base[col]
+    paper_k = 18
+    record = {
+        "run": str(run_dir), "device": device, "probe_items": len(items), "geometry": geometry.__dict__,
+        "strategies": table.to_dict(orient="records"),
+        "paper_geometry": {**PAPER.__dict__, "dpvr_layer": paper_k,
+                           "dpvr_over_full": analytic_prefill_flops(PAPER, "dpvr", paper_k) / analytic_prefill_flops(PAPER, "full"),
+                           "fastv_K2_R0.5_over_full": analytic_prefill_flops(PAPER, "fastv", 2, 0.5) / analytic_prefill_flops(PAPER, "full")},
+    }
+    write_json(Path(run_dir) / "routing_bench.json", record)
+    return record
