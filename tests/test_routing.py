@@ -169,3 +169,47 @@ def test_paper_geometry_gives_the_papers_dpvr_saving():
 
     ratio = analytic_prefill_flops(PAPER, "dpvr", 18) / analytic_prefill_flops(PAPER, "full")
     assert ratio == pytest.approx(0.66, abs=0.01)
+
+
+def test_dpvr_starts_from_a_trained_full_run_with_its_branch_copied_from_the_trained_layer(tiny_raw, tmp_path):
+    from vlmlab.runs import load_run_model
+    from vlmlab.train.trainer import Trainer
+
+    Trainer(config_from_dict(tiny_raw), tmp_path / "full", resume=False).run_training()
+    trained, _ = load_run_model(tmp_path / "full")
+    raw = {**tiny_raw, "name": "dpvr"}
+    raw["model"] = {**tiny_raw["model"], "routing": {"id": "dpvr", "layer": 1}, "init_from": str(tmp_path / "full")}
+    raw["train"] = {**tiny_raw["train"], "stages": [{"name": "finetune", "max_steps": 1, "lr": {"routing": 1e-9}}]}
+    result = Trainer(config_from_dict(raw), tmp_path / "dpvr", resume=False).run_training()
+    model = result.model
+    for name, p in trained.llm.named_parameters():  # the frozen LLM is the trained one
+        torch.testing.assert_close(dict(model.llm.named_parameters())[name], p)
+    for name, p in trained.llm.decoder.layers[1].named_parameters():  # the branch began as trained layer 1
+        torch.testing.assert_close(dict(model.routing.branch.named_parameters())[name], p, rtol=1e-4, atol=1e-6)
+    bad = {**raw, "model": {**raw["model"], "init_from": str(tmp_path / "nothing")}}
+    from vlmlab.errors import UserError
+
+    with pytest.raises(UserError, match=r"model.init_from"):
+        Trainer(config_from_dict(bad), tmp_path / "bad", resume=False).run_training()
+
+
+def test_pareto_front_keeps_only_undominated_variants():
+    import pandas as pd
+
+    from vlmlab.analysis.routing_cost import pareto_front
+
+    frame = pd.DataFrame({"cost": [1.0, 0.8, 0.8, 0.5, 0.9], "acc": [0.60, 0.59, 0.55, 0.50, 0.58]})
+    assert pareto_front(frame, "cost", "acc").tolist() == [True, True, False, True, False]
+
+
+def test_builtin_routing_study_is_valid_and_varies_only_the_routing(tmp_path):
+    from vlmlab.cli import resolve_study_path
+    from vlmlab.study.control import check_config_control
+    from vlmlab.study.spec import expand_variants, load_study_spec
+
+    spec, spec_dir = load_study_spec(resolve_study_path("demo-routing"))
+    variants = expand_variants(spec, spec_dir, {"shapes": str(tmp_path)})
+    control = check_config_control(spec, variants)
+    assert [v.name for v in variants] == ["full", "fastv", "dpvr"]
+    assert control["declared"] == ["model.routing"] and variants[0].cfg.model.init_from.endswith("gen3/seed-0")
+    assert all(v.cfg.train.stages[0].lr["llm"] == 0 for v in variants)  # the LLM stays frozen

@@ -48,6 +48,9 @@ class ModelConfig(Strict):
     projector: PartSpec = PartSpec(id="gelu-mlp")
     llm: PartSpec
     routing: PartSpec = PartSpec(id="full")
+    # a trained run whose final weights (and tokenizer) start this one; routing parameters it lacks
+    # (a DPVR branch on top of a model trained with full routing) keep their own initialisation
+    init_from: str | None = None
 
 
 class ImageConfig(Strict):

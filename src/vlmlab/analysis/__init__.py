@@ -7,6 +7,7 @@ from vlmlab.analysis import (  # noqa: F401
     factor_effects,
     overlap,
     representations,
+    routing_cost,
     visual_reliance,
 )
 from vlmlab.analysis.base import Analysis  # noqa: F401

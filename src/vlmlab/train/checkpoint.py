@@ -37,8 +37,12 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     save_file(model_state(model), str(path))
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load weights, naming the file and tensor on any missing, unexpected or mis-shaped entry."""
+def load_weights(model: torch.nn.Module, path: str | Path, may_miss: tuple[str, ...] = ()) -> list[str]:
+    """Load weights, naming the file and tensor on any missing, unexpected or mis-shaped entry.
+
+    Tensors whose names start with a prefix in `may_miss` may be absent (they keep their initial values,
+    e.g. a routing branch added on top of a trained model); their names are returned.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint weights not found")
@@ -56,9 +60,12 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
                 f"{tuple(own[name].shape)} (mismatched dims)"
             )
     missing = [n for n in own if n not in state]
+    allowed = [n for n in missing if n.startswith(may_miss)] if may_miss else []
+    missing = [n for n in missing if n not in allowed]
     if missing:
         raise UserError(f"{path}: missing tensor {missing[0]!r} (and {len(missing) - 1} more)")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not allowed)
+    return allowed
 
 
 def load_file_state(run_dir: str | Path) -> dict[str, torch.Tensor]:

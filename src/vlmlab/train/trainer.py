@@ -64,7 +64,16 @@ class Trainer:
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
-        model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items))
+        init = RunDir(self.cfg.model.init_from) if self.cfg.model.init_from else None
+        if init is not None:
+            if not (init.final / ckpt.WEIGHTS).is_file():
+                raise UserError(f"{init.path}: no final weights to start from [model.init_from]")
+            tok_dir = tok_dir or (init.tokenizer if init.tokenizer.is_dir() else None)
+        model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items),
+                            pretrained_weights=init is None)
+        if init is not None:
+            if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
+                model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
         if self.cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         if tok_dir is None and self.accelerator.is_main_process:

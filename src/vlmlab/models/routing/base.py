@@ -20,6 +20,10 @@ class RoutingStrategy(nn.Module):
         super().__init__()
         self.params = params
 
+    def llm_weights_loaded(self, llm: LanguageBackbone) -> None:
+        """Called when the LLM's weights were replaced after construction (`model.init_from`) while this
+        strategy's own parameters were not in the checkpoint; strategies derived from LLM weights re-derive."""
+
     def forward(
         self,
         llm: LanguageBackbone,

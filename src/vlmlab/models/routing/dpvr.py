@@ -51,12 +51,17 @@ class DualPathRouting(RoutingStrategy):
         for module in self.branch.modules():  # share the LLM's config: one attention implementation for both
             if hasattr(module, "config"):
                 module.config = llm.lm.config
+        self.llm_weights_loaded(llm)
+
+    @torch.no_grad()
+    def llm_weights_loaded(self, llm) -> None:
+        """(Re)initialise the branch from LLM layer k's current weights (zeroed output projections if asked)."""
+        self.branch.load_state_dict(llm.decoder.layers[self.params.layer].state_dict())
+        if self.params.branch_init == "zero-residual":
+            self.branch.self_attn.o_proj.weight.zero_()
+            self.branch.mlp.down_proj.weight.zero_()
         for p in self.branch.parameters():
             p.requires_grad_(True)
-        if params.branch_init == "zero-residual":
-            with torch.no_grad():
-                self.branch.self_attn.o_proj.weight.zero_()
-                self.branch.mlp.down_proj.weight.zero_()
 
     def forward(self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False):
         run = LayerRunner(llm)
