@@ -24,20 +24,8 @@ from vlmlab.cli import resolve_config_path  # noqa: E402
 from vlmlab.config import load_config  # noqa: E402
 from vlmlab.data.shapes_world import generate  # noqa: E402
 from vlmlab.evaluation.evaluate import evaluate_run  # noqa: E402
-from vlmlab.metrics import box_iou, parse_box  # noqa: E402
+from vlmlab.metrics import box_iou, parse_box, random_box_baseline  # noqa: E402
 from vlmlab.train.trainer import Trainer  # noqa: E402
-
-
-def random_box_baseline(gold_boxes: list[list[float]], seed: int = 0, draws: int = 20) -> float:
-    """Acc@IoU>=0.5 of boxes with uniformly random corners in 0-99 (mean over `draws` draws)."""
-    rng = np.random.default_rng(seed)
-    hits = []
-    for _ in range(draws):
-        for gold in gold_boxes:
-            x = np.sort(rng.integers(0, 100, 2))
-            y = np.sort(rng.integers(0, 100, 2))
-            hits.append(box_iou([x[0], y[0], x[1], y[1]], gold) >= 0.5)
-    return float(np.mean(hits))
 
 
 def main() -> None:

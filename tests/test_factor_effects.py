@@ -67,3 +67,45 @@ def test_per_seed_deltas_split_what_pooling_merges():
     split = level_deltas(_study(rows), "llm", per_seed=True)
     assert pooled["delta"].tolist() == [0.5] and pooled["n"].tolist() == [8]
     assert split.set_index("seed")["delta"].to_dict() == {0: 0.0, 1: 1.0}
+
+
+def test_grounding_collapse_flags_random_level_and_unparsable_runs():
+    from vlmlab.analysis.collapse import collapse_table
+    from vlmlab.metrics import random_box_baseline
+
+    gold = "[10, 10, 60, 60]"
+    rows = []
+    for i in range(40):
+        rows.append({"variant": "good", "seed": 0, "mode": "clean", "task": "ground", "item_id": f"q{i}", "answer": gold,
+                     "correct": i % 2 == 0, "format_error": False})
+        rows.append({"variant": "broken", "seed": 0, "mode": "clean", "task": "ground", "item_id": f"q{i}", "answer": gold,
+                     "correct": False, "format_error": i % 4 != 0})
+    table = collapse_table(pd.DataFrame(rows)).set_index("variant")
+    assert table.loc["good", "random_box_acc"] == pytest.approx(random_box_baseline([[10, 10, 60, 60]] * 40))
+    assert not table.loc["good", "collapsed"] and table.loc["broken", "collapsed"]
+    assert "format errors" in table.loc["broken", "why"] and "random boxes" in table.loc["broken", "why"]
+
+
+def test_vision_pretraining_table_reads_each_runs_top1(tmp_path):
+    import json
+
+    from vlmlab.analysis.vision_pretraining import VisionPretraining, pretraining_table
+
+    rows = []
+    for v, top1, acc in (("vit", 0.9, 0.8), ("vim", 0.6, 0.5), ("vmamba", 0.7, 0.6)):
+        run = tmp_path / "variants" / v / "seed-0"
+        run.mkdir(parents=True)
+        (run / "train.json").write_text(json.dumps({"vision_pretrain": {"train_top1/shape": top1, "train_top1/color": top1,
+                                                                        "seconds": 1.0}, "parameters": {"vision": 10}}))
+        rows += [{"variant": v, "seed": 0, "mode": "clean", "task": "t", "item_id": f"q{i}", "correct": i < acc * 10}
+                 for i in range(10)]
+    levels = {v: {"data.image.size": 32} for v in ("vit", "vim", "vmamba")}
+    spec = study_spec_from_dict({"name": "s", "base": "easy-vqa-tiny",
+                                 "factors": {"vision": {"keys": ["data.image.size"], "levels": levels}}})
+    study = StudyData(tmp_path, spec, {}, pd.DataFrame(rows), pd.DataFrame())
+    table = pretraining_table(study).set_index("variant")
+    assert table.loc["vim", "pretrain_top1"] == pytest.approx(0.6) and table.loc["vit", "vlm_accuracy"] == pytest.approx(0.8)
+    from vlmlab.report.document import Text
+
+    texts = [b.text for b in VisionPretraining(VisionPretraining.Params()).run(study).blocks if isinstance(b, Text)]
+    assert any("Spearman ρ" in t and "+1.00" in t for t in texts)

@@ -87,3 +87,15 @@ def test_a_vlm_trains_with_an_ssm_tower(tiny_raw, tmp_path, vision):
     tiny_raw["train"]["stages"][1]["lr"]["vision"] = 1e-3
     result = Trainer(config_from_dict(tiny_raw), tmp_path / "run", resume=False).run_training()
     assert result.model.num_image_tokens == 4 and result.trainable["finetune"]["vision"] > 0
+
+
+def test_builtin_vision_study_varies_only_the_tower(tmp_path):
+    from vlmlab.cli import resolve_study_path
+    from vlmlab.study.control import check_config_control
+    from vlmlab.study.spec import expand_variants, load_study_spec
+
+    spec, spec_dir = load_study_spec(resolve_study_path("demo-vision"))
+    variants = expand_variants(spec, spec_dir, {"shapes": str(tmp_path)})
+    control = check_config_control(spec, variants)
+    assert control["declared"] == ["model.vision"] and spec.seeds == [0, 1]
+    assert sorted({v.cfg.model.vision.id for v in variants}) == ["vim", "vit", "vmamba"]

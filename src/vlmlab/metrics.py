@@ -103,6 +103,21 @@ def box_hit(prediction: str, answer: str, threshold: float = 0.5) -> float:
     return float(box_iou(predicted, gold) >= threshold)
 
 
+def random_box_baseline(gold_boxes: list[list[float]], seed: int = 0, draws: int = 20, threshold: float = 0.5) -> float:
+    """Acc@IoU≥threshold of boxes with uniformly random corners in 0–99 (mean over `draws` seeded draws):
+    the grounding score of a model that outputs well-formed boxes but has not looked at the image."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hits = []
+    for _ in range(draws):
+        for gold in gold_boxes:
+            x = np.sort(rng.integers(0, 100, 2))
+            y = np.sort(rng.integers(0, 100, 2))
+            hits.append(box_iou([x[0], y[0], x[1], y[1]], gold) >= threshold)
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def yes_no_f1(predictions: list[str], answers: list[str]) -> dict[str, float]:
     """POPE-style summary of yes/no answers, "yes" being the positive class: accuracy, precision,
     recall, f1 and yes_ratio (the share of "yes" predictions). A prediction counts as "yes" when its

@@ -3,11 +3,13 @@
 from vlmlab.analysis import (  # noqa: F401
     attention,
     calibration,
+    collapse,
     exclusive,
     factor_effects,
     overlap,
     representations,
     routing_cost,
+    vision_pretraining,
     visual_reliance,
 )
 from vlmlab.analysis.base import Analysis  # noqa: F401

@@ -1,0 +1,71 @@
+"""`vision-pretraining`: does the tower's pretraining accuracy predict the VLM's score? (study B's question)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from vlmlab.analysis.base import Analysis
+from vlmlab.registry import register_analysis
+from vlmlab.report.document import Section
+from vlmlab.study.data import StudyData, _read_json
+
+
+def pretraining_table(study: StudyData) -> pd.DataFrame:
+    """Per variant and seed: mean top-1 of the vision-pretrain heads (end of pretraining, on its training images),
+    the tower's parameters, and the VLM's clean accuracy overall and per task."""
+    clean = study.results[study.results["mode"] == "clean"]
+    rows = []
+    for variant in study.variants:
+        for seed in study.seeds:
+            train = _read_json(study.run_dir(variant, seed) / "train.json")
+            vp = train.get("vision_pretrain") or {}
+            tops = [v for k, v in vp.items() if k.startswith("train_top1/")]
+            f = clean[(clean["variant"] == variant) & (clean["seed"] == seed)]
+            rows.append({"variant": variant, "seed": seed,
+                         "pretrain_top1": float(np.mean(tops)) if tops else float("nan"),
+                         "params_vision": (train.get("parameters") or {}).get("vision"),
+                         "vlm_accuracy": float(f["correct"].mean()) if len(f) else float("nan"),
+                         **{t: float(g["correct"].mean()) for t, g in f.groupby("task", sort=False)}})
+    return pd.DataFrame(rows)
+
+
+@register_analysis("vision-pretraining")
+class VisionPretraining(Analysis):
+    """Vision-pretraining top-1 against the VLM's accuracy per run, with Spearman's rank correlation."""
+
+    title = "Vision pretraining vs VLM quality"
+
+    def run(self, study: StudyData) -> Section:
+        import matplotlib.pyplot as plt
+
+        from vlmlab.report.plots import colours
+
+        section = Section(self.title)
+        table = pretraining_table(study)
+        if table["pretrain_top1"].isna().all():
+            return section.text("No run has a vision-pretrain stage: nothing to compare.")
+        section.text(
+            "`pretrain_top1`: the mean over the pretraining heads (shape, colour, count, ...) of the top-1 accuracy at "
+            "the end of the vision-pretrain stage, on its own training images (the same recipe for every encoder). "
+            "Does a tower that classifies better make a better VLM?"
+        )
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        cmap = colours(study.variants)
+        for _, r in table.iterrows():
+            ax.scatter(r["pretrain_top1"], r["vlm_accuracy"], color=cmap[r["variant"]], s=50,
+                       label=r["variant"] if r["seed"] == study.seeds[0] else None)
+        ax.set_xlabel("vision-pretraining top-1 (mean over heads)")
+        ax.set_ylabel("VLM accuracy (all tasks, clean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        section.figure(fig, "One point per run (variant × seed).", "vision_pretraining")
+        section.table(table, "Per run.")
+        valid = table.dropna(subset=["pretrain_top1", "vlm_accuracy"])
+        if len(valid) >= 3:
+            rho, p = spearmanr(valid["pretrain_top1"], valid["vlm_accuracy"])
+            section.text(f"Spearman ρ between pretraining top-1 and VLM accuracy over {len(valid)} runs: {rho:+.2f} "
+                         f"(p {p:.3g}).")
+        return section
