@@ -73,7 +73,7 @@ def cmd_backbones(args) -> int:
 def cmd_pretrain_lm(args) -> int:
     from pydantic import ValidationError
 
-    from vlmlab.config import _config_error, parse_overrides, set_dotted
+    from vlmlab.config import config_error, parse_overrides, set_dotted
     from vlmlab.registry import LLM_BACKBONES
 
     overrides = parse_overrides(args.set or [])
@@ -88,7 +88,7 @@ def cmd_pretrain_lm(args) -> int:
         try:
             params = cls.Params(**raw)
         except ValidationError as exc:
-            raise _config_error(exc, prefix="--set") from None
+            raise config_error(exc, prefix="--set") from None
         rows.append(cls.pretrained_backbone(params))
     console.print("LM ladder (held-out bits per byte: lower is better)", highlight=False)
     console.print(f"{'rung':<13}{'non-emb':>9}{'params':>9}{'vocab':>7}{'ctx':>6}{'tokens':>8}{'epochs':>8}"

@@ -37,7 +37,7 @@ class PartSpec(BaseModel):
         try:
             self._params = cls.Params(**(self.model_extra or {}))
         except ValidationError as exc:
-            raise _config_error(exc, prefix=key) from None
+            raise config_error(exc, prefix=key) from None
 
     def resolved(self) -> dict[str, Any]:
         return {"id": self.id, **self.params.model_dump(mode="json")}
@@ -147,7 +147,8 @@ class RunConfig(Strict):
         return out
 
 
-def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first pydantic error as a ConfigError naming its dotted key (under `prefix`)."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = ".".join(p for p in (prefix, loc) if p)
@@ -218,7 +219,7 @@ def config_from_dict(raw: Any, overrides: dict[str, Any] | None = None) -> RunCo
     try:
         cfg = RunConfig(**raw)
     except ValidationError as exc:
-        raise _config_error(exc) from None
+        raise config_error(exc) from None
     except TypeError as exc:  # non-string keys
         raise ConfigError("", f"bad config structure ({exc})") from None
     return resolve_parts(cfg)

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from vlmlab.analysis.base import Analysis
 from vlmlab.registry import register_analysis
 from vlmlab.report.document import Section
-from vlmlab.study.data import StudyData, _read_json
+from vlmlab.study.data import StudyData, run_json
 
 
 def pretraining_table(study: StudyData) -> pd.DataFrame:
@@ -19,7 +19,7 @@ def pretraining_table(study: StudyData) -> pd.DataFrame:
     rows = []
     for variant in study.variants:
         for seed in study.seeds:
-            train = _read_json(study.run_dir(variant, seed) / "train.json")
+            train = run_json(study.run_dir(variant, seed) / "train.json")
             vp = train.get("vision_pretrain") or {}
             tops = [v for k, v in vp.items() if k.startswith("train_top1/")]
             f = clean[(clean["variant"] == variant) & (clean["seed"] == seed)]

@@ -45,8 +45,8 @@ class StudyData:
         for variant in self.variants:
             for seed in self.seeds:
                 vdir = self.run_dir(variant, seed)
-                train = _read_json(vdir / "train.json")
-                done = _read_json(vdir / "done.json")
+                train = run_json(vdir / "train.json")
+                done = run_json(vdir / "done.json")
                 params = train.get("parameters", {})
                 vp = train.get("vision_pretrain", {})
                 vision_s = 0.0 if vp.get("cached") else float(vp.get("seconds", 0.0))
@@ -68,7 +68,8 @@ class StudyData:
         return pd.DataFrame(rows)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def run_json(path: Path) -> dict[str, Any]:
+    """A run's JSON record (train.json, done.json), or {} when the run has not written it."""
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

@@ -129,14 +129,14 @@ class Variant:
 
 def build_analysis(spec: AnalysisSpec, key: str):
     """The registered analysis named by `spec`, its fields checked by its Params (errors name the key)."""
-    from vlmlab.config import _config_error
+    from vlmlab.config import config_error
     from vlmlab.registry import ANALYSES
 
     cls = ANALYSES.get(spec.id, key=f"{key}.id")
     try:
         return cls(cls.Params(**(spec.model_extra or {})))
     except ValidationError as exc:
-        raise _config_error(exc, prefix=key) from None
+        raise config_error(exc, prefix=key) from None
 
 
 def load_study_spec(path: str | Path) -> tuple[StudySpec, Path]:
