@@ -72,8 +72,10 @@ class FactorEffects(Analysis):
             plot_frame = table.rename(columns={"comparison": "variant"})
             if self.params.per_seed:
                 plot_frame = plot_frame.assign(variant=plot_frame["variant"] + " @" + plot_frame["seed"].astype(str))
+            palette = plots.colours(study.variants)  # a comparison is drawn in its level's variant colour
+            colour_of = {c: palette[lv] for c, lv in zip(plot_frame["variant"], table["level"]) if lv in palette}
             section.figure(
-                plots.grouped_bars(plot_frame, self.params.by, "delta", "ci_low", "ci_high",
+                plots.grouped_bars(plot_frame, self.params.by, "delta", "ci_low", "ci_high", colour_of=colour_of,
                                    ylabel=f"accuracy delta vs {table['comparison'].iloc[0].split(' − ')[1]}"),
                 f"Factor `{factor}`: accuracy of each level minus the reference level, per {self.params.by} "
                 "(95% paired bootstrap CI).", f"factor_effects_{factor}")

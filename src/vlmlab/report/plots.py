@@ -18,8 +18,11 @@ def colours(variants: list[str]) -> dict[str, tuple]:
 
 
 def grouped_bars(frame: pd.DataFrame, group: str, value: str, low: str | None = None, high: str | None = None,
-                 ylabel: str = "", ax=None, title: str = "", variants: list[str] | None = None):
-    """Bars of `value` per `group` (x) and variant (colour), with error bars from the `low`/`high` columns."""
+                 ylabel: str = "", ax=None, title: str = "", variants: list[str] | None = None,
+                 colour_of: dict[str, tuple] | None = None):
+    """Bars of `value` per `group` (x) and variant (colour), with error bars from the `low`/`high` columns.
+
+    `colour_of` overrides the colour of some bars' series (e.g. a comparison drawn in its level's colour)."""
     variants = variants or list(dict.fromkeys(frame["variant"]))
     groups = list(dict.fromkeys(frame[group]))
     own = ax is None
@@ -27,7 +30,7 @@ def grouped_bars(frame: pd.DataFrame, group: str, value: str, low: str | None = 
         fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(variants)) / 2 + 2), 3.6))
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(groups))
-    cmap = colours(variants)
+    cmap = {**colours(variants), **(colour_of or {})}
     for i, v in enumerate(variants):
         sub = frame[frame["variant"] == v].set_index(group).reindex(groups)
         vals = sub[value].to_numpy(dtype=float)
