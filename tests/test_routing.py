@@ -32,6 +32,17 @@ def _batch(model, cfg, n=6):
     return data.collate([data[i] for i in range(n)])
 
 
+def _tokens_per_layer(model, b) -> dict[int, int]:
+    """How many tokens each decoder layer received in one forward pass."""
+    seen = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
+             for i, layer in enumerate(model.llm.decoder.layers)]
+    _states(model, b)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
 def _states(model, b):
     with torch.no_grad():
         return model(b.input_ids, b.attention_mask, b.image_mask, b.pixel_values).hidden_states
@@ -64,12 +75,7 @@ def test_fastv_physically_drops_image_tokens_and_saves_flops(tiny_raw):
     full, cfg = _model(tiny_raw)
     fastv, _ = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5})
     b = _batch(full, cfg)
-    seen = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
-             for i, layer in enumerate(fastv.llm.decoder.layers)]
-    _states(fastv, b)
-    for h in hooks:
-        h.remove()
+    seen = _tokens_per_layer(fastv, b)
     n_image = int(b.image_mask[0].sum())
     assert seen[0] == b.input_ids.shape[1] and seen[1] == seen[2] == b.input_ids.shape[1] - n_image // 2
     flops = {}
@@ -113,12 +119,7 @@ def test_dpvr_text_layers_see_only_text_and_the_branch_is_one_trainable_layer(ti
     tiny_raw["model"]["vision"]["patch_size"] = 4
     dpvr, cfg = _model(tiny_raw, {"id": "dpvr", "layer": 1}, layers=4)
     b = _batch(dpvr, cfg)
-    seen = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
-             for i, layer in enumerate(dpvr.llm.decoder.layers)]
-    _states(dpvr, b)
-    for h in hooks:
-        h.remove()
+    seen = _tokens_per_layer(dpvr, b)
     t, n_image = b.input_ids.shape[1], int(b.image_mask[0].sum())
     assert seen == {0: t, 1: t - n_image, 2: t - n_image, 3: t}  # shared, text-only x2, fused
     one_layer = sum(p.numel() for p in dpvr.llm.decoder.layers[1].parameters())

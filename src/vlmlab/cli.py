@@ -76,15 +76,14 @@ def cmd_pretrain_lm(args) -> int:
     from vlmlab.config import config_error, parse_overrides, set_dotted
     from vlmlab.registry import LLM_BACKBONES
 
-    overrides = parse_overrides(args.set or [])
+    raw: dict = {}  # the same backbone fields for every rung
+    for key, value in parse_overrides(args.set or []).items():
+        set_dotted(raw, key, value)
     rows = []
     for part_id in args.ids:
         cls = LLM_BACKBONES.get(part_id, key="pretrain-lm")
         if not hasattr(cls, "pretrained_backbone"):
             raise UserError(f"pretrain-lm: {part_id!r} is not a tiny rung (it loads its own pretrained weights)", exit_code=2)
-        raw: dict = {}
-        for key, value in overrides.items():
-            set_dotted(raw, key, value)
         try:
             params = cls.Params(**raw)
         except ValidationError as exc:

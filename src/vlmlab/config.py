@@ -13,6 +13,7 @@ from vlmlab.errors import ConfigError, UserError
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
 
 MODULE_GROUPS = ("vision", "projector", "llm", "routing")
+PART_REGISTRIES = dict(zip(MODULE_GROUPS, (VISION_ENCODERS, PROJECTORS, LLM_BACKBONES, ROUTING)))  # group -> registry
 
 
 class Strict(BaseModel):
@@ -166,7 +167,7 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def resolve_parts(cfg: RunConfig) -> RunConfig:
     """Check each part's own fields against its registered class and the task ids against TASKS."""
-    for name, registry in (("vision", VISION_ENCODERS), ("projector", PROJECTORS), ("llm", LLM_BACKBONES), ("routing", ROUTING)):
+    for name, registry in PART_REGISTRIES.items():
         getattr(cfg.model, name).resolve(registry, f"model.{name}")
     for i, src in enumerate(cfg.data.train):
         TASKS.get(src.task, key=f"data.train.{i}.task")

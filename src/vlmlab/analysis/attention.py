@@ -68,15 +68,13 @@ def saturation_layer(share: list[float], threshold: float) -> int | None:
 def attention_profile(run_dir: str | Path, n_probe: int = 256, threshold: float = 0.1, batch_size: int = 16) -> dict:
     """Per layer: mean text→image share over heads, text positions and probe items, its spread over heads,
     and the saturation layer. Stored as `attention.json` in the run dir."""
-    from vlmlab.analysis.representations import probe_items
-    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.probe import probe_dataset
     from vlmlab.io import write_json
     from vlmlab.progress import progress
     from vlmlab.runs import load_run_model
 
     model, cfg = load_run_model(run_dir)
-    items = probe_items(cfg, n_probe)
-    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
+    data = probe_dataset(model, cfg, n_probe)
     chunks = []
     with progress() as bar:
         job = bar.add_task("attention profile", total=len(data), info="")

@@ -130,7 +130,8 @@ class Overlap(Analysis):
         oracle = t["oracle"].iloc[0]
         section.text(f"Oracle (any variant correct): {oracle['oracle_accuracy']:.3f} vs the best single variant "
                      f"{oracle['best_single']:.3f} over {int(oracle['items'])} items: the room a combination would have.")
-        section.figure(plots.upset(t["intersections"], list(correctness(study.results).columns)),
+        variants = [c for c in t["intersections"].columns if c != "items"]  # the pattern columns, in spec order
+        section.figure(plots.upset(t["intersections"], variants),
                        "Items per correctness pattern (dots: the variants that solve them), largest first.", "overlap_upset")
         section.table(t["pairs_per_task"][["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]],
                       "Per task.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,39 +72,29 @@ def capture_last_token_states(model, dataset, batch_size: int = 64) -> dict[int,
     return {i: torch.cat(v) for i, v in kept.items()}
 
 
-def probe_items(cfg, n_probe: int):
-    """The same fixed probe set for every variant: the evaluation tasks' items taken in turn (1st of each
-    task, then 2nd, ...) until `n_probe`, so every task is represented and a short task leaves room to others."""
-    from vlmlab.data.sources import load_source
-
-    loaded = [load_source(s, f"data.eval.{i}", cfg.data.image)[1] for i, s in enumerate(cfg.data.eval)]
-    interleaved = [items[i] for i in range(max(map(len, loaded), default=0)) for items in loaded if i < len(items)]
-    return interleaved[:n_probe]
-
-
-def run_features(run_dir: Path, n_probe: int, perturb: str | None, question_suffix: str = "") -> Path:
-    """Cached last-token states of a run on the probe set (`representations/<key>.safetensors` in the run dir).
-
-    `perturb` changes the images; `question_suffix` appends a meaning-preserving instruction to every question.
+def run_features(run_dir: Path, n_probe: int, conditions: list[tuple[str | None, str]]) -> list[Path]:
+    """Cached last-token states of a run on the probe set, one file per (perturb, question_suffix) condition
+    (`representations/<key>.safetensors` in the run dir). The run's model is loaded once, and only if a
+    condition is missing. `perturb` changes the images; `question_suffix` appends a meaning-preserving
+    instruction to every question.
     """
-    from vlmlab.data.dataset import VQADataset
     from vlmlab.data.perturb import parse_perturbation
+    from vlmlab.data.probe import probe_dataset
     from vlmlab.runs import load_run_model
 
-    key = content_hash({"n_probe": n_probe, "perturb": perturb, "question_suffix": question_suffix, "version": 1})
-    target = run_dir / "representations" / f"{key}.safetensors"
-    if target.is_file():
-        return target
-    model, cfg = load_run_model(run_dir)
-    items = probe_items(cfg, n_probe)
-    if question_suffix:
-        items = [replace(it, question=it.question + question_suffix) for it in items]
-    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
-                      perturb=parse_perturbation(perturb) if perturb else None)
-    states = capture_last_token_states(model, data, cfg.eval.batch_size)
-    with atomic_path(target) as tmp:
-        save_file({f"layer.{i}": t.contiguous() for i, t in states.items()}, str(tmp))
-    return target
+    targets = []
+    for perturb, suffix in conditions:
+        key = content_hash({"n_probe": n_probe, "perturb": perturb, "question_suffix": suffix, "version": 1})
+        targets.append(run_dir / "representations" / f"{key}.safetensors")
+    missing = [(c, t) for c, t in zip(conditions, targets) if not t.is_file()]
+    if missing:
+        model, cfg = load_run_model(run_dir)
+        for (perturb, suffix), target in missing:
+            data = probe_dataset(model, cfg, n_probe, suffix, parse_perturbation(perturb) if perturb else None)
+            states = capture_last_token_states(model, data, cfg.eval.batch_size)
+            with atomic_path(target) as tmp:
+                save_file({f"layer.{i}": t.contiguous() for i, t in states.items()}, str(tmp))
+    return targets
 
 
 def layer_count(path: Path) -> int:
@@ -146,10 +135,10 @@ class Representations(Analysis):
 
     def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
         p = self.params
-        feats = {(v, s): (run_features(study.run_dir(v, s), p.n_probe, None), run_features(study.run_dir(v, s), p.n_probe, p.perturb))
-                 for v in study.variants for s in study.seeds}
+        conditions = [(None, ""), (p.perturb, "")] + ([(None, p.question_suffix)] if p.question_suffix else [])
+        feats = {(v, s): run_features(study.run_dir(v, s), p.n_probe, conditions) for v in study.variants for s in study.seeds}
         perturbed = [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
-                     for (v, s), (clean, noisy) in feats.items() for i, c in enumerate(per_layer_cka(clean, noisy))]
+                     for (v, s), f in feats.items() for i, c in enumerate(per_layer_cka(f[0], f[1]))]
         seeds = [{"variant": v, "seeds": f"{s1}-{s2}", "layer": i + 1, "cka": c}
                  for v in study.variants for s1, s2 in itertools.combinations(study.seeds, 2)
                  for i, c in enumerate(per_layer_cka(feats[v, s1][0], feats[v, s2][0]))]
@@ -157,13 +146,9 @@ class Representations(Analysis):
         cross = [{"a": a, "b": b, "layer_a": i + 1, "layer_b": j + 1, "cka": float(c)}
                  for a, b in itertools.combinations(study.variants, 2)
                  for (i, j), c in np.ndenumerate(cross_layer_cka(feats[a, s0][0], feats[b, s0][0]))]
-        reworded = []
-        if p.question_suffix:
-            for v in study.variants:
-                for s in study.seeds:
-                    variant_q = run_features(study.run_dir(v, s), p.n_probe, None, p.question_suffix)
-                    reworded += [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
-                                 for i, c in enumerate(per_layer_cka(feats[v, s][0], variant_q))]
+        reworded = [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
+                    for (v, s), f in feats.items() if p.question_suffix
+                    for i, c in enumerate(per_layer_cka(f[0], f[2]))]
         perturbed_df = pd.DataFrame(perturbed)
         score = perturbed_df.groupby("variant", sort=False)["cka"].mean().rename("stability").reset_index()
         reworded_df = pd.DataFrame(reworded)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import torch
 from pydantic import Field
 
 from vlmlab.analysis.base import Analysis
@@ -22,27 +21,21 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
 
 
 def variant_costs(study: StudyData, n_probe: int) -> pd.DataFrame:
-    from vlmlab.analysis.representations import probe_items
-    from vlmlab.data.dataset import VQADataset
-    from vlmlab.evaluation.efficiency import Geometry, analytic_prefill_flops, counted_prefill_flops, latency
+    """Per variant (first seed): prefill GFLOPs per prompt, counted and analytic, and latency of its own routing."""
+    from vlmlab.data.probe import probe_batch
+    from vlmlab.evaluation.efficiency import measure_prefill
     from vlmlab.runs import load_run_model
 
     rows = []
-    seed = study.seeds[0]
     for v in study.variants:
-        model, cfg = load_run_model(study.run_dir(v, seed))
-        items = probe_items(cfg, n_probe)
-        data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
-        batch = data.collate([data[i] for i in range(len(data))])
-        routing = cfg.model.routing
-        text = round(float((batch.attention_mask.sum(1) - model.num_image_tokens).float().mean()))
-        g = Geometry.of(model.llm, vision=model.num_image_tokens, text=text)
-        params = routing.params
-        analytic = analytic_prefill_flops(g, routing.id, getattr(params, "layer", None), getattr(params, "ratio", 0.0))
-        with torch.no_grad():
-            timing = latency(model, batch, decode_tokens=4, repeats=3)
-        rows.append({"variant": v, "routing": routing.id, "prefill_gflops_per_prompt": counted_prefill_flops(model, batch) / 1e9 / len(items),
-                     "analytic_gflops_per_prompt": analytic / 1e9, **timing})
+        model, cfg = load_run_model(study.run_dir(v, study.seeds[0]))
+        batch = probe_batch(model, cfg, n_probe)
+        n = batch.input_ids.shape[0]
+        cost = measure_prefill(model, batch, repeats=3, decode_tokens=4)
+        rows.append({"variant": v, "routing": cfg.model.routing.id,
+                     "prefill_gflops_per_prompt": cost["counted_prefill_gflops"] / n,
+                     "analytic_gflops_per_prompt": cost["analytic_prefill_gflops"] / n,
+                     "prefill_s": cost["prefill_s"], "decode_token_s": cost["decode_token_s"]})
     return pd.DataFrame(rows)
 
 

@@ -126,3 +126,26 @@ def peak_memory_mib(model, batch) -> float | None:
     embeds = model.embed(batch.input_ids, batch.image_mask, batch.pixel_values)
     model.routing(model.llm, embeds, batch.attention_mask, position_ids_from_mask(batch.attention_mask), batch.image_mask)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def prompt_geometry(model, batch) -> Geometry:
+    """The model's decoder shape with this batch's vision tokens and mean real text tokens per prompt."""
+    n_image = model.num_image_tokens
+    text = round(float((batch.attention_mask.sum(1) - n_image).float().mean()))
+    return Geometry.of(model.llm, vision=n_image, text=text)
+
+
+def routing_analytic_flops(routing, g: Geometry) -> float:
+    """Analytic prefill FLOPs of one prompt under the strategy module `routing` (its id, layer and ratio)."""
+    p = routing.params
+    return analytic_prefill_flops(g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0))
+
+
+def measure_prefill(model, batch, repeats: int = 5, decode_tokens: int = 8) -> dict[str, float | None]:
+    """The cost of the model's current routing on one batch: counted and analytic prefill GFLOPs (whole batch),
+    prefill and decode-step latency, CUDA peak memory."""
+    n = batch.input_ids.shape[0]
+    return {"counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
+            "analytic_prefill_gflops": routing_analytic_flops(model.routing, prompt_geometry(model, batch)) * n / 1e9,
+            **latency(model, batch, decode_tokens=decode_tokens, repeats=repeats),
+            "peak_mib": peak_memory_mib(model, batch)}

@@ -7,14 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from vlmlab.evaluation.efficiency import (
-    PAPER,
-    Geometry,
-    analytic_prefill_flops,
-    counted_prefill_flops,
-    latency,
-    peak_memory_mib,
-)
+from vlmlab.evaluation.efficiency import PAPER, analytic_prefill_flops, measure_prefill, prompt_geometry
 from vlmlab.registry import ROUTING
 
 
@@ -34,8 +27,7 @@ def strategies(model, fastv_layer: int, fastv_ratio: float, dpvr_layer: int) -> 
 
 def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float = 0.5, dpvr_layer: int | None = None,
                   n_probe: int = 64, eval_limit: int = 0, repeats: int = 5) -> dict:
-    from vlmlab.analysis.representations import probe_items
-    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.probe import probe_batch
     from vlmlab.evaluation.evaluate import predict
     from vlmlab.io import write_json
     from vlmlab.runs import load_run_model
@@ -44,21 +36,13 @@ def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float 
     model, cfg = load_run_model(run_dir, device=device)
     n_layers = model.llm.num_layers
     dpvr_layer = dpvr_layer if dpvr_layer is not None else max(1, n_layers // 2)
-    items = probe_items(cfg, n_probe)
-    data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
-    batch = data.collate([data[i] for i in range(len(data))]).to(torch.device(device))
-    n_image = model.num_image_tokens
-    text = round(float((batch.attention_mask.sum(1) - n_image).float().mean()))
-    geometry = Geometry.of(model.llm, vision=n_image, text=text)
+    batch = probe_batch(model, cfg, n_probe)
+    geometry = prompt_geometry(model, batch)
     own = model.routing
     rows = []
     for name, routing in strategies(model, fastv_layer, fastv_ratio, dpvr_layer).items():
         model.routing = routing.to(device).eval()
-        kind = name.split()[0]
-        layer = fastv_layer if kind == "fastv" else routing.params.layer if kind == "dpvr" else None
-        row = {"strategy": name, "counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
-               "analytic_prefill_gflops": analytic_prefill_flops(geometry, kind, layer, fastv_ratio) * len(items) / 1e9,
-               **latency(model, batch, repeats=repeats), "peak_mib": peak_memory_mib(model, batch)}
+        row = {"strategy": name, **measure_prefill(model, batch, repeats=repeats)}
         if eval_limit:
             sources = [s.model_copy(update={"limit": eval_limit}) for s in cfg.data.eval]
             records = predict(model, cfg, sources)
@@ -72,7 +56,7 @@ def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float 
         table[col.replace("_gflops", "").replace("_s", "") + "_ratio"] = table[col] / base[col]
     paper_k = 18
     record = {
-        "run": str(run_dir), "device": device, "probe_items": len(items), "geometry": geometry.__dict__,
+        "run": str(run_dir), "device": device, "probe_items": batch.input_ids.shape[0], "geometry": geometry.__dict__,
         "strategies": table.to_dict(orient="records"),
         "paper_geometry": {**PAPER.__dict__, "dpvr_layer": paper_k,
                            "dpvr_over_full": analytic_prefill_flops(PAPER, "dpvr", paper_k) / analytic_prefill_flops(PAPER, "full"),

@@ -67,6 +67,7 @@ def ensure_backbone(
     lm.eval()
     heldout = bits_per_byte(lm, tokenizer, corpus.heldout, window=recipe.seq_len)
     seconds = time.perf_counter() - started
+    seen = recipe.steps * recipe.batch_size * recipe.seq_len
     record = {
         "backbone": part_id,
         "architecture": architecture,
@@ -75,11 +76,11 @@ def ensure_backbone(
         "parameters": parameter_counts(lm),
         "vocab_size": len(tokenizer),
         "steps": recipe.steps,
-        "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
+        "tokens_seen": seen,
         "corpus_tokens": curve["corpus_tokens"],
-        "epochs": round(recipe.steps * recipe.batch_size * recipe.seq_len / curve["corpus_tokens"], 3),
+        "epochs": round(seen / curve["corpus_tokens"], 3),
         "seconds": round(seconds, 1),
-        "tokens_per_s": round(recipe.steps * recipe.batch_size * recipe.seq_len / curve["train_seconds"], 1),
+        "tokens_per_s": round(seen / curve["train_seconds"], 1),
         "final_train_loss": curve["loss"][-1][1],
         "loss_curve": curve["loss"],
         "heldout": heldout,

@@ -57,12 +57,10 @@ def with_identity_fields(declared: set[str], variants: list[Variant]) -> set[str
     Declaring `model.llm.id` varies the rung, and with it what the rung is made of (its context, vocabulary,
     chat template, pretraining recipe); size knobs such as `model.llm.hidden_size` stay held constant.
     """
-    from vlmlab.config import MODULE_GROUPS
-    from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, VISION_ENCODERS
+    from vlmlab.config import PART_REGISTRIES
 
-    registries = dict(zip(MODULE_GROUPS, (VISION_ENCODERS, PROJECTORS, LLM_BACKBONES, ROUTING)))
     out = set(declared)
-    for group, registry in registries.items():
+    for group, registry in PART_REGISTRIES.items():
         part = f"model.{group}"
         if not any(covered(d, {part}) or covered(part, {d}) for d in declared):
             continue

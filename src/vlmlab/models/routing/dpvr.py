@@ -81,7 +81,7 @@ class DualPathRouting(RoutingStrategy):
             vision = gather_tokens(hidden, image_idx)
             vision_pos = gather_tokens(position_ids, image_idx)
             ones = torch.ones(vision.shape[:2], dtype=attention_mask.dtype, device=vision.device)
-            vision = self._branch(run, vision, vision_pos, ones)
+            vision = run.apply([self.branch], vision, vision_pos, ones)  # no cache: the branch runs once, at prefill
             fused = fused.scatter(1, image_idx[..., None].expand(-1, -1, hidden.shape[-1]), vision)
         text_mask = gather_tokens(attention_mask, text_idx)
         text = run.run(gather_tokens(hidden, text_idx), gather_tokens(position_ids, text_idx), text_mask,
@@ -91,14 +91,6 @@ class DualPathRouting(RoutingStrategy):
         if use_cache and cache is not None:
             cache._vlmlab_dpvr = _Routed(text_mask, attention_mask.shape[1])
         return BaseModelOutputWithPast(last_hidden_state=run.norm(out), past_key_values=cache)
-
-    def _branch(self, run: LayerRunner, vision, positions, key_valid):
-        """The side branch: one decoder layer over the vision tokens alone (no KV cache: it runs once, at prefill)."""
-        from vlmlab.models.routing.driver import attention_mask_4d
-
-        mask = attention_mask_4d(key_valid, vision.shape[1], vision.dtype, run.implementation)
-        return self.branch(vision, attention_mask=mask, position_ids=positions, past_key_values=None, use_cache=False,
-                           position_embeddings=run.rope(vision, positions))
 
 
 def _split_positions(image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,12 +44,16 @@ class LayerRunner:
 
     def run(self, hidden, position_ids, key_valid, layers: range, cache=None, use_cache: bool = False) -> torch.Tensor:
         """Layers `layers` over `hidden` (B, q, D). `key_valid` (B, kv) covers the cached keys and these q."""
-        if len(layers) == 0:
+        return self.apply([self.layers[i] for i in layers], hidden, position_ids, key_valid, cache, use_cache)
+
+    def apply(self, modules, hidden, position_ids, key_valid, cache=None, use_cache: bool = False) -> torch.Tensor:
+        """Any decoder-layer modules (the LLM's own, or a routing strategy's copy) in order over `hidden`."""
+        if len(modules) == 0:
             return hidden
         embeddings = self.rope(hidden, position_ids)
         mask = attention_mask_4d(key_valid, hidden.shape[1], hidden.dtype, self.implementation)
-        for i in layers:
-            hidden = self.layers[i](
+        for layer in modules:
+            hidden = layer(
                 hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache if use_cache else None,
                 use_cache=use_cache, position_embeddings=embeddings,
             )

@@ -26,21 +26,6 @@ def _per_channel(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.transpose(2, 3).repeat_interleave(channels // groups, dim=1)
 
 
-def _inclusive_scan(a: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hillis–Steele scan over dim 2 of the recurrence h_t = a_t h_{t−1} + x_t (h_{−1} = 0), log2(T) steps.
-
-    Returns (∏_{s≤t} a_s, h_t) for every t; every product stays in (0, 1], so it is stable in float32.
-    """
-    t, k = a.shape[2], 1
-    while k < t:
-        a_prev = F.pad(a[:, :, :-k], (0, 0, k, 0), value=1.0)
-        x_prev = F.pad(x[:, :, :-k], (0, 0, k, 0))
-        x = x + a * x_prev
-        a = a * a_prev
-        k *= 2
-    return a, x
-
-
 def _blocked_scan(a: torch.Tensor, x: torch.Tensor, block: int) -> torch.Tensor:
     """h_t = a_t h_{t−1} + x_t over dim 2 (h_{−1} = 0) in two levels, O(l) work and block + l/block steps.
 
