@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from vlmlab.config import builtin_config
 from vlmlab.errors import UserError
 from vlmlab.progress import console
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # `[key]` is text
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
