@@ -214,3 +214,19 @@ def test_builtin_routing_study_is_valid_and_varies_only_the_routing(tmp_path):
     assert [v.name for v in variants] == ["full", "fastv", "dpvr"]
     assert control["declared"] == ["model.routing"] and variants[0].cfg.model.init_from.endswith("gen3/seed-0")
     assert all(v.cfg.train.stages[0].lr["llm"] == 0 for v in variants)  # the LLM stays frozen
+
+
+def test_a_study_starting_from_a_missing_run_is_refused_before_anything_is_written(tmp_path, capsys):
+    import yaml
+
+    from vlmlab.cli import main
+    from vlmlab.cli import resolve_study_path
+
+    spec = yaml.safe_load(resolve_study_path("demo-routing").read_text())
+    spec["base"]["model"]["init_from"] = str(tmp_path / "no-such-run")
+    path = tmp_path / "routing.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no final weights to start from [model.init_from]" in " ".join(err) and "Traceback" not in " ".join(err)
+    assert not (tmp_path / "out").exists()

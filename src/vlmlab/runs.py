@@ -36,6 +36,18 @@ def _suffix(blind: bool, perturb: str | None) -> str:
     return "_blind" if blind else f"_{perturb}" if perturb else ""
 
 
+def init_run(cfg: RunConfig) -> RunDir | None:
+    """The finished run `model.init_from` names (None if unset); a missing one is one line naming the key."""
+    from vlmlab.train.checkpoint import WEIGHTS
+
+    if not cfg.model.init_from:
+        return None
+    run = RunDir(cfg.model.init_from)
+    if not (run.final / WEIGHTS).is_file():
+        raise UserError(f"{run.path}: no final weights to start from [model.init_from]")
+    return run
+
+
 def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | None = None) -> None:
     """Inject the LoRA adapters that the run's stages (up to `up_to_stage`) put into the LLM."""
     stages = cfg.train.stages if up_to_stage is None else cfg.train.stages[: up_to_stage + 1]

@@ -14,7 +14,7 @@ import yaml
 from vlmlab import io
 from vlmlab.errors import UserError
 from vlmlab.progress import console
-from vlmlab.runs import RunDir
+from vlmlab.runs import RunDir, init_run
 from vlmlab.study.control import check_config_control, check_order_control, environment
 from vlmlab.study.spec import StudySpec, Variant, build_analysis, expand_variants, load_study_spec
 
@@ -58,6 +58,8 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
         build_analysis(analysis, f"{spec_path}: analyses.{i}")
     paths = {name: str(shapes_world_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
     variants = expand_variants(spec, spec_dir, paths)
+    for v in variants:  # a variant that starts from another run needs it finished, before anything is written
+        init_run(v.cfg)
     config_check = check_config_control(spec, variants)
     order_check = check_order_control(spec, variants)
     control = {

@@ -20,7 +20,7 @@ from vlmlab.errors import UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
-from vlmlab.runs import RunDir, apply_lora
+from vlmlab.runs import RunDir, apply_lora, init_run
 from vlmlab.train import checkpoint as ckpt
 from vlmlab.train import vision_cache
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
@@ -64,10 +64,8 @@ class Trainer:
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
-        init = RunDir(self.cfg.model.init_from) if self.cfg.model.init_from else None
+        init = init_run(self.cfg)
         if init is not None:
-            if not (init.final / ckpt.WEIGHTS).is_file():
-                raise UserError(f"{init.path}: no final weights to start from [model.init_from]")
             tok_dir = tok_dir or (init.tokenizer if init.tokenizer.is_dir() else None)
         model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items),
                             pretrained_weights=init is None)
