@@ -112,6 +112,13 @@ class StageConfig(Strict):
         return {g: value.get(g, 0.0) for g in MODULE_GROUPS}
 
 
+class NonFiniteConfig(Strict):
+    """What a non-finite loss or gradient does: `stop` (keep the last good checkpoint) or `skip` the update."""
+
+    policy: Literal["stop", "skip"] = "stop"
+    max_skips: int = Field(10, ge=0)  # with `skip`: updates a run may drop before it stops anyway
+
+
 class TrainConfig(Strict):
     stages: list[StageConfig] = Field(min_length=1)
     batch_size: int = Field(32, ge=1)
@@ -126,6 +133,7 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    on_nonfinite: NonFiniteConfig = NonFiniteConfig()
 
 
 class EvalConfig(Strict):

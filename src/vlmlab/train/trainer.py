@@ -23,6 +23,7 @@ from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run
 from vlmlab.train import checkpoint as ckpt
 from vlmlab.train import vision_cache
+from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
 from vlmlab.train.vision_pretrain import pretrain_vision
 
@@ -95,10 +96,12 @@ class Trainer:
         data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
 
         start_stage, start_step, resume_from = 0, 0, None
+        self.guard = NonFiniteGuard(cfg.train.on_nonfinite.policy, cfg.train.on_nonfinite.max_skips)
         if self.resume and (latest := ckpt.latest_checkpoint(self.run.path)) is not None:
             resume_from = latest
             state = ckpt.load_trainer_state(latest)
             start_stage, start_step = state["stage"], state["step"]
+            self.guard.skipped = state.get("nonfinite_skipped", 0)
             apply_lora(model, cfg, up_to_stage=start_stage)
             ckpt.load_weights(model, latest / ckpt.WEIGHTS)
         model.to(acc.device)
@@ -142,7 +145,8 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
 
         job = bar.add_task(f"{stage.name} (stage {s + 1}/{len(self.cfg.train.stages)})", total=total, completed=start_step, info="")
-        step, micro_i, loss_sum, loss_n = start_step, 0, 0.0, 0
+        step, micro_i, loss_sum, loss_n, step_loss = start_step, 0, 0.0, 0, 0.0
+        guard = self.guard
         timed_from, timed_samples, t_start = None, 0, time.perf_counter()
         for batch in loader:
             if micro_i % accum == 0:  # the schedule is a pure function of the step: nothing to save
@@ -152,25 +156,41 @@ class Trainer:
             with acc.autocast():
                 out = wrapped(**batch.model_inputs(), labels=batch.labels)
             loss = out.loss
-            if not torch.isfinite(loss):
-                raise UserError(f"non-finite loss at stage {stage.name!r} step {step}: lower the learning rate or use fp32 (train.mixed_precision: no)")
-            acc.backward(loss / accum)
-            loss_sum += float(loss.detach())
-            loss_n += 1
+            guard.micro_loss(loss)
+            acc.backward(loss / accum)  # even a bad loss: every process must run the same collectives
+            step_loss += float(loss.detach())
             micro_i += 1
             if micro_i % accum:
                 continue
             if cfg.train.max_grad_norm is not None:
-                acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                norm = acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
+            if acc.scaler is None:  # fp16's loss scaler drops overflowing steps itself
+                guard.grad_norm(float(norm))
+            if guard.step_is_bad(acc):
+                optimizer.zero_grad(set_to_none=True)
+                latest = ckpt.latest_checkpoint(self.run.path)
+                event = guard.handle(
+                    f"train.stages.{s} ({stage.name}) step {step + 1}",
+                    likely_cause(f"train.stages.{s}", stage.lr, lr_factor(step), cfg.train.mixed_precision),
+                    str(latest.relative_to(self.run.path)) if latest else None,
+                )
+                if acc.is_main_process:
+                    io.append_jsonl(self.run.train_log, {"stage": stage.name, "step": step + 1, **event})
+            else:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += step_loss
+                loss_n += accum
+            step_loss = 0.0
             step += 1
             if step - start_step == 3:  # time from here on: skips one-off start-up costs
                 timed_from, timed_samples = time.perf_counter(), 0
             elif timed_from is not None:
                 timed_samples += micro * accum
             if step % cfg.train.log_every == 0 or step == total:
-                mean_loss = loss_sum / max(loss_n, 1)
+                mean_loss = loss_sum / loss_n if loss_n else float("nan")
                 bar.update(job, info=f"loss {mean_loss:.4f}")
                 if acc.is_main_process:
                     io.append_jsonl(self.run.train_log, {
@@ -225,7 +245,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         name = f"step-{stage:02d}{step:08d}"
-        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {"stage": stage, "step": step})
+        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer,
+                             {"stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped})
         ckpt.prune_checkpoints(self.run.path, keep=2)
 
 
