@@ -49,3 +49,14 @@ def tiny_cfg(tiny_raw):
     from vlmlab.config import config_from_dict
 
     return config_from_dict(tiny_raw)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many fuzzed inputs each property-based test tried, and how they ended (issue: count the cases)."""
+    from _fuzz import TALLY
+
+    if TALLY:
+        terminalreporter.section("fuzzed bad input")
+        for family, outcomes in TALLY.items():
+            parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+            terminalreporter.write_line(f"{family}: {sum(outcomes.values())} cases ({parts})")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlmlab.cli import main
 from vlmlab.config import config_from_dict
-from vlmlab.runs import RunDir
+from vlmlab.runs import RunDir, training_fingerprint
 from vlmlab.train.trainer import Trainer
 
 
@@ -82,6 +82,9 @@ def test_projector_with_mismatched_dims(capsys, trained_run):
     cfg["model"]["llm"]["hidden_size"] = 48
     cfg["model"]["llm"]["num_heads"] = 4
     trained_run.config.write_text(yaml.safe_dump(cfg))
+    state_file = trained_run.final / "trainer_state.json"  # as if the checkpoint had been copied beside another config
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps(dict(state, training_fingerprint=training_fingerprint(cfg))))
     code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
     line = _one_line(err)
     assert code == 1 and "mismatched dims" in line and "model.safetensors" in line

@@ -116,3 +116,18 @@ def test_corrupt_checkpoint_from_the_cli_is_one_line_and_nonzero(sharded, tmp_pa
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and str(broken) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_pickle_weights_are_refused_unless_the_user_opts_in(sharded, tmp_path):
+    _, llm = sharded
+    path = tmp_path / "pickled"
+    llm.lm.config.save_pretrained(path)
+    llm.tokenizer.save_pretrained(path)
+    torch.save(llm.lm.state_dict(), path / "pytorch_model.bin")
+    cls = LLM_BACKBONES.get("hf")
+    with pytest.raises(UserError, match=r"pytorch_model.bin: pickle weights can run code .* set model.llm.allow_pickle: true"):
+        cls.build(cls.Params(path=str(path)))
+    loaded = cls.build(cls.Params(path=str(path), allow_pickle=True))  # explicit opt-in
+    ids = torch.tensor([llm.encode_prompt("what is the red shape?")])
+    torch.testing.assert_close(loaded.lm(ids).logits, llm.lm.eval()(ids).logits)
+    assert cls.Params(path="x").trust_remote_code is False  # remote code stays off unless set

@@ -238,6 +238,7 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
                   "Factor effects per task (paired deltas)", "Attention to the image by depth"):
         assert f"<h2>{title}</h2>" in html, title
     assert "Does the generation matter?" in html and "passed" in html
+    assert "All 4 runs were trained in this environment" in html  # each run's environment.json vs the study's
     assert html.count("src='data:image/png;base64,") >= 5
     assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
     md = (out / "report.md").read_text()
@@ -245,6 +246,14 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
     for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance", "calibration",
                  "factor_effects_llm"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
+    # one run resumed on another machine: the report names it and the field that differs
+    env_file = next((out / "variants").glob("*/seed-1/environment.json"))
+    env = json.loads(env_file.read_text())
+    env["resumed_on"].append(dict(env["trained_on"], gpu="NVIDIA H100"))
+    env_file.write_text(json.dumps(env))
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "in another environment" in html and "resumed 1" in html and "NVIDIA H100" in html
 
 
 def test_report_on_an_unfinished_study_is_one_line(tmp_path, capsys):

@@ -55,9 +55,12 @@ def test_same_seed_twice_gives_identical_predictions(tiny_cfg, tmp_path):
     for name in ("a", "b"):
         _train(tiny_cfg, tmp_path / name)
         evaluate_run(tmp_path / name)
-    a = pd.read_parquet(RunDir(tmp_path / "a").predictions())
-    b = pd.read_parquet(RunDir(tmp_path / "b").predictions())
-    pd.testing.assert_frame_equal(a, b)
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    assert a.predictions().read_bytes() == b.predictions().read_bytes()  # byte-identical, not just equal frames
+    env = json.loads(a.environment.read_text())
+    assert env["seed"] == 0 and env["resumed_on"] == []
+    assert env["trained_on"]["packages"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert {"git_sha", "python", "platform", "cpu_count", "gpu"} <= set(env["trained_on"])
     wa = ckpt.load_file_state(tmp_path / "a")
     wb = ckpt.load_file_state(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -264,6 +264,24 @@ def cmd_data_shapes_world(args) -> int:
     return 0
 
 
+def cmd_data_check(args) -> int:
+    from pydantic import ValidationError
+
+    from vlmlab.config import DataSource, config_error
+    from vlmlab.data.check import check_dataset
+
+    task, _, split = args.task.partition(":")
+    try:
+        source = DataSource(task=task, split=split or "test", limit=args.limit, path=args.path)
+    except ValidationError as exc:
+        raise config_error(exc, prefix="data") from None
+    report = check_dataset(source)
+    console.print(f"{args.task}: {report['items']} items over {report['images']} images, all readable; "
+                  f"categories {report['categories']}; answers {report['answer_types']}; "
+                  f"image sizes {report['image_sizes']}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def _summary(cls) -> str:
     """The first line of a class's docstring ("" if none), escaped so `[x1, ...]` is not read as rich markup."""
     from rich.markup import escape
@@ -360,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study directory (default runs/demo or runs/demo-quick)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("data", help="generate a synthetic dataset")
+    p = sub.add_parser("data", help="generate a synthetic dataset, or check one before training on it")
     gens = p.add_subparsers(dest="generator", required=True)
     g = gens.add_parser("shapes-world", help="seeded multi-object shape scenes with VQA and grounding questions")
     g.add_argument("--seed", type=int, required=True)
@@ -370,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
                    help="fractions of scenes per split (default 0.8 0.1 0.1)")
     g.set_defaults(func=cmd_data_shapes_world)
+    g = gens.add_parser("check", help="load a dataset and decode every image (a bad record or image: one line, exit 1)")
+    g.add_argument("task", metavar="TASK[:SPLIT]", help="task id (vlmlab tasks) and split (default test)")
+    g.add_argument("--path", help="the dataset's file or directory, for tasks over local files")
+    g.add_argument("--limit", type=int, help="check at most this many items")
+    g.set_defaults(func=cmd_data_check)
     return parser
 
 

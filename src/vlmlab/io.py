@@ -71,6 +71,17 @@ def append_jsonl(target: str | Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, default=float) + "\n")
 
 
+def truncate_lines(target: str | Path, keep: int) -> None:
+    """Keep the first `keep` complete lines of a log (drops what was appended after a checkpoint, and a torn line)."""
+    target = Path(target)
+    if not target.exists():
+        return
+    lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
+    complete = [line for line in lines[:keep] if line.endswith("\n")]
+    if complete != lines:
+        write_text(target, "".join(complete))
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     rows = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():

@@ -13,7 +13,8 @@ from vlmlab.models.vlm import VisionLanguageModel
 
 
 class RunDir:
-    """`runs/<name>/{config.yaml, tokenizer/, checkpoints/, predictions.parquet, metrics.json, train_log.jsonl}`."""
+    """`runs/<name>/{config.yaml, environment.json, tokenizer/, checkpoints/, predictions.parquet, metrics.json,
+    train_log.jsonl}`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -23,6 +24,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     final = property(lambda self: self.path / "checkpoints" / "final")
     train_log = property(lambda self: self.path / "train_log.jsonl")
+    environment = property(lambda self: self.path / "environment.json")  # seed, versions, git sha, hardware
 
     def predictions(self, blind: bool = False, perturb: str | None = None) -> Path:
         """`predictions.parquet`, `predictions_blind.parquet` or e.g. `predictions_noise-0.1.parquet`."""
@@ -73,8 +75,31 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     if not (run.final / WEIGHTS).is_file():
         raise UserError(f"{run.final / WEIGHTS}: no final checkpoint (did training finish?)")
     cfg = load_config(run.config)
+    _check_config_unchanged(run)
     tokenizer_dir = run.tokenizer if run.tokenizer.is_dir() else None
     model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
     apply_lora(model, cfg)
     load_weights(model, run.final / WEIGHTS)
     return model.to(device).eval(), cfg
+
+
+def training_fingerprint(raw: dict) -> str:
+    """Hash of what the weights depend on: the config without its evaluation settings (`data.eval`, `eval`, `name`),
+    so evaluating on other data stays possible while an edit to the model, data or recipe is caught."""
+    from vlmlab import io
+
+    kept = {k: v for k, v in raw.items() if k not in ("name", "eval")}
+    if isinstance(kept.get("data"), dict):
+        kept["data"] = {k: v for k, v in kept["data"].items() if k != "eval"}
+    return io.content_hash(kept)
+
+
+def _check_config_unchanged(run: RunDir) -> None:
+    """The final checkpoint names the fingerprint of the config it was trained from; an edited one is refused."""
+    from vlmlab.config import read_yaml
+    from vlmlab.train.checkpoint import load_trainer_state
+
+    trained_from = load_trainer_state(run.final).get("training_fingerprint")
+    if trained_from is not None and trained_from != training_fingerprint(read_yaml(run.config)):
+        raise UserError(f"{run.config}: its model, data or training settings changed after training (the final "
+                        "checkpoint was trained from another config); restore them, or train a new run")

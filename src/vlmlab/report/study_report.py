@@ -67,7 +67,31 @@ def control_section(study: StudyData) -> Section:
         s.text(f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs"
                f"{', GPU ' + env['gpu'] if env.get('gpu') else ', no GPU'}; git `{env.get('git_sha')}`; "
                + ", ".join(f"{k} {v}" for k, v in pk.items() if v))
+        _run_environments(s, env, study.run_environments())
     return s
+
+
+def _run_environments(s: Section, study_env: dict, runs: dict[str, list[dict]]) -> None:
+    """Say whether every run trained where the study was checked; list each field that differs otherwise."""
+    if not runs:
+        return
+    rows = []
+    for run, envs in runs.items():
+        for i, env in enumerate(envs):
+            for key in sorted(set(env) | set(study_env)):
+                a, b = env.get(key), study_env.get(key)
+                if isinstance(a, dict) or isinstance(b, dict):
+                    rows += [{"run": run, "session": "trained" if i == 0 else f"resumed {i}", "field": f"{key}.{k}",
+                              "run value": str((a or {}).get(k)), "study value": str((b or {}).get(k))}
+                             for k in sorted(set(a or {}) | set(b or {})) if (a or {}).get(k) != (b or {}).get(k)]
+                elif a != b:
+                    rows.append({"run": run, "session": "trained" if i == 0 else f"resumed {i}", "field": key,
+                                 "run value": str(a), "study value": str(b)})
+    if not rows:
+        s.text(f"All {len(runs)} runs were trained in this environment (each run's environment.json).")
+    else:
+        s.table(pd.DataFrame(rows), "Runs trained (or resumed) in another environment than the one above: the "
+                                    "fields that differ, from each run's environment.json.")
 
 
 def results_section(study: StudyData) -> Section:

@@ -39,6 +39,16 @@ class StudyData:
         log = self.run_dir(variant, seed) / "train_log.jsonl"
         return read_jsonl(log) if log.is_file() else []
 
+    def run_environments(self) -> dict[str, list[dict[str, Any]]]:
+        """Per run (`variant@seed`): the environments it was trained in (first, then any resume elsewhere)."""
+        out = {}
+        for variant in self.variants:
+            for seed in self.seeds:
+                rec = run_json(self.run_dir(variant, seed) / "environment.json")
+                if rec:
+                    out[f"{variant}@{seed}"] = [rec["trained_on"], *rec.get("resumed_on", [])]
+        return out
+
     def training_info(self) -> pd.DataFrame:
         """Per variant and seed: steps, seconds, samples/s, parameters, trainable parameters, eval seconds."""
         rows = []

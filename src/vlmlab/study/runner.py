@@ -15,7 +15,8 @@ from vlmlab import io
 from vlmlab.errors import UserError
 from vlmlab.progress import console
 from vlmlab.runs import RunDir, init_run
-from vlmlab.study.control import check_config_control, check_order_control, environment
+from vlmlab.environment import environment
+from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.spec import StudySpec, Variant, build_analysis, expand_variants, load_study_spec
 
 

@@ -154,6 +154,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Delete what a killed process left half-written: temp checkpoint dirs (`.step-*`, `.final.*`), the temp
+    tokenizer dir and atomic-write temp files (`.*.tmp`). They are never read, so this only tidies."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for leftover in folder.glob(".*"):
+            if leftover.is_dir() and (leftover.name.startswith((".step-", ".final.")) or leftover.name == ".tokenizer.tmp"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.is_file() and leftover.name.endswith(".tmp"):
+                leftover.unlink(missing_ok=True)
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in ckpts[:-keep]:

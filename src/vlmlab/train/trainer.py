@@ -16,11 +16,12 @@ from vlmlab.config import RunConfig, config_from_dict
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.order import stage_order
 from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.environment import environment
 from vlmlab.errors import UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
-from vlmlab.runs import RunDir, apply_lora, init_run
+from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
 from vlmlab.train import checkpoint as ckpt
 from vlmlab.train import vision_cache
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
@@ -75,33 +76,44 @@ class Trainer:
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
         if self.cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        if tok_dir is None and self.accelerator.is_main_process:
+        return model
+
+    def _write_run_files(self, model: VisionLanguageModel) -> None:
+        """The run dir is created only now, after the config, data and model all checked out."""
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        if not self.accelerator.is_main_process:
+            return
+        if not self.run.tokenizer.is_dir():
             tmp = self.run.path / ".tokenizer.tmp"
             model.llm.save_tokenizer(tmp)
             tmp.rename(self.run.tokenizer)
-        return model
+        io.write_yaml(self.run.config, self.cfg.resolved())
+        self._record_environment()
 
     # ----- the loop -----------------------------------------------------------------------
     def run_training(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         self._check_run_dir()
-        self.run.path.mkdir(parents=True, exist_ok=True)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.sources = load_training_sources(cfg)
         items = training_items(self.sources)
         model = self._build(items)
-        if acc.is_main_process:
-            io.write_yaml(self.run.config, cfg.resolved())
         data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
+        self._write_run_files(model)
 
-        start_stage, start_step, resume_from = 0, 0, None
+        start_stage, start_step, resume_from, self.log_lines = 0, 0, None, 0
         self.guard = NonFiniteGuard(cfg.train.on_nonfinite.policy, cfg.train.on_nonfinite.max_skips)
+        if self.resume:
+            ckpt.remove_partial(self.run.path)  # what a killed process left half-written
         if self.resume and (latest := ckpt.latest_checkpoint(self.run.path)) is not None:
             resume_from = latest
             state = ckpt.load_trainer_state(latest)
             start_stage, start_step = state["stage"], state["step"]
             self.guard.skipped = state.get("nonfinite_skipped", 0)
+            self.log_lines = state.get("log_lines", 0)
+        if self.resume and acc.is_main_process:  # the log is cut back to the checkpoint it continues from
+            io.truncate_lines(self.run.train_log, self.log_lines)
             apply_lora(model, cfg, up_to_stage=start_stage)
             ckpt.load_weights(model, latest / ckpt.WEIGHTS)
         model.to(acc.device)
@@ -113,8 +125,11 @@ class Trainer:
                 self._train_stage(model, data, s, start_step if s == start_stage else 0,
                                   resume_from if s == start_stage else None, bar, result)
         result.seconds = time.perf_counter() - t0
-        if acc.is_main_process:
-            ckpt.save_checkpoint(self.run.final, model, None, {"stage": len(cfg.train.stages), "step": 0, "done": True})
+        if acc.is_main_process:  # the run is complete once `final` exists; it names the config it was trained from
+            ckpt.save_checkpoint(self.run.final, model, None, {
+                "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
+                "training_fingerprint": training_fingerprint(cfg.resolved()),
+            })
         return result
 
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
@@ -125,7 +140,7 @@ class Trainer:
         if stage.name == "vision-pretrain":  # atomic: a crash inside it re-runs the whole stage
             self._pretrain_vision(model, data, s, bar, result)
             if acc.is_main_process:
-                io.append_jsonl(self.run.train_log, {"stage": stage.name, **result.vision_pretrain})
+                self._log({"stage": stage.name, **result.vision_pretrain})
             self._checkpoint(model, None, s + 1, 0)
             return
         apply_lora(model, cfg, up_to_stage=s)
@@ -177,7 +192,7 @@ class Trainer:
                     str(latest.relative_to(self.run.path)) if latest else None,
                 )
                 if acc.is_main_process:
-                    io.append_jsonl(self.run.train_log, {"stage": stage.name, "step": step + 1, **event})
+                    self._log({"stage": stage.name, "step": step + 1, **event})
             else:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -193,7 +208,7 @@ class Trainer:
                 mean_loss = loss_sum / loss_n if loss_n else float("nan")
                 bar.update(job, info=f"loss {mean_loss:.4f}")
                 if acc.is_main_process:
-                    io.append_jsonl(self.run.train_log, {
+                    self._log({
                         "stage": stage.name, "step": step, "loss": mean_loss,
                         "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
                         "elapsed_s": time.perf_counter() - t_start,
@@ -241,12 +256,26 @@ class Trainer:
                 keys.setdefault(path, (i, os.path.relpath(path, root)))
         return {path: labels[path] for path in sorted(labels, key=keys.__getitem__)}
 
+    def _record_environment(self) -> None:
+        """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""
+        env, path = environment(), self.run.environment
+        record = io.read_json(path) if self.resume and path.is_file() else {"seed": self.cfg.seed, "trained_on": env, "resumed_on": []}
+        if env != record["trained_on"] and env not in record["resumed_on"]:
+            record["resumed_on"].append(env)
+        io.write_json(path, record)
+
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            io.append_jsonl(self.run.train_log, record)
+            self.log_lines += 1
+
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
         if not self.accelerator.is_main_process:
             return
         name = f"step-{stage:02d}{step:08d}"
-        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer,
-                             {"stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped})
+        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {
+            "stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped, "log_lines": self.log_lines,
+        })
         ckpt.prune_checkpoints(self.run.path, keep=2)
 
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlmlab.errors import UserError
 from vlmlab.models.llm.base import LanguageBackbone
+from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.models.llm.prompts import FORMATS, VICUNA, PromptFormat
 from vlmlab.registry import PartParams, register_llm
 
@@ -28,7 +29,8 @@ class HFCausalLM(LanguageBackbone):
         template: Literal["native", "vicuna", "llama3"] = "native"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-        trust_remote_code: bool = False
+        trust_remote_code: bool = False  # run Python shipped with the checkpoint: only for code you trust
+        allow_pickle: bool = False  # load pytorch_model.bin (pickle) when the dir has no safetensors
 
     @classmethod
     def build(
@@ -43,6 +45,7 @@ class HFCausalLM(LanguageBackbone):
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no causal-LM checkpoint here (config.json missing) [model.llm.path]")
         tok_path = Path(tokenizer_dir) if tokenizer_dir is not None else path
+        weights = safetensors_only(path, params.allow_pickle, "model.llm")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tok_path), trust_remote_code=params.trust_remote_code)
             lm = AutoModelForCausalLM.from_pretrained(
@@ -50,6 +53,7 @@ class HFCausalLM(LanguageBackbone):
                 dtype=_DTYPES[params.dtype],
                 attn_implementation=params.attn_implementation,
                 trust_remote_code=params.trust_remote_code,
+                **weights,
             )
         except (OSError, ValueError, KeyError, SafetensorError) as exc:
             raise UserError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None

@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from pydantic import Field
 
 from vlmlab.errors import ConfigError, UserError
+from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
 from vlmlab.registry import PartParams, register_vision_encoder
 
@@ -36,6 +37,7 @@ class ViTEncoder(VisionEncoder):
         mlp_ratio: float = Field(4.0, gt=0)
         feature_layer: int = -1
         use_cls: bool = False
+        allow_pickle: bool = False  # with `path`: load pytorch_model.bin (pickle) when there are no safetensors
 
     def __init__(self, tower: torch.nn.Module, family: str, feature_layer: int, use_cls: bool):
         super().__init__()
@@ -65,7 +67,7 @@ class ViTEncoder(VisionEncoder):
             if not (path / "config.json").is_file():
                 raise UserError(f"{path}: no vision checkpoint here (config.json missing) [model.vision.path]")
             try:
-                tower = model_cls.from_pretrained(path)
+                tower = model_cls.from_pretrained(path, **safetensors_only(path, params.allow_pickle, "model.vision"))
             except (OSError, ValueError, KeyError, SafetensorError) as exc:
                 raise UserError(f"{path}: cannot load vision tower ({str(exc).splitlines()[0]})") from None
             if int(tower.config.image_size) != image_size:

@@ -1,0 +1,37 @@
+"""`vlmlab data check`: load a dataset and decode every image before a long job does (first fault = one line)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from vlmlab.config import DataSource, ImageConfig
+from vlmlab.data.images import load_image
+from vlmlab.data.sources import load_source
+from vlmlab.errors import DataError
+from vlmlab.progress import progress
+
+
+def check_dataset(source: DataSource, image: ImageConfig | None = None) -> dict[str, Any]:
+    """Items per category, distinct images and their sizes; a bad record or image raises a DataError naming it."""
+    _, items = load_source(source, "data", image)
+    declared = {item.image: item for item in items if item.image_size is not None}  # boxes are measured in it
+    images = list(dict.fromkeys(item.image for item in items))
+    sizes: Counter = Counter()
+    with progress() as bar:
+        job = bar.add_task(f"decoding {len(images)} images", total=len(images), info="")
+        for path in images:
+            size = load_image(path).size
+            if path in declared and tuple(declared[path].image_size) != size:
+                item = declared[path]
+                raise DataError(f"{path}: is {size[0]}x{size[1]} but item {item.item_id} measures its box in "
+                                f"{item.image_size[0]}x{item.image_size[1]} (the box would land in the wrong place)")
+            sizes[size] += 1
+            bar.advance(job)
+    return {
+        "items": len(items),
+        "categories": dict(sorted(Counter(item.category for item in items).items())),
+        "answer_types": dict(Counter("box" if item.box is not None else "text" for item in items)),
+        "images": len(images),
+        "image_sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common(5)},
+    }
