@@ -74,6 +74,8 @@ def names_the_path(line: str, path: tuple) -> bool:
         candidates.add(dotted(path[:-1]))
     if isinstance(path[-1], str):
         candidates.add(path[-1])
+    elif len(path) >= 3:  # an entry of a list: the mapping that holds the list (e.g. a factor for its keys)
+        candidates.add(dotted(path[:-2]))
     return any(c in line for c in candidates)
 
 

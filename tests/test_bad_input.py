@@ -129,3 +129,20 @@ def test_bad_record_names_file_and_line(tiny_raw, tmp_path):
     cfg = config_from_dict(tiny_raw)
     with pytest.raises(DataError, match=r"test.jsonl:3: image path '../../etc/passwd' leaves the dataset directory"):
         load_source(cfg.data.eval[0], "data.eval.0")
+
+
+@pytest.mark.parametrize("part, fields", [
+    ("llm", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
+    ("vision", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
+    ("vision", {"id": "vmamba", "hidden_size": 2048, "depths": [64, 64, 64], "patch_size": 4, "tap_stage": 1}),
+])
+def test_a_part_too_big_for_memory_is_refused_before_allocating(capsys, tiny_raw, tmp_path, monkeypatch, part, fields):
+    from vlmlab.models import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 2**30)  # a 2 GiB machine
+    tiny_raw["model"][part] = {**tiny_raw["model"][part], **fields} if "id" not in fields else fields
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_raw))
+    code, err = _run_cli(capsys, ["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
+    line = _one_line(err)
+    assert code == 2 and line.startswith(f"model.{part}: ") and "GiB for the weights alone" in line, line
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -315,3 +316,62 @@ def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, 
     assert main(["analyze", str(out), "--only", "representations"]) == 0
     assert [c.stat().st_mtime_ns for c in cache] == stamp  # reused, not recomputed
     assert any(f["file"].endswith("cka_seeds.png") for f in record["figures"])
+
+
+def test_a_crash_between_writes_is_never_trusted(tmp_path, tiny_raw, monkeypatch, capsys):
+    """Crash after a variant's predictions but before its metrics, then between results.parquet and summary.csv:
+    nothing half-written is read, and finishing the study gives the uninterrupted results."""
+    from vlmlab import io
+
+    path = write_spec(tmp_path, tiny_raw, eval={"blind": False})
+    reference = run_study(path, tmp_path / "reference")
+    out = tmp_path / "study"
+    real_write_json = io.write_json
+
+    def crash_on(name):
+        def write_json(target, obj):
+            if Path(target).name == name and "gen3" in str(target):
+                raise Killed
+            return real_write_json(target, obj)
+        return write_json
+
+    monkeypatch.setattr(io, "write_json", crash_on("metrics.json"))
+    with pytest.raises(Killed):
+        run_study(path, out)
+    gen3 = out / "variants/gen3/seed-0"
+    assert (gen3 / "predictions.parquet").is_file() and not (gen3 / "done.json").exists()
+    monkeypatch.undo()
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", killed)  # dies after results.parquet, before summary.csv
+    (out / "summary.csv").write_text("variant,accuracy\nstale,1.0\n")  # left by an earlier, smaller study
+    with pytest.raises(Killed):
+        run_study(path, out)
+    assert (gen3 / "done.json").is_file() and (out / "results.parquet").is_file() and not (out / "complete.json").exists()
+    capsys.readouterr()
+    code, err = one_line_error(capsys, ["report", str(out)])
+    assert code == 1 and "complete.json: not found; the results were not completely written" in err
+    monkeypatch.undo()
+
+    run_study(path, out)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), pd.read_parquet(reference.dir.results))
+    assert (out / "summary.csv").read_text() == reference.dir.summary.read_text()
+    (out / "summary.csv").write_text((out / "summary.csv").read_text().replace("gen1", "genX"))  # edited afterwards
+    capsys.readouterr()
+    code, err = one_line_error(capsys, ["report", str(out)])
+    assert code == 1 and "summary.csv: not the file complete.json vouches for" in err
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_dies(tmp_path):
+    from vlmlab import io
+
+    target = tmp_path / "metrics.json"
+    io.write_json(target, {"accuracy": 0.5})
+    with pytest.raises(Killed):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text('{"accura')  # half written
+            raise Killed
+    assert json.loads(target.read_text()) == {"accuracy": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind

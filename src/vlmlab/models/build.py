@@ -8,6 +8,7 @@ from typing import Iterable
 import torch
 
 from vlmlab.config import RunConfig
+from vlmlab.errors import UserError
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, VISION_ENCODERS
 
@@ -26,13 +27,29 @@ def build_model(
     """
     torch.manual_seed(cfg.seed)
     m = cfg.model
-    vision = VISION_ENCODERS.get(m.vision.id).from_params(m.vision.params, image_size=cfg.data.image.size)
-    llm = LLM_BACKBONES.get(m.llm.id).build(
-        m.llm.params, tokenizer_dir=tokenizer_dir, texts=texts, pretrained_weights=pretrained_weights
-    )
-    projector = PROJECTORS.get(m.projector.id)(vision.embed_dim, llm.embed_dim, m.projector.params)
-    routing = ROUTING.get(m.routing.id)(llm, m.routing.params)
+    part = "model.vision"
+    try:
+        vision = VISION_ENCODERS.get(m.vision.id).from_params(m.vision.params, image_size=cfg.data.image.size)
+        part = "model.llm"
+        llm = LLM_BACKBONES.get(m.llm.id).build(
+            m.llm.params, tokenizer_dir=tokenizer_dir, texts=texts, pretrained_weights=pretrained_weights
+        )
+        part = "model.projector"
+        projector = PROJECTORS.get(m.projector.id)(vision.embed_dim, llm.embed_dim, m.projector.params)
+        part = "model.routing"
+        routing = ROUTING.get(m.routing.id)(llm, m.routing.params)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise UserError(f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields") from None
+    except RuntimeError as exc:
+        if "allocate" not in str(exc):
+            raise
+        raise UserError(f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields") from None
     return VisionLanguageModel(vision, projector, llm, routing)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else exc.__class__.__name__
 
 
 def enable_gradient_checkpointing(model: VisionLanguageModel) -> list[str]:

@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from vlmlab.errors import UserError
-from vlmlab.io import read_jsonl
+from vlmlab.io import file_sha256, read_json, read_jsonl
 from vlmlab.study.spec import StudySpec
 
 
@@ -92,8 +92,21 @@ def load_study_data(path: str | Path) -> StudyData:
         if not (path / name).is_file():
             hint = " (run `vlmlab study` until every variant is complete)" if name in ("results.parquet", "summary.csv") else ""
             raise UserError(f"{path / name}: not found; {path} is not a finished study{hint}")
+    _check_complete(path)
     spec = study_spec_from_dict(yaml.safe_load((path / "study.yaml").read_text()), str(path / "study.yaml"))
     return StudyData(
         path=path, spec=spec, control=json.loads((path / "control.json").read_text()),
         results=pd.read_parquet(path / "results.parquet"), summary=pd.read_csv(path / "summary.csv"),
     )
+
+
+def _check_complete(path: Path) -> None:
+    """results.parquet and summary.csv are read only as the pair `complete.json` vouches for."""
+    marker = path / "complete.json"
+    rerun = f"run `vlmlab study` on its spec with --out {path} to rewrite them"
+    if not marker.is_file():
+        raise UserError(f"{marker}: not found; the results were not completely written ({rerun})")
+    files = read_json(marker).get("files", {})
+    for name in ("results.parquet", "summary.csv"):
+        if files.get(name) != file_sha256(path / name):
+            raise UserError(f"{path / name}: not the file complete.json vouches for (changed or half-replaced; {rerun})")

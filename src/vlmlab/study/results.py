@@ -89,10 +89,18 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 
 def write_results(study: "Study") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write results.parquet and summary.csv (atomically) and return both."""
+    """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
+    the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
+    from vlmlab.study.runner import variant_inputs
+
     results = combine(study)
     summary = summarize(results)
+    study.dir.complete.unlink(missing_ok=True)
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_json(study.dir.complete, {
+        "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants},
+        "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary)},
+    })
     return results, summary

@@ -33,6 +33,7 @@ class StudyDir:
     report_html = property(lambda self: self.path / "report.html")
     report_md = property(lambda self: self.path / "report.md")
     vision_cache = property(lambda self: self.path / "cache" / "vision-pretrain")
+    complete = property(lambda self: self.path / "complete.json")  # written last: names the results it vouches for
 
     def variant(self, v: Variant) -> Path:
         return self.path / "variants" / v.name / f"seed-{v.seed}"
@@ -101,6 +102,8 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
     io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
     io.write_json(study.dir.control, study.control)
     todo = [v for v in study.variants if not only or v.name in only]
+    if any(not is_complete(study, v) for v in todo):  # results about to change: they stop being vouched for
+        study.dir.complete.unlink(missing_ok=True)
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
             console.print(f"[{i}/{len(todo)}] {v.run_name}: complete, skipped")

@@ -51,9 +51,13 @@ def read_items(file: Path, split: str, limit: int | None, task: str) -> list[VQA
     if not file.is_file():
         raise DataError(f"{file}: data file not found")
     root = file.parent.resolve()
-    items = []
+    items, first_seen = [], {}
     for where, rec in json_records(file):
-        items.append(_parse(rec, where, root, split, task))
+        item = _parse(rec, where, root, split, task)
+        if item.item_id in first_seen:  # per-item records are joined on the id: it must be unique
+            raise DataError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[item.item_id]})")
+        first_seen[item.item_id] = where
+        items.append(item)
         if limit is not None and len(items) >= limit:
             break
     if not items:

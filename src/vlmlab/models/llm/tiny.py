@@ -13,6 +13,7 @@ from vlmlab.lm.recipe import PretrainRecipe
 from vlmlab.models.llm.base import LanguageBackbone
 from vlmlab.models.llm.prompts import FORMATS
 from vlmlab.models.llm.tokenizer_training import train_bpe_tokenizer
+from vlmlab.models.memory import build_if_it_fits
 from vlmlab.registry import PartParams, register_llm
 
 
@@ -23,18 +24,18 @@ class TinyParams(PartParams):
         "context", "rope_theta", "queries_per_kv", "vocab_size", "tokenizer", "template", "pretrain",
     )
     # size: set these per study, the same for every rung
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    intermediate_size: int | None = Field(None, ge=1)  # None: LLaMA's 8/3 x hidden (+ what GQA saves), rounded to 8
+    hidden_size: int = Field(128, ge=8, le=16384)
+    num_layers: int = Field(4, ge=1, le=256)
+    num_heads: int = Field(4, ge=1, le=256)
+    intermediate_size: int | None = Field(None, ge=1, le=65536)  # None: LLaMA's 8/3 x hidden (+ what GQA saves), rounded to 8
     # `pretrained`: the rung's LM pretraining (cached); `random`: random init + a tokenizer fit to the VQA texts
     init: Literal["pretrained", "random"] = "pretrained"
     tokenizer_path: str | None = None  # init random only: use this tokenizer instead of fitting one
     # the generation (defaults per rung below)
-    context: int = Field(256, ge=8)
+    context: int = Field(256, ge=8, le=131072)
     rope_theta: float = Field(1e4, gt=0)
-    queries_per_kv: int = Field(1, ge=1)  # 1 = multi-head attention; >1 = grouped-query attention
-    vocab_size: int = Field(512, ge=64)
+    queries_per_kv: int = Field(1, ge=1, le=64)  # 1 = multi-head attention; >1 = grouped-query attention
+    vocab_size: int = Field(512, ge=64, le=262144)
     tokenizer: Literal["sentencepiece", "byte-level"] = "sentencepiece"
     template: Literal["vicuna", "llama3"] = "vicuna"
     pretrain: PretrainRecipe = PretrainRecipe()
@@ -79,14 +80,14 @@ class TinyLlama(LanguageBackbone):
         if params.init == "pretrained":
             return cls._pretrained(params, tokenizer_dir, pretrained_weights)
         tokenizer = _random_init_tokenizer(params, tokenizer_dir, texts)
-        return cls(LlamaForCausalLM(llama_config(params, tokenizer)), tokenizer, FORMATS[params.template])
+        return cls(_new_lm(params, tokenizer), tokenizer, FORMATS[params.template])
 
     @classmethod
     def _pretrained(cls, params: TinyParams, tokenizer_dir, pretrained_weights: bool):
         if not pretrained_weights and tokenizer_dir is not None:
             # weights come from a run's checkpoint next: only the shape is needed, not the cached rung
             tokenizer = _load_tokenizer(Path(tokenizer_dir), "tokenizer")
-            return cls(LlamaForCausalLM(llama_config(params, tokenizer)), tokenizer, FORMATS[params.template])
+            return cls(_new_lm(params, tokenizer), tokenizer, FORMATS[params.template])
         backbone = cls.pretrained_backbone(params)
         from vlmlab.lm.pretrain import load_backbone_lm
 
@@ -107,7 +108,7 @@ class TinyLlama(LanguageBackbone):
             params.architecture(),
             params.pretrain,
             train_tokenizer=lambda docs: train_bpe_tokenizer(docs, params.vocab_size, params.tokenizer),
-            make_lm=lambda tok: LlamaForCausalLM(llama_config(params, tok)),
+            make_lm=lambda tok: _new_lm(params, tok),
         )
 
 
@@ -122,6 +123,10 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "parameters": record["parameters"],
         "seconds": record["seconds"],
     }
+
+
+def _new_lm(params: TinyParams, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    return build_if_it_fits(lambda: LlamaForCausalLM(llama_config(params, tokenizer)), "model.llm")
 
 
 def llama_config(params: TinyParams, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -188,7 +193,7 @@ class Llama2Tiny(TinyLlama):
     """LLaMA-2 style: as LLaMA-1 with 512 positions; pretrained on 1.5M tokens at length 256."""
 
     class Params(TinyParams):
-        context: int = Field(512, ge=8)
+        context: int = Field(512, ge=8, le=131072)
         pretrain: PretrainRecipe = PretrainRecipe(tokens=1_500_000, seq_len=256, batch_size=8)
 
 
@@ -197,10 +202,10 @@ class Llama3Tiny(TinyLlama):
     """LLaMA-3 style: GQA, 1024 positions, RoPE θ 5e5, 2048-token byte-level BPE; 3M tokens at length 256."""
 
     class Params(TinyParams):
-        context: int = Field(1024, ge=8)
+        context: int = Field(1024, ge=8, le=131072)
         rope_theta: float = Field(5e5, gt=0)
-        queries_per_kv: int = Field(4, ge=1)
-        vocab_size: int = Field(2048, ge=64)
+        queries_per_kv: int = Field(4, ge=1, le=64)
+        vocab_size: int = Field(2048, ge=64, le=262144)
         tokenizer: Literal["sentencepiece", "byte-level"] = "byte-level"
         template: Literal["vicuna", "llama3"] = "llama3"
         pretrain: PretrainRecipe = PretrainRecipe(tokens=3_000_000, seq_len=256, batch_size=8)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from pydantic import Field
 from torch import nn
 
 from vlmlab.errors import ConfigError
+from vlmlab.models.memory import build_if_it_fits
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
 from vlmlab.models.vision.mamba_blocks import SS2D, MambaMixer
 from vlmlab.registry import PartParams, register_vision_encoder
@@ -17,11 +20,11 @@ class VimEncoder(VisionEncoder):
     """Vision Mamba (Zhu et al. 2024): patch embedding + position embedding + pre-norm bidirectional Mamba blocks."""
 
     class Params(PartParams):
-        patch_size: int = Field(8, ge=1)
-        hidden_size: int = Field(128, ge=8)
-        num_layers: int = Field(4, ge=1)
-        d_state: int = Field(16, ge=1)
-        expand: int = Field(2, ge=1)
+        patch_size: int = Field(8, ge=1, le=1024)
+        hidden_size: int = Field(128, ge=8, le=16384)
+        num_layers: int = Field(4, ge=1, le=256)
+        d_state: int = Field(16, ge=1, le=1024)
+        expand: int = Field(2, ge=1, le=16)
 
     def __init__(self, params: "VimEncoder.Params", image_size: int):
         super().__init__()
@@ -39,7 +42,7 @@ class VimEncoder(VisionEncoder):
     def from_params(cls, params, image_size: int) -> "VimEncoder":
         if image_size % params.patch_size:
             raise ConfigError("model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}")
-        return cls(params, image_size)
+        return build_if_it_fits(lambda: cls(params, image_size), "model.vision")
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:
         x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos
@@ -85,12 +88,12 @@ class VMambaEncoder(VisionEncoder):
     """
 
     class Params(PartParams):
-        patch_size: int = Field(4, ge=1)
-        hidden_size: int = Field(32, ge=8)  # stage-1 width
-        depths: list[int] = Field(default_factory=lambda: [1, 1, 2])
+        patch_size: int = Field(4, ge=1, le=1024)
+        hidden_size: int = Field(32, ge=8, le=16384)  # stage-1 width
+        depths: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 1, 2], min_length=1, max_length=8)
         tap_stage: int = Field(3, ge=1)
-        d_state: int = Field(8, ge=1)
-        mlp_ratio: float = Field(2.0, ge=0)
+        d_state: int = Field(8, ge=1, le=1024)
+        mlp_ratio: float = Field(2.0, ge=0, le=16)
 
     def __init__(self, params: "VMambaEncoder.Params", image_size: int):
         super().__init__()
@@ -116,7 +119,7 @@ class VMambaEncoder(VisionEncoder):
         stride = params.patch_size * 2 ** (params.tap_stage - 1)
         if image_size % stride:
             raise ConfigError("data.image.size", f"{image_size} is not divisible by patch_size x 2^(tap_stage-1) = {stride}")
-        return cls(params, image_size)
+        return build_if_it_fits(lambda: cls(params, image_size), "model.vision")
 
     def stage_maps(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The (b, h, w, c) feature map after every built stage."""

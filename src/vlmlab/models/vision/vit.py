@@ -11,6 +11,7 @@ from pydantic import Field
 
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.local_checkpoint import safetensors_only
+from vlmlab.models.memory import build_if_it_fits
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
 from vlmlab.registry import PartParams, register_vision_encoder
 
@@ -30,11 +31,11 @@ class ViTEncoder(VisionEncoder):
     class Params(PartParams):
         family: Literal["vit", "clip", "siglip", "dinov2"] = "vit"
         path: str | None = None  # local dir for from_pretrained; None = build from the fields below
-        patch_size: int = Field(8, ge=1)
-        hidden_size: int = Field(128, ge=8)
-        num_layers: int = Field(4, ge=1)
-        num_heads: int = Field(4, ge=1)
-        mlp_ratio: float = Field(4.0, gt=0)
+        patch_size: int = Field(8, ge=1, le=1024)
+        hidden_size: int = Field(128, ge=8, le=16384)
+        num_layers: int = Field(4, ge=1, le=256)
+        num_heads: int = Field(4, ge=1, le=256)
+        mlp_ratio: float = Field(4.0, gt=0, le=16)
         feature_layer: int = -1
         use_cls: bool = False
         allow_pickle: bool = False  # with `path`: load pytorch_model.bin (pickle) when there are no safetensors
@@ -86,7 +87,7 @@ class ViTEncoder(VisionEncoder):
                 intermediate_size=int(params.hidden_size * params.mlp_ratio),
             )
             kwargs = {"add_pooling_layer": False} if params.family == "vit" else {}
-            tower = model_cls(config, **kwargs)
+            tower = build_if_it_fits(lambda: model_cls(config, **kwargs), "model.vision")
         return cls(tower, params.family, params.feature_layer, params.use_cls)
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:
