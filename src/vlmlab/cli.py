@@ -1,4 +1,4 @@
-"""The `vlmlab` command line: train, eval, study, report, analyze, attention, demo, pretrain-lm, backbones, tasks, data."""
+"""The `vlmlab` command line: train, eval, export, study, report, analyze, attention, demo, pretrain-lm, backbones, tasks, data."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ def cmd_train(args) -> int:
 
     cfg = load_config(resolve_config_path(args.config), parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    result = Trainer(cfg, out, resume=args.resume).run_training()
-    console.print(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}")
+    trainer = Trainer(cfg, out, resume=args.resume)
+    result = trainer.run_training()
+    main_process = trainer.accelerator.is_main_process  # under accelerate launch / torchrun: one process reports
+    if main_process:
+        console.print(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}")
     if not args.no_eval and cfg.data.eval:
-        metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)
-        _print_metrics(metrics, out)
+        metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)  # items shared out over the processes
+        if main_process:
+            _print_metrics(metrics, out)
     return 0
 
 
@@ -53,6 +57,15 @@ def cmd_eval(args) -> int:
     perturb = parse_perturbation(args.perturb) if args.perturb else None
     metrics = evaluate_run(args.run_dir, sources, blind=args.blind, perturb=perturb)
     _print_metrics(metrics, Path(args.run_dir), mode="blind" if args.blind else perturb.tag if perturb else "")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from vlmlab.export.hf_llava import export_hf_llava
+
+    out = export_hf_llava(args.run_dir, args.out)
+    console.print(f"wrote {out} (load with transformers: LlavaForConditionalGeneration.from_pretrained / "
+                  "AutoProcessor.from_pretrained)", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -322,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blind", action="store_true", help="replace every image by a constant (visual-reliance baseline)")
     p.add_argument("--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a trained run in a standard format (hf-llava: LlavaForConditionalGeneration)")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="output directory (must not exist or be empty)")
+    p.add_argument("--format", choices=["hf-llava"], default="hf-llava")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")
     p.set_defaults(func=cmd_backbones)

@@ -13,6 +13,7 @@ from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.sources import load_source
 from vlmlab.data.perturb import Perturbation
+from vlmlab.distributed import is_main_process, process_group
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.evaluation.generate import greedy_generate
 from vlmlab.models.vlm import VisionLanguageModel
@@ -31,9 +32,10 @@ def predict(
 ) -> pd.DataFrame:
     """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS)."""
     device = next(model.parameters()).device
+    rank, world = process_group()
     rows = []
     model.eval()
-    with progress() as bar:
+    with progress(disable=rank != 0) as bar:
         for i, source in enumerate(sources):
             task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
             data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
@@ -41,7 +43,10 @@ def predict(
             bs = cfg.eval.batch_size
             mode = " (blind)" if blind else f" ({perturb.tag})" if perturb else ""
             job = bar.add_task(f"eval {source.task}/{source.split}{mode}", total=len(data), info="")
-            for start in range(0, len(data), bs):
+            for b, start in enumerate(range(0, len(data), bs)):
+                if b % world != rank:  # whole batches are dealt round-robin: no item twice, none padded or lost
+                    bar.advance(job, min(bs, len(data) - start))
+                    continue
                 batch = data.collate([data[j] for j in range(start, min(start + bs, len(data)))]).to(device)
                 gen = greedy_generate(model, batch, cfg.eval.max_new_tokens)
                 for row_i, idx in enumerate(batch.indices):
@@ -49,14 +54,20 @@ def predict(
                     prediction = model.llm.decode(gen.token_ids[row_i])
                     score = task.score(prediction, item)
                     rows.append({
-                        "item_id": item.item_id, "task": item.task, "category": item.category,
+                        "_order": (i, idx), "item_id": item.item_id, "task": item.task, "category": item.category,
                         "question": item.question, "answer": item.answer, "prediction": prediction,
                         "score": float(score), "correct": bool(score >= 1.0), "confidence": gen.confidence[row_i],
                         "stopped": gen.stopped[row_i], "blind": blind,
                         "perturb": perturb.tag if perturb else "", "image": item.image,
                     })
                 bar.advance(job, len(batch.indices))
+    if world > 1:  # every process returns all records, in the order one process would have produced them
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    rows.sort(key=lambda row: row["_order"])
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
 
 
 def summarize(records: pd.DataFrame) -> dict:
@@ -109,6 +120,7 @@ def evaluate_run(
             metrics[key] = accuracy_difference(pd.read_parquet(clean), records)
     elif run.predictions(blind=True).is_file():
         metrics["visual_reliance_gap"] = accuracy_difference(records, pd.read_parquet(run.predictions(blind=True)))
-    io.write_parquet(run.predictions(blind, tag), records)
-    io.write_json(run.metrics(blind, tag), metrics)
+    if is_main_process():  # one writer; every process gets the metrics
+        io.write_parquet(run.predictions(blind, tag), records)
+        io.write_json(run.metrics(blind, tag), metrics)
     return metrics

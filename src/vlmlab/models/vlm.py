@@ -16,9 +16,10 @@ from vlmlab.models.vision.base import VisionEncoder
 
 @dataclass
 class VLMOutput:
-    loss: torch.Tensor | None
+    loss: torch.Tensor | None  # mean next-token loss over the batch's supervised tokens
     hidden_states: torch.Tensor  # final-layer states (B, T, D), after the LLM's final norm
     n_targets: int
+    loss_sum: torch.Tensor | None = None  # the summed loss: the trainer normalises by the whole step's tokens
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -76,8 +77,9 @@ class VisionLanguageModel(nn.Module):
         targets = labels[:, 1:]
         keep = targets != -100
         logits = self.llm.lm_head(hidden[:, :-1][keep]).float()
-        loss = F.cross_entropy(logits, targets[keep])
-        return VLMOutput(loss=loss, hidden_states=hidden, n_targets=int(keep.sum()))
+        loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+        n = int(keep.sum())
+        return VLMOutput(loss=loss_sum / max(n, 1), hidden_states=hidden, n_targets=n, loss_sum=loss_sum)
 
     def logits(self, input_ids, attention_mask, image_mask, pixel_values) -> torch.Tensor:
         """Full next-token logits (B, T, V); for tests and analyses, not the training hot path."""

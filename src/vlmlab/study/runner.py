@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from vlmlab import io
+from vlmlab.distributed import barrier, is_main_process
 from vlmlab.errors import UserError
 from vlmlab.progress import console
 from vlmlab.runs import RunDir, init_run
@@ -99,24 +100,29 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
         if name not in known:
             raise UserError(f"--only {name}: no such variant (variants: {', '.join(sorted(known))})", exit_code=2)
     study.dir.path.mkdir(parents=True, exist_ok=True)
-    io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
-    io.write_json(study.dir.control, study.control)
     todo = [v for v in study.variants if not only or v.name in only]
-    if any(not is_complete(study, v) for v in todo):  # results about to change: they stop being vouched for
-        study.dir.complete.unlink(missing_ok=True)
+    if is_main_process():  # under torchrun / accelerate launch every process trains; one writes
+        io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
+        io.write_json(study.dir.control, study.control)
+        if any(not is_complete(study, v) for v in todo):  # results about to change: they stop being vouched for
+            study.dir.complete.unlink(missing_ok=True)
+    barrier()
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
             console.print(f"[{i}/{len(todo)}] {v.run_name}: complete, skipped")
             continue
         console.print(f"[bold][{i}/{len(todo)}] {v.run_name}[/bold]: {_describe(v)}")
         run_variant(study, v)
+    barrier()
     missing = [v.run_name for v in study.variants if not is_complete(study, v)]
     if missing:
         console.print(f"variants still to run: {', '.join(missing)} (results are combined once all are complete)")
         return study
     from vlmlab.study.results import write_results
 
-    write_results(study)
+    if is_main_process():
+        write_results(study)
+    barrier()
     return study
 
 
@@ -136,17 +142,19 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
 
     vdir = study.dir.variant(v)
     run = RunDir(vdir)
-    (vdir / DONE).unlink(missing_ok=True)
-    if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.resolved:
-        console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
-        shutil.rmtree(vdir)
+    if is_main_process():
+        (vdir / DONE).unlink(missing_ok=True)
+        if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.resolved:
+            console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
+            shutil.rmtree(vdir)
+    barrier()
     t0 = time.perf_counter()
     if (run.final / WEIGHTS).is_file() and (vdir / TRAIN_INFO).is_file():
         model, cfg = load_run_model(vdir, device="cuda" if torch.cuda.is_available() else "cpu")
     else:
         result = Trainer(v.cfg, vdir, resume=run.config.is_file(), vision_cache=study.dir.vision_cache).run_training()
         model, cfg = result.model, v.cfg
-        io.write_json(vdir / TRAIN_INFO, {
+        _write_main(vdir / TRAIN_INFO, {
             "steps": result.steps, "seconds": result.seconds, "samples_per_s": result.samples_per_s,
             "trainable": result.trainable, "vision_pretrain": result.vision_pretrain,
             "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters())
@@ -162,8 +170,13 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
         evaluate_run(vdir, model=model, cfg=cfg, perturb=parse_perturbation(p))
     done = {"inputs": variant_inputs(v, study.spec), "variant": v.name, "seed": v.seed, "levels": v.levels,
             "eval_seconds": time.perf_counter() - t_eval, "seconds": time.perf_counter() - t0}
-    io.write_json(vdir / DONE, done)
+    _write_main(vdir / DONE, done)
     return done
+
+
+def _write_main(path: Path, record: dict[str, Any]) -> None:
+    if is_main_process():
+        io.write_json(path, record)
 
 
 def job_script(spec_path: str | Path, study: Study) -> str:

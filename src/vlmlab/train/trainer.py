@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class Trainer:
                 "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
                 "training_fingerprint": training_fingerprint(cfg.resolved()),
             })
+        acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
         return result
 
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
@@ -139,8 +141,7 @@ class Trainer:
             torch.manual_seed(cfg.seed * 1000 + s)  # not on what earlier stages or other parts drew
         if stage.name == "vision-pretrain":  # atomic: a crash inside it re-runs the whole stage
             self._pretrain_vision(model, data, s, bar, result)
-            if acc.is_main_process:
-                self._log({"stage": stage.name, **result.vision_pretrain})
+            self._log({"stage": stage.name, **result.vision_pretrain})
             self._checkpoint(model, None, s + 1, 0)
             return
         apply_lora(model, cfg, up_to_stage=s)
@@ -160,23 +161,27 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
 
         job = bar.add_task(f"{stage.name} (stage {s + 1}/{len(self.cfg.train.stages)})", total=total, completed=start_step, info="")
-        step, micro_i, loss_sum, loss_n, step_loss = start_step, 0, 0.0, 0, 0.0
+        step, loss_sum, loss_n = start_step, 0.0, 0
         guard = self.guard
         timed_from, timed_samples, t_start = None, 0, time.perf_counter()
-        for batch in loader:
-            if micro_i % accum == 0:  # the schedule is a pure function of the step: nothing to save
-                for g in optimizer.param_groups:
-                    g["lr"] = g["initial_lr"] * lr_factor(step)
-            batch = batch.to(acc.device)
-            with acc.autocast():
-                out = wrapped(**batch.model_inputs(), labels=batch.labels)
-            loss = out.loss
-            guard.micro_loss(loss)
-            acc.backward(loss / accum)  # even a bad loss: every process must run the same collectives
-            step_loss += float(loss.detach())
-            micro_i += 1
-            if micro_i % accum:
-                continue
+        micro_batches = iter(loader)
+        while step < total:
+            group = [next(micro_batches) for _ in range(accum)]
+            for g in optimizer.param_groups:  # the schedule is a pure function of the step: nothing to save
+                g["lr"] = g["initial_lr"] * lr_factor(step)
+            # the loss is the token mean over the whole step (every micro-batch of every process), so 2 processes
+            # x b items give the gradient of 1 process x 2b, and grad_accum k x b that of 1 x kb
+            targets = max(self._all_sum(sum(int((b.labels[:, 1:] != -100).sum()) for b in group)), 1)
+            step_loss = 0.0
+            for i, batch in enumerate(group):
+                batch = batch.to(acc.device)
+                with acc.no_sync(wrapped) if i < accum - 1 else contextlib.nullcontext():
+                    with acc.autocast():
+                        out = wrapped(**batch.model_inputs(), labels=batch.labels)
+                    guard.micro_loss(out.loss_sum)
+                    acc.backward(out.loss_sum * (acc.num_processes / targets))  # even a bad loss: same collectives
+                step_loss += float(out.loss_sum.detach())
+            step_loss = self._all_sum(step_loss)
             if cfg.train.max_grad_norm is not None:
                 norm = acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             else:
@@ -191,14 +196,12 @@ class Trainer:
                     likely_cause(f"train.stages.{s}", stage.lr, lr_factor(step), cfg.train.mixed_precision),
                     str(latest.relative_to(self.run.path)) if latest else None,
                 )
-                if acc.is_main_process:
-                    self._log({"stage": stage.name, "step": step + 1, **event})
+                self._log({"stage": stage.name, "step": step + 1, **event})
             else:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += step_loss
-                loss_n += accum
-            step_loss = 0.0
+                loss_n += targets
             step += 1
             if step - start_step == 3:  # time from here on: skips one-off start-up costs
                 timed_from, timed_samples = time.perf_counter(), 0
@@ -207,12 +210,11 @@ class Trainer:
             if step % cfg.train.log_every == 0 or step == total:
                 mean_loss = loss_sum / loss_n if loss_n else float("nan")
                 bar.update(job, info=f"loss {mean_loss:.4f}")
-                if acc.is_main_process:
-                    self._log({
-                        "stage": stage.name, "step": step, "loss": mean_loss,
-                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
-                        "elapsed_s": time.perf_counter() - t_start,
-                    })
+                self._log({
+                    "stage": stage.name, "step": step, "loss": mean_loss,
+                    "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                    "elapsed_s": time.perf_counter() - t_start,
+                })
                 loss_sum, loss_n = 0.0, 0
             bar.update(job, completed=step)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total:
@@ -263,6 +265,13 @@ class Trainer:
         if env != record["trained_on"] and env not in record["resumed_on"]:
             record["resumed_on"].append(env)
         io.write_json(path, record)
+
+    def _all_sum(self, value: float) -> float:
+        """`value` summed over all processes (itself in a single process)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        total = torch.tensor([float(value)], dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(total, reduction="sum").item())
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:

@@ -1,0 +1,1 @@
+"""Hand trained vlmlab models to the formats the field's tools load."""

@@ -1,0 +1,68 @@
+"""`vlmlab export --format hf-llava`: transformers loads the checkpoint and its logits equal vlmlab's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmlab.cli import main
+from vlmlab.config import config_from_dict
+from vlmlab.data.dataset import VQADataset
+from vlmlab.data.sources import load_source
+from vlmlab.models.vlm import position_ids_from_mask
+from vlmlab.runs import load_run_model
+from vlmlab.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory):
+    from conftest import TINY
+    import copy
+
+    raw = copy.deepcopy(TINY)
+    raw["model"]["vision"].update(family="clip", feature_layer=-2)
+    raw["model"]["llm"]["id"] = "llama3-tiny"
+    raw["train"]["stages"][1]["lr"]["vision"] = 1e-3  # every part moves away from its initialization
+    out = tmp_path_factory.mktemp("run") / "run"
+    Trainer(config_from_dict(raw), out).run_training()
+    return out
+
+
+def test_exported_llava_gives_the_same_logits(clip_run, tmp_path, capsys):
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    assert main(["export", str(clip_run), str(tmp_path / "llava"), "--format", "hf-llava"]) == 0
+    llava = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
+    model, cfg = load_run_model(clip_run)
+    _, items = load_source(cfg.data.eval[0], "data.eval.0", cfg.data.image)
+    data = VQADataset(items[:6], model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
+    batch = data.collate([data[i] for i in range(6)])  # left-padded rows of different lengths
+    with torch.no_grad():
+        ours = model.logits(**batch.model_inputs())
+        theirs = llava(input_ids=batch.input_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
+                       position_ids=position_ids_from_mask(batch.attention_mask)).logits
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(theirs[real], ours[real], atol=1e-5, rtol=1e-5)
+    processor = AutoProcessor.from_pretrained(tmp_path / "llava")
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\\nwhat color is the shape?"}],
+                                           add_generation_prompt=True, tokenize=False)
+    assert "<image>" in prompt  # the run's own chat template travels with the checkpoint
+    assert processor.image_processor.size == {"height": 32, "width": 32}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"model": {"routing": {"id": "fastv", "layer": 1, "ratio": 0.5}}}, "model.routing.id is 'fastv'"),
+    ({"model": {"vision": {"id": "vim", "patch_size": 16, "hidden_size": 32, "num_layers": 1}}}, "model.vision is 'vim'"),
+    ({"model": {"projector": {"id": "linear"}}}, "model.projector is 'linear'"),
+])
+def test_parts_llava_cannot_express_are_refused_with_the_reason(tiny_raw, change, reason):
+    from vlmlab.errors import UserError
+    from vlmlab.export.hf_llava import to_llava
+    from vlmlab.models.build import build_model
+
+    tiny_raw["model"]["vision"]["family"] = "clip"
+    for section, parts in change.items():
+        tiny_raw[section].update(parts)
+    cfg = config_from_dict(tiny_raw)
+    with pytest.raises(UserError, match=f"cannot export as hf-llava: {reason}"):
+        to_llava(build_model(cfg, texts=["a", "b"]), cfg)
