@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from vlmlab.cli import main
 from vlmlab.config import config_from_dict
@@ -57,7 +58,7 @@ def test_exported_llava_gives_the_same_logits(clip_run, tmp_path, capsys):
 ])
 def test_parts_llava_cannot_express_are_refused_with_the_reason(tiny_raw, change, reason):
     from vlmlab.errors import UserError
-    from vlmlab.export.hf_llava import to_llava
+    from vlmlab.interop.llava_export import to_llava
     from vlmlab.models.build import build_model
 
     tiny_raw["model"]["vision"]["family"] = "clip"
@@ -66,3 +67,38 @@ def test_parts_llava_cannot_express_are_refused_with_the_reason(tiny_raw, change
     cfg = config_from_dict(tiny_raw)
     with pytest.raises(UserError, match=f"cannot export as hf-llava: {reason}"):
         to_llava(build_model(cfg, texts=["a", "b"]), cfg)
+
+
+def test_import_llava_round_trip_evaluates_like_the_original_run(clip_run, tmp_path):
+    """export → import-llava → eval: the imported run answers exactly like the run it came from, and the
+    run-dir tools (attention profile) work on it; weights are stored once (parts/ + projector)."""
+    import pandas as pd
+
+    from vlmlab import io
+    from vlmlab.evaluation.evaluate import evaluate_run
+    from vlmlab.runs import RunDir
+
+    assert main(["export", str(clip_run), str(tmp_path / "llava")]) == 0
+    assert main(["import-llava", str(tmp_path / "llava"), str(tmp_path / "imported"), "--template", "llama3",
+                 "--eval", "easy-vqa:test"]) == 0
+    imported = RunDir(tmp_path / "imported")
+    assert sorted(io.read_json(imported.final / "trainer_state.json")["parts_from_pretrained"]) == ["llm", "vision"]
+    assert (imported.path / "parts" / "llm" / "config.json").is_file()
+    original = RunDir(clip_run)
+    evaluate_run(original.path)
+    cfg = yaml.safe_load(imported.config.read_text())
+    cfg["data"]["eval"][0]["limit"] = 24  # the original run's eval slice and decoding length
+    cfg["eval"] = {"batch_size": 16, "max_new_tokens": 4}
+    imported.config.write_text(yaml.safe_dump(cfg))  # evaluation settings may change after import
+    evaluate_run(imported.path)
+    a, b = pd.read_parquet(original.predictions()), pd.read_parquet(imported.predictions())
+    assert list(a["prediction"]) == list(b["prediction"])
+    assert a["confidence"].to_numpy() == pytest.approx(b["confidence"].to_numpy(), abs=1e-5)
+    assert main(["attention", str(imported.path), "--n-probe", "4"]) == 0
+
+
+def test_import_refuses_what_is_not_llava(tmp_path, capsys):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "llama"}')
+    assert main(["import-llava", str(tmp_path / "ckpt"), str(tmp_path / "out")]) == 1
+    assert "model_type is 'llama', not 'llava'" in capsys.readouterr().err and not (tmp_path / "out").exists()

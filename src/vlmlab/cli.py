@@ -61,11 +61,26 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from vlmlab.export.hf_llava import export_hf_llava
+    from vlmlab.interop.llava_export import export_hf_llava
 
     out = export_hf_llava(args.run_dir, args.out)
     console.print(f"wrote {out} (load with transformers: LlavaForConditionalGeneration.from_pretrained / "
                   "AutoProcessor.from_pretrained)", soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_import_llava(args) -> int:
+    from vlmlab.interop.llava_import import import_llava
+
+    evals = []
+    for spec in args.eval or []:
+        spec, _, path = spec.partition("@")
+        task, _, split = spec.partition(":")
+        evals.append({"task": task, "split": split or "test", **({"path": path} if path else {})})
+    out = import_llava(args.checkpoint, args.out, template=args.template, dtype=args.dtype,
+                       allow_pickle=args.allow_pickle, evals=evals)
+    console.print(f"wrote run {out}: now `vlmlab eval {out}`, `vlmlab attention {out}` (on its data.eval)",
+                  soft_wrap=True, highlight=False)
     return 0
 
 
@@ -341,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory (must not exist or be empty)")
     p.add_argument("--format", choices=["hf-llava"], default="hf-llava")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-llava", help="make a LLaVA-format HF checkpoint a run dir (eval, attention, analyses)")
+    p.add_argument("checkpoint", help="local dir of a LlavaForConditionalGeneration checkpoint (e.g. llava-1.5-7b-hf)")
+    p.add_argument("out", help="run directory to create (must not exist or be empty)")
+    p.add_argument("--template", choices=["native", "vicuna", "llama3"], default="native",
+                   help="prompt format (default: the checkpoint's own chat template)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin weights (pickle) if there are no safetensors")
+    p.add_argument("--eval", action="append", metavar="TASK[:SPLIT][@PATH]",
+                   help="evaluation task written into the run's data.eval (repeatable), e.g. pope:test@/data/pope")
+    p.set_defaults(func=cmd_import_llava)
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")
     p.set_defaults(func=cmd_backbones)

@@ -69,7 +69,8 @@ class DataSource(Strict):
 
 
 class DataConfig(Strict):
-    train: list[DataSource] = Field(min_length=1)  # one source, or a mixture trained on together
+    train: list[DataSource] = Field(default_factory=list)  # one source, or a mixture trained on together (a run
+    # imported with `vlmlab import-llava` has none: it is only evaluated and analysed)
     eval: list[DataSource] = Field(default_factory=list)
     image: ImageConfig = ImageConfig()
 
@@ -120,7 +121,7 @@ class NonFiniteConfig(Strict):
 
 
 class TrainConfig(Strict):
-    stages: list[StageConfig] = Field(min_length=1)
+    stages: list[StageConfig] = Field(default_factory=list)  # `vlmlab train` needs at least one
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -134,6 +135,7 @@ class TrainConfig(Strict):
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
     on_nonfinite: NonFiniteConfig = NonFiniteConfig()
+    trackers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)  # besides train_log.jsonl
 
 
 class EvalConfig(Strict):
@@ -146,7 +148,7 @@ class RunConfig(Strict):
     seed: int = 0
     model: ModelConfig
     data: DataConfig
-    train: TrainConfig
+    train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
     def resolved(self) -> dict[str, Any]:

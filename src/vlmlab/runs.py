@@ -67,7 +67,7 @@ def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | No
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, RunConfig]:
     """Rebuild the model from the run's saved config and tokenizer, then load its final weights."""
-    from vlmlab.train.checkpoint import WEIGHTS, load_weights
+    from vlmlab.train.checkpoint import WEIGHTS, load_trainer_state, load_weights
 
     run = RunDir(run_dir)
     if not run.config.is_file():
@@ -79,7 +79,9 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     tokenizer_dir = run.tokenizer if run.tokenizer.is_dir() else None
     model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
     apply_lora(model, cfg)
-    load_weights(model, run.final / WEIGHTS)
+    # an imported run keeps its vision tower and LLM as from_pretrained dirs (parts/): only the rest is in `final`
+    from_parts = tuple(f"{group}." for group in load_trainer_state(run.final).get("parts_from_pretrained", []))
+    load_weights(model, run.final / WEIGHTS, may_miss=from_parts)
     return model.to(device).eval(), cfg
 
 

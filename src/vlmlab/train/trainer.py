@@ -18,13 +18,13 @@ from vlmlab.data.dataset import VQADataset
 from vlmlab.data.order import stage_order
 from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.environment import environment
-from vlmlab.errors import UserError
+from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
 from vlmlab.train import checkpoint as ckpt
-from vlmlab.train import vision_cache
+from vlmlab.train import trackers, vision_cache
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
 from vlmlab.train.vision_pretrain import pretrain_vision
@@ -53,10 +53,15 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.resume = resume
         self.vision_cache = vision_cache  # share vision-pretrain stages with runs that compute the same tower
-        self.accelerator = _accelerator(cfg.train.mixed_precision)
+        trackers.check_installed(cfg.train.trackers)
+        self.accelerator = _accelerator(cfg.train.mixed_precision, cfg.train.trackers, self.run.path)
 
     # ----- set-up -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        if not self.cfg.data.train:
+            raise ConfigError("data.train", "missing: no training data configured")
+        if not self.cfg.train.stages:
+            raise ConfigError("train.stages", "missing: no training stages configured")
         if self.run.config.is_file():
             if not self.resume:
                 raise UserError(f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out")
@@ -102,6 +107,9 @@ class Trainer:
         model = self._build(items)
         data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
         self._write_run_files(model)
+        self.global_step = 0  # optimizer steps over all stages: the x axis of the trackers
+        if cfg.train.trackers:
+            trackers.start(acc, cfg, self.run.path)
 
         start_stage, start_step, resume_from, self.log_lines = 0, 0, None, 0
         self.guard = NonFiniteGuard(cfg.train.on_nonfinite.policy, cfg.train.on_nonfinite.max_skips)
@@ -132,6 +140,8 @@ class Trainer:
                 "training_fingerprint": training_fingerprint(cfg.resolved()),
             })
         acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
+        if cfg.train.trackers:
+            acc.end_training()
         return result
 
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
@@ -150,6 +160,8 @@ class Trainer:
         accum = cfg.train.grad_accum
         order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes)
         micro = order.global_batch  # samples per micro-step over all processes
+        self.global_step = start_step + sum(stage_order(cfg, i, len(data), world=acc.num_processes)[1] for i in range(s)
+                                            if cfg.train.stages[i].name != "vision-pretrain")
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)
@@ -203,6 +215,7 @@ class Trainer:
                 loss_sum += step_loss
                 loss_n += targets
             step += 1
+            self.global_step += 1
             if step - start_step == 3:  # time from here on: skips one-off start-up costs
                 timed_from, timed_samples = time.perf_counter(), 0
             elif timed_from is not None:
@@ -277,6 +290,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             io.append_jsonl(self.run.train_log, record)
             self.log_lines += 1
+        if self.cfg.train.trackers:
+            trackers.log(self.accelerator, record, self.global_step)
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
         if not self.accelerator.is_main_process:
@@ -288,14 +303,17 @@ class Trainer:
         ckpt.prune_checkpoints(self.run.path, keep=2)
 
 
-def _accelerator(mixed_precision: str) -> Accelerator:
+def _accelerator(mixed_precision: str, log_with: list[str], run_dir: Path) -> Accelerator:
     """An Accelerator for this run. accelerate keeps one process-wide state; runs in one process that
     ask for another precision (a study's variants, tests) reset its precision part, not the process group."""
     from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
 
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard"))
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+                       log_with=list(log_with) or None, project_config=project)
 
 
 def _first_difference(a, b, prefix: str = "") -> str:

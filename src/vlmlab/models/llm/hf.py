@@ -16,7 +16,7 @@ from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.models.llm.prompts import FORMATS, VICUNA, PromptFormat
 from vlmlab.registry import PartParams, register_llm
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @register_llm("hf")
@@ -50,7 +50,7 @@ class HFCausalLM(LanguageBackbone):
             tokenizer = AutoTokenizer.from_pretrained(str(tok_path), trust_remote_code=params.trust_remote_code)
             lm = AutoModelForCausalLM.from_pretrained(
                 str(path),
-                dtype=_DTYPES[params.dtype],
+                dtype=DTYPES[params.dtype],
                 attn_implementation=params.attn_implementation,
                 trust_remote_code=params.trust_remote_code,
                 **weights,

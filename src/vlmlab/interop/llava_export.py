@@ -97,7 +97,7 @@ def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
         size, image = model.vision.image_size, cfg.data.image
         processor = LlavaProcessor(
             image_processor=CLIPImageProcessor(
-                do_resize=True, size={"height": size, "width": size}, do_center_crop=False, resample=2,
+                do_resize=True, size={"height": size, "width": size}, do_center_crop=False, resample=3,  # PIL bicubic, as vlmlab.data.images
                 do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(image.mean),
                 image_std=list(image.std), do_convert_rgb=True,
             ),

@@ -1,1 +1,0 @@
-"""Hand trained vlmlab models to the formats the field's tools load."""
