@@ -57,8 +57,8 @@ class VSSBlock(nn.Module):
     def __init__(self, dim: int, d_state: int, mlp_ratio: float):
         super().__init__()
         self.norm1, self.ss2d = nn.LayerNorm(dim), SS2D(dim, d_state)
-        hidden = int(dim * mlp_ratio)
-        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)  # 0: no MLP sub-block (VSSM v0, the official release)
+        self.norm2 = nn.LayerNorm(dim) if hidden else None
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)) if hidden else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,9 @@ class VMambaEncoder(VisionEncoder):
         depths: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 1, 2], min_length=1, max_length=8)
         tap_stage: int = Field(3, ge=1)
         d_state: int = Field(8, ge=1, le=1024)
-        mlp_ratio: float = Field(2.0, ge=0, le=16)
+        mlp_ratio: float = Field(2.0, ge=0, le=16)  # 0 = VSSM v0 blocks (no MLP), as in the official release
+        path: str | None = None  # an official VMamba release file (.safetensors, or .pth with allow_pickle)
+        allow_pickle: bool = False
 
     def __init__(self, params: "VMambaEncoder.Params", image_size: int):
         super().__init__()
@@ -119,7 +121,12 @@ class VMambaEncoder(VisionEncoder):
         stride = params.patch_size * 2 ** (params.tap_stage - 1)
         if image_size % stride:
             raise ConfigError("data.image.size", f"{image_size} is not divisible by patch_size x 2^(tap_stage-1) = {stride}")
-        return build_if_it_fits(lambda: cls(params, image_size), "model.vision")
+        tower = build_if_it_fits(lambda: cls(params, image_size), "model.vision")
+        if params.path is not None:
+            from vlmlab.models.vision.vmamba_official import load_official_vmamba
+
+            tower.official_load = load_official_vmamba(tower, params.path, params.allow_pickle)
+        return tower
 
     def stage_maps(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The (b, h, w, c) feature map after every built stage."""
