@@ -243,6 +243,34 @@ def cmd_bench_routing(args) -> int:
     return 0
 
 
+def cmd_bench_vision(args) -> int:
+    import io as _io
+
+    from vlmlab import io
+    from vlmlab.evaluation.vision_bench import bench_vision, growth, plot
+
+    table = bench_vision(resolve_study_path(args.spec), args.sizes, batch=args.batch, repeats=args.repeats)
+    out = Path(args.out)
+    measured = table.dropna(subset=["forward_ms"]) if "forward_ms" in table else table
+    for row in measured.itertuples():
+        console.print(f"{row.tower:<10}{row.side:>5} px {row.tokens:>6} tokens {row.forward_ms:>9.1f} ms "
+                      f"{row.activation_mib:>9.1f} MiB", highlight=False)
+    if "skipped" in table:
+        for row in table[table["skipped"].notna()].itertuples():
+            console.print(f"{row.tower:<10}{row.side:>5} px skipped: {row.skipped}", highlight=False)
+    grow = growth(table)
+    for row in grow.itertuples():
+        console.print(f"{row.tower}: {row.from_px} -> {row.to_px} px costs {row.time_x:.1f}x the time and "
+                      f"{row.activation_x:.1f}x the activation memory", highlight=False)
+    io.write_json(out / "vision_bench.json", {"spec": args.spec, "batch": args.batch, "rows": table.to_dict(orient="records"),
+                                              "growth": grow.to_dict(orient="records")})
+    buf = _io.BytesIO()
+    plot(table).savefig(buf, format="png", dpi=120)
+    io.write_bytes(out / "vision_bench.png", buf.getvalue())
+    console.print(f"wrote {out / 'vision_bench.json'} and {out / 'vision_bench.png'}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -417,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n-probe", type=int, default=64, help="prompts in the timed batch (default 64)")
     b.add_argument("--eval-limit", type=int, default=0, help="also evaluate each strategy on N items per task")
     b.set_defaults(func=cmd_bench_routing)
+
+    b = benches.add_parser("vision", help="forward latency and activation memory of each vision tower as the image grows")
+    b.add_argument("spec", nargs="?", default="demo-vision", help="study whose vision factor names the towers (default demo-vision)")
+    b.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512], metavar="PX")
+    b.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--out", default="runs/bench-vision", help="directory for vision_bench.json and .png")
+    b.set_defaults(func=cmd_bench_vision)
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")
