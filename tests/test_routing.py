@@ -230,3 +230,40 @@ def test_a_study_starting_from_a_missing_run_is_refused_before_anything_is_writt
     err = capsys.readouterr().err.strip().splitlines()
     assert "no final weights to start from [model.init_from]" in " ".join(err) and "Traceback" not in " ".join(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_path):
+    """`layer: auto` reads (or computes) the attention profile of model.init_from; the run names the k it used."""
+    import json
+
+    import yaml
+
+    from vlmlab.errors import ConfigError
+    from vlmlab.models.routing.auto_layer import resolve_auto_layer
+    from vlmlab.train.trainer import Trainer
+
+    tiny_raw["model"]["llm"]["num_layers"] = 4
+    Trainer(config_from_dict(tiny_raw), tmp_path / "full").run_training()
+    raw = {**tiny_raw, "model": {**tiny_raw["model"], "routing": {"id": "dpvr", "layer": "auto"},
+                                 "init_from": str(tmp_path / "full")}}
+    raw["train"] = {**tiny_raw["train"], "stages": [{"name": "finetune", "max_steps": 1, "lr": {"routing": 1e-4}}]}
+
+    # no stored profile: it is measured now and kept; a threshold every layer is under gives k = 1 (clamped from 0)
+    raw["model"]["routing"]["threshold"] = 0.99
+    cfg = resolve_auto_layer(config_from_dict(raw))
+    assert cfg.model.routing.params.layer == 1 and (tmp_path / "full" / "attention.json").is_file()
+    # a profile that saturates at layer 2 (as LLaVA's does at 18): k = 2, and the run's config.yaml says so
+    record = json.loads((tmp_path / "full" / "attention.json").read_text())
+    record["share"] = [0.6, 0.3, 0.05, 0.02]
+    (tmp_path / "full" / "attention.json").write_text(json.dumps(record))
+    raw["model"]["routing"]["threshold"] = 0.1
+    Trainer(config_from_dict(raw), tmp_path / "dpvr").run_training()
+    saved = yaml.safe_load((tmp_path / "dpvr" / "config.yaml").read_text())
+    assert saved["model"]["routing"]["layer"] == 2
+    # never below the threshold: one line naming the key, the run and its lowest share
+    raw["model"]["routing"]["threshold"] = 0.01
+    with pytest.raises(ConfigError, match=r"model.routing.layer: auto: .* never stays below 0.01 \(lowest 0.020 at layer 3\)"):
+        resolve_auto_layer(config_from_dict(raw))
+    no_init = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
+    with pytest.raises(ConfigError, match="auto needs model.init_from"):
+        resolve_auto_layer(config_from_dict(no_init))

@@ -36,7 +36,7 @@ def cmd_train(args) -> int:
     if main_process:
         console.print(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}")
     if not args.no_eval and cfg.data.eval:
-        metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)  # items shared out over the processes
+        metrics = evaluate_run(out, model=result.model.eval(), cfg=trainer.cfg)  # items shared out over the processes
         if main_process:
             _print_metrics(metrics, out)
     return 0

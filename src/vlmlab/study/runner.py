@@ -15,6 +15,7 @@ from vlmlab import io
 from vlmlab.distributed import barrier, is_main_process
 from vlmlab.errors import UserError
 from vlmlab.progress import console
+from vlmlab.models.routing.auto_layer import resolve_auto_layer
 from vlmlab.runs import RunDir, init_run
 from vlmlab.environment import environment
 from vlmlab.study.control import check_config_control, check_order_control
@@ -63,6 +64,8 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
     variants = expand_variants(spec, spec_dir, paths)
     for v in variants:  # a variant that starts from another run needs it finished, before anything is written
         init_run(v.cfg)
+        if (resolved := resolve_auto_layer(v.cfg)) is not v.cfg:  # DPVR `layer: auto` -> the measured k
+            v.cfg, v.resolved = resolved, resolved.resolved()
     config_check = check_config_control(spec, variants)
     order_check = check_order_control(spec, variants)
     control = {

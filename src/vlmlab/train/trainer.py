@@ -20,6 +20,7 @@ from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
+from vlmlab.models.routing.auto_layer import resolve_auto_layer
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
@@ -49,7 +50,8 @@ class Trainer:
     """Trains `cfg` into `run_dir`. One instance per run; `run()` is resumable with `resume=True`."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, vision_cache: Path | None = None):
-        self.cfg = cfg
+        init_run(cfg)  # a run to start from must be finished
+        self.cfg = cfg = resolve_auto_layer(cfg)  # DPVR `layer: auto` -> the measured k, named in config.yaml
         self.run = RunDir(run_dir)
         self.resume = resume
         self.vision_cache = vision_cache  # share vision-pretrain stages with runs that compute the same tower

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from vlmlab.errors import ConfigError
@@ -39,12 +39,23 @@ class DualPathRouting(RoutingStrategy):
     """
 
     class Params(PartParams):
-        layer: int = Field(..., ge=1)  # k: the saturation layer (see `vlmlab attention`)
+        layer: int | Literal["auto"] = Field(...)  # k, or `auto`: the saturation layer of model.init_from's profile
+        threshold: float = Field(0.1, gt=0, lt=1)  # with `auto`: the share below which attention has saturated
         branch_init: Literal["copy", "zero-residual"] = "copy"
+
+        @field_validator("layer")
+        @classmethod
+        def _at_least_one(cls, value):
+            if value != "auto" and value < 1:
+                raise ValueError("must be >= 1 (layers [0, k) see the whole sequence), or auto")
+            return value
 
     def __init__(self, llm, params):
         super().__init__(llm, params)
         n = llm.num_layers
+        if params.layer == "auto":
+            raise ConfigError("model.routing.layer", "auto is resolved from model.init_from's attention profile by "
+                                                     "`vlmlab train` / `vlmlab study` (vlmlab.models.routing.auto_layer)")
         if not 1 <= params.layer <= n - 1:
             raise ConfigError("model.routing.layer", f"{params.layer} must be in [1, {n - 1}] for an LLM with {n} layers")
         self.branch = copy.deepcopy(llm.decoder.layers[params.layer])
