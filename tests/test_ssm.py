@@ -95,7 +95,9 @@ def test_builtin_vision_study_varies_only_the_tower(tmp_path):
     from vlmlab.study.spec import expand_variants, load_study_spec
 
     spec, spec_dir = load_study_spec(resolve_study_path("demo-vision"))
-    variants = expand_variants(spec, spec_dir, {"shapes": str(tmp_path)})
+    variants = expand_variants(spec, spec_dir, {"shapes": str(tmp_path / "s"), "pretrain": str(tmp_path / "p")})
     control = check_config_control(spec, variants)
     assert control["declared"] == ["model.vision"] and spec.seeds == [0, 1]
+    stage = variants[0].cfg.train.stages[0]  # the towers' own pretraining set, scored on its val split
+    assert stage.name == "vision-pretrain" and stage.data.path == str(tmp_path / "p") and stage.heldout_split == "val"
     assert sorted({v.cfg.model.vision.id for v in variants}) == ["vim", "vit", "vmamba"]

@@ -133,6 +133,25 @@ def cmd_pretrain_lm(args) -> int:
     return 0
 
 
+def cmd_pretrain_vision(args) -> int:
+    from vlmlab.progress import progress
+    from vlmlab.train.vision_pretrain import mean_top1, pretrain_study_towers
+
+    with progress() as bar:
+        rows = pretrain_study_towers(resolve_study_path(args.spec), args.out, bar)
+    console.print("matched vision pretraining (mean top-1 over the attributes; held-out = images never trained on)",
+                  highlight=False)
+    console.print(f"{'variant':<12}{'seed':>5}{'tower':>8}{'params':>10}{'images':>8}{'train':>8}{'held-out':>10}{'time':>9}",
+                  highlight=False)
+    for r in rows:
+        held = mean_top1(r, "heldout_top1/")
+        time_s = "cached" if r.get("cached") else f"{r['seconds']:.0f} s"
+        console.print(f"{r['variant']:<12}{r['seed']:>5}{r['tower']:>8}{r['parameters']:>10,}{r.get('images', 0):>8}"
+                      f"{mean_top1(r, 'train_top1/') or float('nan'):>8.3f}{held if held is not None else float('nan'):>10.3f}"
+                      f"{time_s:>9}", highlight=False)
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from rich.table import Table
 
@@ -405,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a backbone field for every rung, e.g. hidden_size=64 or pretrain.tokens=200000")
     p.set_defaults(func=cmd_pretrain_lm)
+
+    p = sub.add_parser("pretrain-vision", help="matched vision pretraining of a study's towers (cached; prints top-1)")
+    p.add_argument("spec", nargs="?", default="demo-vision", help="study whose towers to pretrain (default demo-vision)")
+    p.add_argument("--out", help="the study directory its runs will use (default runs/<name>)")
+    p.set_defaults(func=cmd_pretrain_vision)
 
     p = sub.add_parser("tasks", help="list every task (YAML and built-in formats)")
     p.set_defaults(func=cmd_tasks)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
@@ -101,6 +101,16 @@ class StageConfig(Strict):
     lora: LoraConfig | None = None
     batch_size: int | None = Field(None, ge=1)  # None = train.batch_size
     augment: list[Literal["hflip", "rot90"]] = Field(default_factory=list)  # vision-pretrain only
+    # vision-pretrain only: its own labelled images (e.g. a shapes-world set, or an `image-folder` of class
+    # dirs), scored after training on `heldout_split` of the same source; None = the run's training images
+    data: DataSource | None = None
+    heldout_split: str | None = "val"
+
+    @model_validator(mode="after")
+    def _data_for_vision_pretraining_only(self) -> "StageConfig":
+        if self.data is not None and self.name != "vision-pretrain":
+            raise ValueError("`data` is for the vision-pretrain stage (other stages train on data.train)")
+        return self
 
     @field_validator("lr")
     @classmethod

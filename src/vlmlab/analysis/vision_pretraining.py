@@ -13,7 +13,7 @@ from vlmlab.study.data import StudyData, run_json
 
 
 def pretraining_table(study: StudyData) -> pd.DataFrame:
-    """Per variant and seed: mean top-1 of the vision-pretrain heads (end of pretraining, on its training images),
+    """Per variant and seed: mean top-1 of the vision-pretrain heads (held-out when the stage has its own set),
     the tower's parameters, and the VLM's clean accuracy overall and per task."""
     clean = study.results[study.results["mode"] == "clean"]
     rows = []
@@ -21,10 +21,12 @@ def pretraining_table(study: StudyData) -> pd.DataFrame:
         for seed in study.seeds:
             train = run_json(study.run_dir(variant, seed) / "train.json")
             vp = train.get("vision_pretrain") or {}
-            tops = [v for k, v in vp.items() if k.startswith("train_top1/")]
+            held = [v for k, v in vp.items() if k.startswith("heldout_top1/")]  # images never trained on, if any
+            tops = held or [v for k, v in vp.items() if k.startswith("train_top1/")]
             f = clean[(clean["variant"] == variant) & (clean["seed"] == seed)]
             rows.append({"variant": variant, "seed": seed,
                          "pretrain_top1": float(np.mean(tops)) if tops else float("nan"),
+                         "top1_on": "held-out" if held else ("train" if tops else ""),
                          "params_vision": (train.get("parameters") or {}).get("vision"),
                          "vlm_accuracy": float(f["correct"].mean()) if len(f) else float("nan"),
                          **{t: float(g["correct"].mean()) for t, g in f.groupby("task", sort=False)}})
@@ -48,7 +50,8 @@ class VisionPretraining(Analysis):
             return section.text("No run has a vision-pretrain stage: nothing to compare.")
         section.text(
             "`pretrain_top1`: the mean over the pretraining heads (shape, colour, count, ...) of the top-1 accuracy at "
-            "the end of the vision-pretrain stage, on its own training images (the same recipe for every encoder). "
+            "the end of the vision-pretrain stage (the same recipe for every encoder): on the pretraining set's held-out "
+            "split when the stage names its own `data` (`top1_on: held-out`), else on its last epoch's training images. "
             "Does a tower that classifies better make a better VLM?"
         )
         fig, ax = plt.subplots(figsize=(5.6, 3.8))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
 from vlmlab.train import checkpoint as ckpt
-from vlmlab.train import trackers, vision_cache
+from vlmlab.train import trackers
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
-from vlmlab.train.vision_pretrain import pretrain_vision
+from vlmlab.train.vision_pretrain import ordered_image_labels, run_vision_stage
 
 
 @dataclass
@@ -241,37 +240,13 @@ class Trainer:
         acc.free_memory()
 
     def _pretrain_vision(self, model, data, s, bar, result) -> None:
-        cfg, stage = self.cfg, self.cfg.train.stages[s]
-        key = vision_cache.stage_key(cfg, s) if self.vision_cache is not None else None
-        t0 = time.perf_counter()
-        cached = vision_cache.load(self.vision_cache, key, model.vision) if key else None
-        if cached is not None:
-            result.vision_pretrain = cached
-            return
-        result.vision_pretrain = pretrain_vision(
-            model.vision, data, self._image_labels(), stage, cfg, cfg.seed * 1000 + s, self.accelerator.device, bar
+        result.vision_pretrain = run_vision_stage(
+            self.cfg, s, model.vision, data, lambda: ordered_image_labels(self.sources), self.accelerator.device, bar,
+            study_cache=self.vision_cache, write_cache=self.accelerator.is_main_process,
         )
-        result.vision_pretrain["seconds"] = time.perf_counter() - t0
-        if key and self.accelerator.is_main_process:
-            vision_cache.store(self.vision_cache, key, model.vision, result.vision_pretrain)
 
     def _image_labels(self) -> dict[str, dict[str, str]]:
-        """Image-attribute labels from every training source (attributes a source lacks stay unknown).
-
-        Ordered by (source, path relative to the source's image root): the same data gives the same
-        pretraining order wherever it is stored (a study's dataset cache, a copied directory).
-        """
-        labels: dict[str, dict[str, str]] = {}
-        keys: dict[str, tuple[int, str]] = {}
-        for i, (task, items) in enumerate(self.sources):
-            source_labels = task.image_labels(items)
-            if not source_labels:
-                continue
-            root = os.path.commonpath([os.path.dirname(p) for p in source_labels])
-            for path, lab in source_labels.items():
-                labels.setdefault(path, {}).update(lab)
-                keys.setdefault(path, (i, os.path.relpath(path, root)))
-        return {path: labels[path] for path in sorted(labels, key=keys.__getitem__)}
+        return ordered_image_labels(self.sources)
 
     def _record_environment(self) -> None:
         """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""

@@ -7,15 +7,17 @@ are thrown away after the stage. Labels come from the task (`Task.image_labels`)
 from __future__ import annotations
 
 import math
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmlab.config import RunConfig, StageConfig
-from vlmlab.data.dataset import VQADataset
-from vlmlab.data.images import normalize
+from vlmlab.config import ImageConfig, RunConfig, StageConfig
+from vlmlab.data.images import load_image, normalize, to_array
 from vlmlab.errors import UserError
 from vlmlab.models.vision.base import VisionEncoder
 from vlmlab.train.optim import schedule
@@ -51,11 +53,22 @@ def _augment(batch: np.ndarray, kinds: list[str], rng: np.random.Generator) -> n
     return out
 
 
+class ImageArrays:
+    """Preprocessed images by path (what `pretrain_vision` needs of a dataset), for use without a VQA dataset."""
+
+    def __init__(self, image: ImageConfig):
+        self.image = image
+
+    def image_array(self, path: str) -> np.ndarray:
+        return to_array(load_image(path), self.image.size, self.image.geometry)
+
+
 def pretrain_vision(
-    vision: VisionEncoder, data: VQADataset, image_labels: dict[str, dict[str, str]], stage: StageConfig,
-    cfg: RunConfig, seed: int, device: torch.device, bar,
+    vision: VisionEncoder, data, image_labels: dict[str, dict[str, str]], stage: StageConfig,
+    cfg: RunConfig, seed: int, device: torch.device, bar, heldout: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, float]:
-    """Train `vision` (in place) to classify each image's attributes; returns final train accuracies."""
+    """Train `vision` (in place) to classify each image's attributes (`data.image_array(path)` gives the pixels);
+    returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1."""
     if not image_labels:
         raise UserError("train.stages: vision-pretrain found no image-level labels in the training task")
     paths, classes, table = label_table(image_labels)
@@ -104,4 +117,134 @@ def pretrain_vision(
             opt.step()
             step += 1
             bar.update(job, completed=step, info=f"loss {float(loss.detach()):.3f}")
-    return {f"train_top1/{a}": float(correct[j] / max(seen[j], 1)) for j, a in enumerate(heads)}
+    metrics = {f"train_top1/{a}": float(correct[j] / max(seen[j], 1)) for j, a in enumerate(heads)}
+    if heldout:
+        metrics.update(heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size))
+        metrics["heldout_images"] = len(heldout)
+    return metrics
+
+
+@torch.no_grad()
+def heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size) -> dict[str, float]:
+    """Top-1 per attribute on images never trained on (labels of classes unseen in training are skipped)."""
+    vision.eval()
+    correct, seen = dict.fromkeys(heads, 0), dict.fromkeys(heads, 0)
+    paths = list(heldout)
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        pixels = normalize(np.stack([data.image_array(p) for p in chunk]), cfg.data.image.mean, cfg.data.image.std)
+        pooled = vision(torch.from_numpy(pixels).to(device)).tokens.mean(1)
+        for attr, head in heads.items():
+            pred = head(pooled).argmax(1).tolist()
+            for path, p in zip(chunk, pred):
+                label = heldout[path].get(attr)
+                if label in classes[attr]:
+                    seen[attr] += 1
+                    correct[attr] += int(classes[attr][p] == label)
+    vision.train()
+    return {f"heldout_top1/{a}": correct[a] / seen[a] for a in heads if seen[a]}
+
+
+def ordered_image_labels(sources) -> dict[str, dict[str, str]]:
+    """Image-attribute labels from every (task, items) source (attributes a source lacks stay unknown).
+
+    Ordered by (source, path relative to the source's image root): the same data gives the same
+    pretraining order wherever it is stored (a study's dataset cache, a copied directory).
+    """
+    labels: dict[str, dict[str, str]] = {}
+    keys: dict[str, tuple[int, str]] = {}
+    for i, (task, items) in enumerate(sources):
+        source_labels = task.image_labels(items)
+        if not source_labels:
+            continue
+        root = os.path.commonpath([os.path.dirname(p) for p in source_labels])
+        for path, lab in source_labels.items():
+            labels.setdefault(path, {}).update(lab)
+            keys.setdefault(path, (i, os.path.relpath(path, root)))
+    return {path: labels[path] for path in sorted(labels, key=keys.__getitem__)}
+
+
+def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
+    """(train labels, held-out labels or None) of a vision-pretrain stage that names its own `data`."""
+    from vlmlab.data.sources import load_source
+
+    stage = cfg.train.stages[s]
+    source = stage.data
+    train = ordered_image_labels([load_source(source, f"train.stages.{s}.data", cfg.data.image)])
+    if not train:
+        raise UserError(f"train.stages.{s}.data: task {source.task!r} gives no image-level labels to pretrain on")
+    heldout = None
+    if stage.heldout_split is not None and stage.heldout_split != source.split:
+        held = source.model_copy(update={"split": stage.heldout_split, "limit": None})
+        heldout = ordered_image_labels([load_source(held, f"train.stages.{s}.heldout_split", cfg.data.image)])
+    return train, heldout
+
+
+def run_vision_stage(cfg: RunConfig, s: int, vision, data, default_labels, device, bar,
+                     study_cache: Path | None = None, write_cache: bool = True) -> dict:
+    """Run vision-pretrain stage `s` on `vision` in place, or load its result from the cache.
+
+    A stage with its own `data` is cached under `$VLMLAB_CACHE/vision-pretrain` (the tower depends on
+    that set and the recipe, not on the run), so `vlmlab pretrain-vision`, every study and every run
+    share it; a stage on the run's training images is cached in the study's own cache, if any."""
+    from vlmlab.cache import cache_root
+    from vlmlab.train import vision_cache
+
+    stage = cfg.train.stages[s]
+    cache_dir = cache_root() / "vision-pretrain" if stage.data is not None else study_cache
+    key = vision_cache.stage_key(cfg, s) if cache_dir is not None else None
+    t0 = time.perf_counter()
+    cached = vision_cache.load(cache_dir, key, vision) if key else None
+    if cached is not None:
+        return cached
+    labels, heldout = stage_data_labels(cfg, s) if stage.data is not None else (default_labels(), None)
+    data = data if data is not None else ImageArrays(cfg.data.image)
+    metrics = pretrain_vision(vision, data, labels, stage, cfg, cfg.seed * 1000 + s, device, bar, heldout)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["images"] = len(labels)
+    if key and write_cache:
+        vision_cache.store(cache_dir, key, vision, metrics)
+    return metrics
+
+
+def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
+    """Run (or load from the cache) the vision-pretrain stage of every distinct tower × seed of a study, exactly
+    as its runs will: same initialisation, recipe, data and cache. One row per tower and seed."""
+    import torch
+
+    from vlmlab.data.sources import load_training_sources
+    from vlmlab.registry import VISION_ENCODERS
+    from vlmlab.study.runner import prepare_study
+
+    study = prepare_study(spec_path, out)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows, done = [], set()
+    for v in study.variants:
+        cfg = v.cfg
+        stages = [i for i, st in enumerate(cfg.train.stages) if st.name == "vision-pretrain"]
+        if not stages:
+            raise UserError(f"{spec_path}: the runs have no vision-pretrain stage (train.stages)", exit_code=2)
+        s = stages[0]
+        ident = (vision_cache_key(cfg, s), v.seed)
+        if ident in done:
+            continue
+        done.add(ident)
+        torch.manual_seed(cfg.seed)  # as build_model: the tower is the first part built under the run's seed
+        tower = VISION_ENCODERS.get(cfg.model.vision.id).from_params(cfg.model.vision.params, image_size=cfg.data.image.size)
+        torch.manual_seed(cfg.seed * 1000 + s)  # as the trainer at the start of a stage
+        metrics = run_vision_stage(cfg, s, tower.to(device), None, lambda: ordered_image_labels(load_training_sources(cfg)),
+                                   device, bar, study_cache=study.dir.vision_cache)
+        rows.append({"variant": v.name, "seed": v.seed, "tower": cfg.model.vision.id,
+                     "parameters": sum(p.numel() for p in tower.parameters()), **metrics})
+    return rows
+
+
+def vision_cache_key(cfg: RunConfig, s: int) -> str | None:
+    from vlmlab.train import vision_cache
+
+    return vision_cache.stage_key(cfg, s)
+
+
+def mean_top1(metrics: dict, prefix: str) -> float | None:
+    values = [v for k, v in metrics.items() if k.startswith(prefix)]
+    return float(np.mean(values)) if values else None

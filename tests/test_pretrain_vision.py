@@ -1,0 +1,106 @@
+"""`vlmlab pretrain-vision`: one recipe for every tower on its own labelled set, held-out top-1, cached for the runs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from vlmlab.cli import main
+
+
+def _spec(tmp_path, tiny_raw):
+    base = dict(tiny_raw)
+    base["train"] = {**tiny_raw["train"], "stages": [
+        {"name": "vision-pretrain", "max_steps": 6, "batch_size": 16, "lr": {"vision": 3e-3}, "augment": ["hflip"],
+         "data": {"task": "shapes-world", "split": "train", "path": "${datasets.pretrain}"}, "heldout_split": "val"},
+        {"name": "align", "max_steps": 1, "lr": {"projector": 1e-3}},
+    ]}
+    base["data"] = {**tiny_raw["data"], "image": {"size": 32}}
+    spec = {"name": "pv", "base": base, "datasets": {"pretrain": {"seed": 3, "n": 60, "size": 32}}, "eval": {"blind": False},
+            "factors": {"vision": {"keys": ["model.vision"], "levels": {
+                "vit": {"model.vision": {"id": "vit", "patch_size": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+                "vmamba": {"model.vision": {"id": "vmamba", "patch_size": 8, "hidden_size": 16, "depths": [1, 1],
+                                            "tap_stage": 2, "d_state": 4}}}}}}
+    path = tmp_path / "pv.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_pretrain_vision_scores_held_out_images_caches_and_the_study_reuses_it(tmp_path, tiny_raw, capsys):
+    spec = _spec(tmp_path, tiny_raw)
+    out = tmp_path / "study"
+    assert main(["pretrain-vision", str(spec), "--out", str(out)]) == 0
+    first = capsys.readouterr()
+    table = [line.split() for line in (first.out + first.err).splitlines() if line.startswith(("vit ", "vmamba "))]
+    assert [row[0] for row in table] == ["vit", "vmamba"]
+    for row in table:
+        train_top1, heldout_top1 = float(row[-4]), float(row[-3])
+        assert 0.0 <= heldout_top1 <= 1.0 and 0.0 <= train_top1 <= 1.0 and row[-1] == "s"  # trained now
+    assert main(["pretrain-vision", str(spec), "--out", str(out)]) == 0
+    again = capsys.readouterr()
+    assert sum(line.rstrip().endswith("cached") for line in (again.out + again.err).splitlines()) == 2
+
+    from vlmlab.study.runner import run_study
+
+    run_study(spec, out)  # the study's runs take the towers from the cache: the same recipe, not retrained
+    for variant in ("vit", "vmamba"):
+        info = json.loads((out / "variants" / variant / "seed-0" / "train.json").read_text())
+        assert info["vision_pretrain"]["cached"] is True
+        assert any(k.startswith("heldout_top1/") for k in info["vision_pretrain"])
+
+
+def test_a_stage_data_source_is_for_vision_pretraining_only(tiny_raw):
+    import pytest
+
+    from vlmlab.config import config_from_dict
+    from vlmlab.errors import ConfigError
+
+    tiny_raw["train"]["stages"][0]["data"] = {"task": "easy-vqa"}
+    with pytest.raises(ConfigError, match="train.stages.0: `data` is for the vision-pretrain stage"):
+        config_from_dict(tiny_raw)
+
+
+def test_an_imagenet_style_folder_pretrains_a_tower_that_generalises(tmp_path, tiny_raw):
+    """`image-folder` (<split>/<class>/<image>): the stage learns the classes and scores unseen val images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vlmlab.config import config_from_dict
+    from vlmlab.progress import progress
+    from vlmlab.registry import VISION_ENCODERS
+    from vlmlab.train.vision_pretrain import run_vision_stage
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
+    for split, n in (("train", 12), ("val", 5)):
+        for name, rgb in colours.items():
+            (tmp_path / "imgs" / split / name).mkdir(parents=True)
+            for i in range(n):  # the class colour plus noise: no two images alike
+                pixels = np.clip(np.array(rgb) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imgs" / split / name / f"{i}.png")
+    tiny_raw["data"]["image"] = {"size": 32}
+    tiny_raw["train"]["stages"] = [{"name": "vision-pretrain", "max_steps": 30, "batch_size": 12, "lr": {"vision": 3e-3},
+                                    "data": {"task": "image-folder", "split": "train", "path": str(tmp_path / "imgs")}}]
+    cfg = config_from_dict(tiny_raw)
+    torch.manual_seed(0)
+    tower = VISION_ENCODERS.get("vit").from_params(cfg.model.vision.params, image_size=32)
+    with progress(disable=True) as bar:
+        metrics = run_vision_stage(cfg, 0, tower, None, dict, torch.device("cpu"), bar)
+    assert metrics["images"] == 36 and metrics["heldout_images"] == 15
+    assert metrics["heldout_top1/class"] >= 0.9
+
+
+def test_image_folder_errors_name_the_directory(tmp_path):
+    import pytest
+
+    from vlmlab.errors import DataError
+    from vlmlab.registry import TASKS
+
+    task = TASKS.get("image-folder")()
+    with pytest.raises(DataError, match=r"train: no such split directory"):
+        task.load("train", path=str(tmp_path))
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"train: no images in class folders"):
+        task.load("train", path=str(tmp_path))
