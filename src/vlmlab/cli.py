@@ -294,13 +294,16 @@ def cmd_demo(args) -> int:
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
 
-    name = "demo-quick" if args.quick else "demo"
+    if args.quick and args.study != "llm":
+        raise UserError("--quick is the small version of the LLM-generation study (--study llm)", exit_code=2)
+    name = {"llm": "demo-quick" if args.quick else "demo", "vision": "demo-vision", "routing": "demo-routing"}[args.study]
     out = Path(args.out or f"runs/{name}")
     study = run_study(resolve_study_path(name), out)
     html_path, _ = build_report(out)
     _print_study_summary(out)
+    analyses = ", ".join(a.id for a in study.spec.analyses)
     console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
-                  f"the control check, training curves, costs and the analyses (factor effects, overlap, exclusive capabilities, visual reliance, calibration, representation stability, attention by depth).", soft_wrap=True)
+                  f"the control check, training curves, costs and the analyses ({analyses}).", soft_wrap=True)
     console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
     return 0
 
@@ -480,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")
+    p.add_argument("--study", choices=["llm", "vision", "routing"], default="llm",
+                   help="llm: study A, LLM generations (default); vision: study B, ViT vs Vim vs VMamba; "
+                        "routing: study C, full vs FastV vs DPVR on the llm demo's gen3 model")
     p.add_argument("--out", help="study directory (default runs/demo or runs/demo-quick)")
     p.set_defaults(func=cmd_demo)
 
