@@ -57,3 +57,23 @@ def test_perturbed_eval_writes_its_own_records_and_the_drop(tiny_cfg, tmp_path):
     assert run.predictions().is_file() and pd.read_parquet(run.predictions())["perturb"].eq("").all()
     with pytest.raises(UserError, match="exclude each other"):
         evaluate_run(run.path, blind=True, perturb=parse_perturbation("shift:2"))
+
+
+def test_a_shift_moves_the_gold_box_with_the_object():
+    """The box answer after `shift:px` is where the object is in the shifted image (IoU >= 0.9), not where it was."""
+    from vlmlab.data.images import format_box
+    from vlmlab.data.perturb import shift_box_answer
+    from vlmlab.metrics import box_iou, parse_box
+
+    size, px = 64, 6
+    image = np.full((size, size, 3), 128, dtype=np.uint8)
+    image[20:40, 10:30] = (255, 0, 0)  # rows y 20-39, columns x 10-29
+    gold = format_box([10 / size * 100, 20 / size * 100, 30 / size * 100, 40 / size * 100])
+    shifted = parse_perturbation(f"shift:{px}").apply(image, "k")
+    ys, xs = np.nonzero((shifted == (255, 0, 0)).all(-1))
+    seen = format_box([xs.min() / size * 100, ys.min() / size * 100, (xs.max() + 1) / size * 100, (ys.max() + 1) / size * 100])
+    moved = shift_box_answer(parse_perturbation(f"shift:{px}"), gold, size)
+    assert box_iou(parse_box(moved), parse_box(seen)) >= 0.9 and box_iou(parse_box(gold), parse_box(seen)) < 0.7
+    assert shift_box_answer(parse_perturbation(f"shift:{px}"), "red", size) == "red"  # not a box: unchanged
+    assert shift_box_answer(parse_perturbation("noise:0.1"), gold, size) == gold  # noise moves nothing
+    assert shift_box_answer(parse_perturbation("shift:40"), "[50, 50, 90, 90]", size) == "[99, 99, 99, 99]"  # clipped

@@ -39,6 +39,21 @@ class Perturbation:
         return np.ascontiguousarray(padded[: image.shape[0], : image.shape[1]])
 
 
+def shift_box_answer(perturbation: "Perturbation | None", answer: str, size: int) -> str:
+    """A box answer (`[x1, y1, x2, y2]` in 0-99 of the processed image) moved with a `shift` perturbation, so
+    grounding under shift is scored against where the object now is; other answers are returned as they are."""
+    from vlmlab.metrics import parse_box
+
+    if perturbation is None or perturbation.kind != "shift" or not int(perturbation.amount):
+        return answer
+    box = parse_box(answer)
+    if box is None or not answer.strip().startswith("["):
+        return answer
+    offset = int(perturbation.amount) * 99 / size  # pixels of the processed image -> 0-99 units
+    moved = [min(99, max(0, int(np.floor(v + offset + 0.5)))) for v in box]
+    return "[" + ", ".join(str(c) for c in moved) + "]"
+
+
 def parse_perturbation(spec: str) -> Perturbation:
     """`noise:0.1` or `shift:4`; anything else is a one-line usage error."""
     kind, _, value = spec.partition(":")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,8 +12,8 @@ import torch
 from vlmlab import io
 from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
+from vlmlab.data.perturb import Perturbation, shift_box_answer
 from vlmlab.data.sources import load_source
-from vlmlab.data.perturb import Perturbation
 from vlmlab.distributed import is_main_process, process_group
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.evaluation.generate import greedy_generate
@@ -38,6 +39,8 @@ def predict(
     with progress(disable=rank != 0) as bar:
         for i, source in enumerate(sources):
             task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
+            if perturb is not None and perturb.kind == "shift":  # gold boxes move with the image
+                items = [replace(it, answer=shift_box_answer(perturb, it.answer, cfg.data.image.size)) for it in items]
             data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
                               blind=blind, perturb=perturb)
             bs = cfg.eval.batch_size
