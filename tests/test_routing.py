@@ -151,7 +151,8 @@ def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
     assert json.dumps(trainable)
 
 
-@pytest.mark.parametrize("routing", [{"id": "full"}, {"id": "fastv", "layer": 1, "ratio": 0.5}, {"id": "dpvr", "layer": 1}])
+@pytest.mark.parametrize("routing", [{"id": "full"}, {"id": "fastv", "layer": 1, "ratio": 0.5},
+                                     {"id": "fastv", "layer": 1, "ratio": 0.5, "rank_by": "all-tokens"}, {"id": "dpvr", "layer": 1}])
 def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
     from vlmlab.evaluation.efficiency import Geometry, analytic_prefill_flops, counted_prefill_flops
 
@@ -161,7 +162,8 @@ def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
     n_image = int(b.image_mask.sum())
     g = Geometry.of(model.llm, vision=n_image, text=b.input_ids.shape[1] - n_image)
     kind = routing["id"]
-    analytic = analytic_prefill_flops(g, kind, routing.get("layer"), routing.get("ratio", 0.0))
+    analytic = analytic_prefill_flops(g, kind, routing.get("layer"), routing.get("ratio", 0.0),
+                                      routing.get("rank_by", "last-token"))
     assert counted_prefill_flops(model, b) == pytest.approx(analytic, rel=0.01)
 
 
@@ -267,3 +269,32 @@ def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_p
     no_init = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
     with pytest.raises(ConfigError, match="auto needs model.init_from"):
         resolve_auto_layer(config_from_dict(no_init))
+
+
+
+def test_fastv_all_tokens_ranking_is_the_mean_of_each_tokens_causal_attention(tiny_raw):
+    """`rank_by: all-tokens` keeps the image tokens with the most attention averaged over every query (checked
+    against eager attention's own weights at layer K), and with R = 0 still equals full."""
+    from vlmlab.analysis.attention import eager_attention
+
+    tiny_raw["model"]["vision"]["patch_size"] = 4
+    model, cfg = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5, "rank_by": "all-tokens"}, layers=3)
+    b = _batch(model, cfg, n=1)  # one row: no padding
+    run = LayerRunner(model.llm)
+    embeds = model.embed(b.input_ids, b.image_mask, b.pixel_values)
+    positions = position_ids_from_mask(b.attention_mask)
+    with torch.no_grad():
+        hidden = run.run(embeds, positions, b.attention_mask, range(0, 1), None, False)
+        keep = model.routing.kept_positions(run, hidden, positions, b.attention_mask, b.image_mask)
+        with eager_attention(model.llm.lm):
+            out = model.llm.lm(inputs_embeds=embeds, attention_mask=b.attention_mask, output_attentions=True)
+    received = out.attentions[1][0].mean(dim=0).mean(dim=0)  # layer K: mean over heads, then over queries
+    image = b.image_mask[0].nonzero()[:, 0]
+    expected = image[received[image].topk(len(image) // 2).indices].sort().values
+    kept_image = torch.tensor([p for p in keep[0].tolist() if b.image_mask[0, p]])
+    assert torch.equal(kept_image, expected)
+    full, _ = _model(tiny_raw, {"id": "full"}, layers=3)
+    none, _ = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.0, "rank_by": "all-tokens"}, layers=3)
+    b6 = _batch(full, cfg)
+    real = b6.attention_mask.bool()
+    torch.testing.assert_close(_states(none, b6)[real], _states(full, b6)[real], rtol=1e-5, atol=1e-5)

@@ -46,15 +46,18 @@ def layer_flops(g: Geometry, queries: int, keys: int) -> float:
     return 2.0 * queries * proj + 2.0 * 2 * queries * keys * d
 
 
-def analytic_prefill_flops(g: Geometry, routing: str, layer: int | None = None, ratio: float = 0.0) -> float:
-    """Prefill FLOPs of the decoder layers (no LM head) under `full`, `fastv` (layer K, ratio R) or `dpvr` (layer k)."""
+def analytic_prefill_flops(g: Geometry, routing: str, layer: int | None = None, ratio: float = 0.0,
+                           rank_by: str = "last-token") -> float:
+    """Prefill FLOPs of the decoder layers (no LM head) under `full`, `fastv` (layer K, ratio R, ranked by the last
+    token or all tokens) or `dpvr` (layer k)."""
     n = g.vision + g.text
     if routing == "full":
         return g.layers * layer_flops(g, n, n)
     if routing == "fastv":
         kept = n - int(ratio * g.vision)
         d = g.hidden
-        ranking = 2.0 * (d * d + n * d * d * g.kv_heads // g.heads + n * d) if ratio > 0 else 0.0  # last q, all k, scores
+        queries = n if rank_by == "all-tokens" else 1  # q projections, all k, scores of those queries over n keys
+        ranking = 2.0 * (queries * d * d + n * d * d * g.kv_heads // g.heads + queries * n * d) if ratio > 0 else 0.0
         return layer * layer_flops(g, n, n) + ranking + (g.layers - layer) * layer_flops(g, kept, kept)
     if routing == "dpvr":
         return (layer * layer_flops(g, n, n) + layer_flops(g, g.vision, g.vision)  # shared layers + branch
@@ -138,7 +141,8 @@ def prompt_geometry(model, batch) -> Geometry:
 def routing_analytic_flops(routing, g: Geometry) -> float:
     """Analytic prefill FLOPs of one prompt under the strategy module `routing` (its id, layer and ratio)."""
     p = routing.params
-    return analytic_prefill_flops(g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0))
+    return analytic_prefill_flops(g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0),
+                                  getattr(p, "rank_by", "last-token"))
 
 
 def measure_prefill(model, batch, repeats: int = 5, decode_tokens: int = 8) -> dict[str, float | None]:

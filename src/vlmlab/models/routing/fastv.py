@@ -1,8 +1,9 @@
-"""`fastv`: at layer K, rank image tokens by the attention the last token gives them; drop the lowest R for good."""
+"""`fastv`: at layer K, rank image tokens by the attention they receive; drop the lowest R for good."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -28,7 +29,8 @@ class FastV(RoutingStrategy):
     """FastV (Chen et al. 2024): layers [0, K) see every token; from layer K on, only the kept ones.
 
     Ranking: layer K's own query/key projections give the attention of the last prompt token over all
-    keys (mean over heads); the `ratio` of image tokens with the least attention are removed from the
+    keys (mean over heads), or with `rank_by: all-tokens` the mean over every prompt token's causal
+    attention; the `ratio` of image tokens with the least attention are removed from the
     hidden states, positions, mask and KV cache of layers [K, L) — compute really shrinks. Dropped
     positions keep their layer-K input state in the returned tensor (no loss or decoding reads them).
     """
@@ -36,6 +38,9 @@ class FastV(RoutingStrategy):
     class Params(PartParams):
         layer: int = Field(2, ge=1)  # K
         ratio: float = Field(0.5, ge=0, lt=1)  # R: share of image tokens dropped
+        # whose attention ranks the image tokens: the last prompt token's (FastV's released code), or the mean
+        # over every prompt token's causal attention (the paper's "attention received from all tokens")
+        rank_by: Literal["last-token", "all-tokens"] = "last-token"
 
     def __init__(self, llm, params):
         super().__init__(llm, params)
@@ -74,15 +79,26 @@ class FastV(RoutingStrategy):
         attn = layer.self_attn
         x = layer.input_layernorm(hidden)
         head_dim = attn.head_dim
-        q = attn.q_proj(x[:, -1:]).view(b, 1, -1, head_dim).transpose(1, 2)
+        queries = slice(None) if self.params.rank_by == "all-tokens" else slice(-1, None)
+        q = attn.q_proj(x[:, queries])
+        q = q.view(b, q.shape[1], -1, head_dim).transpose(1, 2)  # (B, H, Q, hd)
         key = attn.k_proj(x).view(b, t, -1, head_dim).transpose(1, 2)
         cos, sin = run.rope(hidden, position_ids)
-        q, _ = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])
+        q, _ = apply_rotary_pos_emb(q, q, cos[:, queries], sin[:, queries])
         _, key = apply_rotary_pos_emb(key, key, cos, sin)
         key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
-        scores = (q @ key.transpose(-1, -2)).squeeze(2) * attn.scaling  # (B, H, T)
-        scores = scores.masked_fill(~attention_mask.bool()[:, None, :], float("-inf"))
-        received = scores.softmax(dim=-1).mean(dim=1)  # (B, T)
+        scores = (q @ key.transpose(-1, -2)) * attn.scaling  # (B, H, Q, T)
+        real = attention_mask.bool()
+        allowed = real[:, None, None, :].expand(-1, 1, q.shape[2], -1)
+        if self.params.rank_by == "all-tokens":  # causal: query i sees keys <= i
+            allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()[None, None]
+        probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
+        per_query = probs.mean(dim=1)  # (B, Q, T): mean over heads
+        if self.params.rank_by == "all-tokens":  # mean over the real query positions (padding rows excluded)
+            weights = real[:, queries].float()
+            received = (per_query * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+        else:
+            received = per_query[:, 0]  # (B, T)
         n_keep = int(n_image[0]) - int(self.params.ratio * int(n_image[0]))
         ranked = received.masked_fill(~image_mask, float("-inf")).topk(n_keep, dim=1).indices
         keep = ~image_mask
