@@ -1,10 +1,11 @@
-"""Atomic file output: write to a temp file in the same directory, then rename over the target."""
+"""Atomic output: write to a temp file or directory beside the target, then rename it over the target."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,34 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temp dir beside `target` (`.<name>.<random>`); on success it replaces `target` (an existing one is
+    removed first), on error it is removed: a crash never leaves a partial directory under the real name."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def require_fresh_dir(target: str | Path, option: str) -> Path:
+    """`target` as a Path if it does not exist or is an empty directory; else a usage error naming it."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        from vlmlab.errors import UserError
+
+        raise UserError(f"{target}: already exists and is not an empty directory; choose another {option}", exit_code=2)
+    return target
 
 
 def _umask() -> int:

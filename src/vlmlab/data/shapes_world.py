@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vlmlab import io
 from vlmlab.errors import UserError
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -231,35 +231,28 @@ def generate(out: str | Path, seed: int, n: int, size: int = 64,
     """Writes `out/` (images/*.png, scenes.jsonl, train/val/test.jsonl, meta.json); byte-identical per
     (seed, n, size, fractions). Scene i depends only on (seed, i, size). Returns counts."""
     _check_args(seed, n, size, fractions)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not an empty directory; choose another --out", exit_code=2)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
-    splits = split_assignment(seed, n, fractions)
-    width = max(6, len(str(n - 1)))
-    scenes: list[dict] = []
-    qa: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for i in range(n):
-        rng = np.random.default_rng([seed, 0, i])
-        scene_id, image = f"{i:0{width}d}", f"images/{i:0{width}d}.png"
-        objects = sample_objects(rng, size)
-        Image.fromarray(render(objects, size)).save(tmp / image, format="PNG", compress_level=6)
-        scenes.append({"scene_id": scene_id, "image": image, "split": splits[i], "width": size, "height": size,
-                       "objects": objects})
-        for rec in scene_questions(rng, objects, size):
-            qa[splits[i]].append({"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id})
-    _write_jsonl(tmp / "scenes.jsonl", scenes)
-    for split, records in qa.items():
-        _write_jsonl(tmp / f"{split}.jsonl", records)
-    counts = {"scenes": n, **{f"{s}_scenes": splits.count(s) for s in SPLITS}, **{f"{s}_questions": len(r) for s, r in qa.items()}}
-    meta = {"generator": "shapes-world", "version": 1, "seed": seed, "n": n, "size": size,
-            "split_fractions": list(fractions), "counts": counts,
-            "box_text": "[x1, y1, x2, y2], each floor(v * 99 / size + 1/2) of the pixel box (right/bottom exclusive)"}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    out = io.require_fresh_dir(out, "--out")
+    with io.atomic_dir(out) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        splits = split_assignment(seed, n, fractions)
+        width = max(6, len(str(n - 1)))
+        scenes: list[dict] = []
+        qa: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        for i in range(n):
+            rng = np.random.default_rng([seed, 0, i])
+            scene_id, image = f"{i:0{width}d}", f"images/{i:0{width}d}.png"
+            objects = sample_objects(rng, size)
+            Image.fromarray(render(objects, size)).save(tmp / image, format="PNG", compress_level=6)
+            scenes.append({"scene_id": scene_id, "image": image, "split": splits[i], "width": size, "height": size,
+                           "objects": objects})
+            for rec in scene_questions(rng, objects, size):
+                qa[splits[i]].append({"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id})
+        _write_jsonl(tmp / "scenes.jsonl", scenes)
+        for split, records in qa.items():
+            _write_jsonl(tmp / f"{split}.jsonl", records)
+        counts = {"scenes": n, **{f"{s}_scenes": splits.count(s) for s in SPLITS}, **{f"{s}_questions": len(r) for s, r in qa.items()}}
+        meta = {"generator": "shapes-world", "version": 1, "seed": seed, "n": n, "size": size,
+                "split_fractions": list(fractions), "counts": counts,
+                "box_text": "[x1, y1, x2, y2], each floor(v * 99 / size + 1/2) of the pixel box (right/bottom exclusive)"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return counts

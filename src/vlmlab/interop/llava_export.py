@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from vlmlab import io
 from vlmlab.config import RunConfig
 from vlmlab.errors import UserError
 from vlmlab.models.vlm import VisionLanguageModel
@@ -83,12 +83,8 @@ def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
 
     model, cfg = load_run_model(run_dir)
     llava = to_llava(model, cfg)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not empty; choose another output directory", exit_code=2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    out = io.require_fresh_dir(out, "output directory")
+    with io.atomic_dir(out) as tmp:
         llava.save_pretrained(tmp)
         model.llm.save_tokenizer(tmp / "tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(tmp / "tokenizer")
@@ -107,10 +103,4 @@ def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
             chat_template=model.llm.prompt.chat_template,
         )
         processor.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

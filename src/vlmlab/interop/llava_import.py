@@ -8,8 +8,6 @@ once. `checkpoints/final/trainer_state.json` lists the groups that come from `pa
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +47,9 @@ def import_llava(path: str | Path, out: str | Path, template: str = "native", dt
     from vlmlab.runs import RunDir, training_fingerprint
     from vlmlab.train import checkpoint as ckpt
 
-    path, out = Path(path), Path(out)
+    path = Path(path)
     config = read_llava_config(path)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not empty; choose another output directory", exit_code=2)
+    out = io.require_fresh_dir(out, "output directory")
     try:
         llava = LlavaForConditionalGeneration.from_pretrained(
             path, dtype=DTYPES[dtype], **safetensors_only(path, allow_pickle, "--allow-pickle"))
@@ -62,9 +59,7 @@ def import_llava(path: str | Path, out: str | Path, template: str = "native", dt
         raise UserError(f"{path}: cannot load the LLaVA checkpoint ({str(exc).splitlines()[0]})") from None
     tokenizer.chat_template = tokenizer.chat_template or getattr(processor, "chat_template", None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with io.atomic_dir(out) as tmp:
         run = RunDir(tmp)
         llava.model.vision_tower.save_pretrained(tmp / "parts" / "vision")
         with torch.device("meta"):
@@ -88,12 +83,6 @@ def import_llava(path: str | Path, out: str | Path, template: str = "native", dt
             "done": True, PARTS_KEY: ["vision", "llm"], "training_fingerprint": training_fingerprint(cfg),
         }))
         io.write_json(tmp / "imported.json", {"source": str(path.resolve()), "llava_config": config})
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

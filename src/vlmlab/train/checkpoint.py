@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vlmlab.errors import UserError
+from vlmlab.io import atomic_dir
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
@@ -118,10 +117,7 @@ def save_checkpoint(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any]
 ) -> Path:
     """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(directory) as tmp:
         save_weights(model, tmp / WEIGHTS)
         state = dict(trainer_state, rng=rng_state())
         if optimizer is not None:
@@ -129,12 +125,6 @@ def save_checkpoint(
             save_file(tensors, str(tmp / OPTIMIZER))
             state["optimizer"] = meta
         (tmp / STATE).write_text(json.dumps(state))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return directory
 
 
