@@ -263,10 +263,9 @@ def cmd_bench_routing(args) -> int:
 
 
 def cmd_bench_vision(args) -> int:
-    import io as _io
-
     from vlmlab import io
     from vlmlab.evaluation.vision_bench import bench_vision, growth, plot
+    from vlmlab.report.document import figure_png
 
     table = bench_vision(resolve_study_path(args.spec), args.sizes, batch=args.batch, repeats=args.repeats)
     out = Path(args.out)
@@ -283,9 +282,7 @@ def cmd_bench_vision(args) -> int:
                       f"{row.activation_x:.1f}x the activation memory", highlight=False)
     io.write_json(out / "vision_bench.json", {"spec": args.spec, "batch": args.batch, "rows": table.to_dict(orient="records"),
                                               "growth": grow.to_dict(orient="records")})
-    buf = _io.BytesIO()
-    plot(table).savefig(buf, format="png", dpi=120)
-    io.write_bytes(out / "vision_bench.png", buf.getvalue())
+    io.write_bytes(out / "vision_bench.png", figure_png(plot(table), dpi=120))
     console.print(f"wrote {out / 'vision_bench.json'} and {out / 'vision_bench.png'}", soft_wrap=True, highlight=False)
     return 0
 

@@ -80,7 +80,8 @@ def counted_prefill_flops(model, batch) -> int:
     return int(counter.get_total_flops())
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued CUDA work before reading a clock (nothing to wait for on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -96,10 +97,10 @@ def latency(model, batch, decode_tokens: int = 8, repeats: int = 5) -> dict[str,
         cache = DynamicCache(config=llm.lm.config)
         mask = batch.attention_mask
         positions = position_ids_from_mask(mask)
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         out = model.routing(llm, embeds, mask, positions, batch.image_mask, past_key_values=cache, use_cache=True)
-        _sync(device)
+        sync_device(device)
         prefill.append(time.perf_counter() - t0)
         token = llm.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
         steps = []
@@ -107,12 +108,12 @@ def latency(model, batch, decode_tokens: int = 8, repeats: int = 5) -> dict[str,
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
             no_image = torch.zeros_like(mask[:, -1:], dtype=torch.bool)
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
             out = model.routing(llm, llm.embed_tokens(token[:, None]), mask, positions, no_image,
                                 past_key_values=cache, use_cache=True)
             token = llm.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
-            _sync(device)
+            sync_device(device)
             steps.append(time.perf_counter() - t0)
         decode.append(statistics.median(steps))
     return {"prefill_s": statistics.median(prefill), "decode_token_s": statistics.median(decode)}

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from vlmlab.evaluation.efficiency import sync_device
 from vlmlab.progress import progress
 
 
@@ -33,10 +34,10 @@ def forward_seconds(encoder: torch.nn.Module, images: torch.Tensor, repeats: int
     times = []
     with torch.no_grad():
         for i in range(repeats + 1):
-            _sync(images.device)
+            sync_device(images.device)
             t0 = time.perf_counter()
             encoder(images)
-            _sync(images.device)
+            sync_device(images.device)
             if i:
                 times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -50,11 +51,6 @@ def cuda_peak_mib(encoder: torch.nn.Module, images: torch.Tensor) -> float | Non
     with torch.no_grad():
         encoder(images)
     return (torch.cuda.max_memory_allocated(images.device) - before) / 2**20
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def tower_levels(spec_path: str | Path) -> dict[str, dict[str, Any]]:
@@ -133,12 +129,7 @@ def growth(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame):
     """Forward time and activation memory against image side, one line per tower (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vlmlab.report.plots import colours
+    from vlmlab.report.plots import colours, plt  # the report's Agg backend
 
     measured = table.dropna(subset=["forward_ms"])
     towers = list(dict.fromkeys(measured["tower"]))

@@ -58,13 +58,18 @@ class Section:
 
     def figure(self, fig, caption: str, name: str) -> "Section":
         """Add a matplotlib figure (closed after rendering to PNG)."""
-        import matplotlib.pyplot as plt
-
-        buf = _io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        self.blocks.append(Figure(buf.getvalue(), caption, name))
+        self.blocks.append(Figure(figure_png(fig), caption, name))
         return self
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _slug(title: str) -> str:
