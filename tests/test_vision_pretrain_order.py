@@ -9,7 +9,7 @@ from vlmlab.config import config_from_dict
 from vlmlab.data.shapes_world import generate
 from vlmlab.data.sources import load_training_sources
 from vlmlab.train.trainer import Trainer
-from vlmlab.train.vision_pretrain import label_table
+from vlmlab.train.vision_pretrain import label_table, ordered_image_labels
 
 
 def _order(tiny_raw, tmp_path, first, second):
@@ -19,7 +19,7 @@ def _order(tiny_raw, tmp_path, first, second):
     cfg = config_from_dict(raw)
     trainer = Trainer(cfg, tmp_path / "run", resume=False)
     trainer.sources = load_training_sources(cfg)
-    paths, _, _ = label_table(trainer._image_labels())  # what pretrain_vision iterates over
+    paths, _, _ = label_table(ordered_image_labels(trainer.sources))  # what pretrain_vision iterates over
     rel = [os.path.relpath(p, tmp_path).split(os.sep, 1) for p in paths]
     return [(top, inside) for top, inside in rel]
 

@@ -20,3 +20,11 @@ def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     if process_group()[1] > 1:
         torch.distributed.barrier()
+
+
+def all_sum(accelerator, value: float) -> float:
+    """`value` summed over the accelerator's processes (itself in a single process)."""
+    if accelerator.num_processes == 1:
+        return value
+    total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(total, reduction="sum").item())

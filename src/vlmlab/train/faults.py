@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from vlmlab.distributed import all_sum
 from vlmlab.errors import UserError
 
 
@@ -39,11 +40,9 @@ class NonFiniteGuard:
 
     def step_is_bad(self, accelerator) -> bool:
         """Whether this step must not update; every process agrees (a fault on one rank is a fault on all)."""
-        bad = self._cause is not None
-        if accelerator.num_processes > 1:
-            flag = torch.tensor([1.0 if bad else 0.0], device=accelerator.device)
-            bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-            self._cause = self._cause or ("non-finite loss or gradient on another process" if bad else None)
+        bad = all_sum(accelerator, float(self._cause is not None)) > 0
+        if bad and self._cause is None:
+            self._cause = "non-finite loss or gradient on another process"
         return bad
 
     def handle(self, where: str, hint: str, last_good: str | None) -> dict[str, Any]:

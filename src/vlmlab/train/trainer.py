@@ -16,6 +16,7 @@ from vlmlab.config import RunConfig, config_from_dict
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.order import stage_order
 from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.distributed import all_sum
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
@@ -184,7 +185,7 @@ class Trainer:
                 g["lr"] = g["initial_lr"] * lr_factor(step)
             # the loss is the token mean over the whole step (every micro-batch of every process), so 2 processes
             # x b items give the gradient of 1 process x 2b, and grad_accum k x b that of 1 x kb
-            targets = max(self._all_sum(sum(int((b.labels[:, 1:] != -100).sum()) for b in group)), 1)
+            targets = max(all_sum(acc, sum(int((b.labels[:, 1:] != -100).sum()) for b in group)), 1)
             step_loss = 0.0
             for i, batch in enumerate(group):
                 batch = batch.to(acc.device)
@@ -194,7 +195,7 @@ class Trainer:
                     guard.micro_loss(out.loss_sum)
                     acc.backward(out.loss_sum * (acc.num_processes / targets))  # even a bad loss: same collectives
                 step_loss += float(out.loss_sum.detach())
-            step_loss = self._all_sum(step_loss)
+            step_loss = all_sum(acc, step_loss)
             if cfg.train.max_grad_norm is not None:
                 norm = acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             else:
@@ -245,9 +246,6 @@ class Trainer:
             study_cache=self.vision_cache, write_cache=self.accelerator.is_main_process,
         )
 
-    def _image_labels(self) -> dict[str, dict[str, str]]:
-        return ordered_image_labels(self.sources)
-
     def _record_environment(self) -> None:
         """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""
         env, path = environment(), self.run.environment
@@ -255,13 +253,6 @@ class Trainer:
         if env != record["trained_on"] and env not in record["resumed_on"]:
             record["resumed_on"].append(env)
         io.write_json(path, record)
-
-    def _all_sum(self, value: float) -> float:
-        """`value` summed over all processes (itself in a single process)."""
-        if self.accelerator.num_processes == 1:
-            return value
-        total = torch.tensor([float(value)], dtype=torch.float64, device=self.accelerator.device)
-        return float(self.accelerator.reduce(total, reduction="sum").item())
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:

@@ -215,6 +215,7 @@ def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
     from vlmlab.data.sources import load_training_sources
     from vlmlab.registry import VISION_ENCODERS
     from vlmlab.study.runner import prepare_study
+    from vlmlab.train import vision_cache
 
     study = prepare_study(spec_path, out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,7 +226,7 @@ def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
         if not stages:
             raise UserError(f"{spec_path}: the runs have no vision-pretrain stage (train.stages)", exit_code=2)
         s = stages[0]
-        ident = (vision_cache_key(cfg, s), v.seed)
+        ident = (vision_cache.stage_key(cfg, s), v.seed)
         if ident in done:
             continue
         done.add(ident)
@@ -237,12 +238,6 @@ def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
         rows.append({"variant": v.name, "seed": v.seed, "tower": cfg.model.vision.id,
                      "parameters": sum(p.numel() for p in tower.parameters()), **metrics})
     return rows
-
-
-def vision_cache_key(cfg: RunConfig, s: int) -> str | None:
-    from vlmlab.train import vision_cache
-
-    return vision_cache.stage_key(cfg, s)
 
 
 def mean_top1(metrics: dict, prefix: str) -> float | None:
