@@ -4,7 +4,7 @@ Generates the data if missing, trains `shapes-world-tiny`, evaluates perception 
 grounding, and prints per-category accuracy, the grounding format-error rate and mean IoU, and a
 random-box baseline (uniform random corners, seeded) for Acc@IoU>=0.5.
 
-Usage: python benchmarks/bench_shapes_world.py [--data data/shapes-world] [--out runs/bench-shapes]
+Usage: python benchmarks/bench_shapes_world.py [--data data/shapes-world] [--out runs/bench-shapes] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
 
 from vlmlab.cli import resolve_config_path  # noqa: E402
-from vlmlab.config import load_config  # noqa: E402
+from vlmlab.config import load_config, parse_overrides  # noqa: E402
 from vlmlab.data.shapes_world import generate  # noqa: E402
 from vlmlab.evaluation.evaluate import evaluate_run  # noqa: E402
 from vlmlab.metrics import box_iou, parse_box, random_box_baseline  # noqa: E402
@@ -32,13 +32,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/shapes-world")
     ap.add_argument("--out", default="runs/bench-shapes")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in `vlmlab train --set`")
     args = ap.parse_args()
     if not Path(args.data, "test.jsonl").is_file():
         t0 = time.perf_counter()
         generate(args.data, seed=0, n=10000)
         print(f"generated 10k scenes in {time.perf_counter() - t0:.1f}s -> {args.data}")
     overrides = {"data.train.path": args.data, **{f"data.eval.{i}.path": args.data for i in range(3)}}
-    cfg = load_config(resolve_config_path("shapes-world-tiny"), overrides)
+    cfg = load_config(resolve_config_path("shapes-world-tiny"), {**overrides, **parse_overrides(args.set)})
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

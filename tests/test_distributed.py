@@ -117,7 +117,11 @@ def test_shipped_accelerate_configs_parse_and_name_real_layer_classes():
 
     from accelerate.commands.config.config_args import ClusterConfig
 
-    modules = {"LlamaDecoderLayer": "llama", "CLIPEncoderLayer": "clip", "SiglipEncoderLayer": "siglip", "ViTLayer": "vit"}
+    modules = {"LlamaDecoderLayer": "transformers.models.llama.modeling_llama",
+               "CLIPEncoderLayer": "transformers.models.clip.modeling_clip",
+               "SiglipEncoderLayer": "transformers.models.siglip.modeling_siglip",
+               "ViTLayer": "transformers.models.vit.modeling_vit",
+               "MambaMixer": "vlmlab.models.vision.mamba_blocks", "VSSBlock": "vlmlab.models.vision.ssm"}
     configs = sorted(Path(__file__).parents[1].glob("configs/accelerate/*.yaml"))
     assert {c.stem for c in configs} == {"ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"}
     for path in configs:
@@ -125,5 +129,5 @@ def test_shipped_accelerate_configs_parse_and_name_real_layer_classes():
         assert cluster.num_processes == 8
         if cluster.fsdp_config:
             for name in cluster.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
-                module = importlib.import_module(f"transformers.models.{modules[name]}.modeling_{modules[name]}")
+                module = importlib.import_module(modules[name])
                 assert hasattr(module, name), name

@@ -97,6 +97,29 @@ def test_import_llava_round_trip_evaluates_like_the_original_run(clip_run, tmp_p
     assert main(["attention", str(imported.path), "--n-probe", "4"]) == 0
 
 
+def test_import_llava_in_bfloat16_evaluates(clip_run, tmp_path):
+    """A bf16 import (the usual way to load a 7B LLaVA) runs end to end: its tower comes back in bf16 while the
+    projector is built in fp32, and the model casts between them (found on a GPU: the first bench failed)."""
+    import pandas as pd
+
+    from vlmlab.evaluation.evaluate import evaluate_run
+    from vlmlab.runs import RunDir, load_run_model
+
+    assert main(["export", str(clip_run), str(tmp_path / "llava")]) == 0
+    assert main(["import-llava", str(tmp_path / "llava"), str(tmp_path / "imported"), "--dtype", "bfloat16",
+                 "--template", "llama3", "--eval", "easy-vqa:test"]) == 0
+    model, _ = load_run_model(tmp_path / "imported")
+    assert next(model.vision.parameters()).dtype == torch.bfloat16
+    assert next(model.llm.parameters()).dtype == torch.bfloat16
+    imported = RunDir(tmp_path / "imported")
+    cfg = yaml.safe_load(imported.config.read_text())
+    cfg["data"]["eval"][0]["limit"] = 16
+    cfg["eval"] = {"batch_size": 8, "max_new_tokens": 4}
+    imported.config.write_text(yaml.safe_dump(cfg))
+    evaluate_run(imported.path)
+    assert len(pd.read_parquet(imported.predictions())) == 16
+
+
 def test_import_refuses_what_is_not_llava(tmp_path, capsys):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "llama"}')

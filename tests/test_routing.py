@@ -147,7 +147,7 @@ def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
 
     loaded, _ = load_run_model(tmp_path / "run")  # the branch is saved and restored with the run
     for (n1, p1), (n2, p2) in zip(result.model.routing.named_parameters(), loaded.routing.named_parameters()):
-        torch.testing.assert_close(p1, p2)
+        torch.testing.assert_close(p1.cpu(), p2.cpu())
     assert json.dumps(trainable)
 
 
@@ -186,9 +186,9 @@ def test_dpvr_starts_from_a_trained_full_run_with_its_branch_copied_from_the_tra
     result = Trainer(config_from_dict(raw), tmp_path / "dpvr", resume=False).run_training()
     model = result.model
     for name, p in trained.llm.named_parameters():  # the frozen LLM is the trained one
-        torch.testing.assert_close(dict(model.llm.named_parameters())[name], p)
+        torch.testing.assert_close(dict(model.llm.named_parameters())[name].cpu(), p)
     for name, p in trained.llm.decoder.layers[1].named_parameters():  # the branch began as trained layer 1
-        torch.testing.assert_close(dict(model.routing.branch.named_parameters())[name], p, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(dict(model.routing.branch.named_parameters())[name].cpu(), p, rtol=1e-4, atol=1e-6)
     bad = {**raw, "model": {**raw["model"], "init_from": str(tmp_path / "nothing")}}
     from vlmlab.errors import UserError
 

@@ -69,10 +69,11 @@ def test_same_seed_twice_gives_identical_predictions(tiny_cfg, tmp_path):
 def test_save_then_load_gives_identical_logits(tiny_cfg, tmp_path):
     result = _train(tiny_cfg, tmp_path / "run")
     trained = result.model.eval()
-    loaded, cfg = load_run_model(tmp_path / "run")
+    device = next(trained.parameters()).device  # the trainer's device (a GPU when there is one)
+    loaded, cfg = load_run_model(tmp_path / "run", device=device)
     _, items = load_source(cfg.data.eval[0], "data.eval.0")
     data = VQADataset(items[:5], loaded.llm, cfg.data.image, loaded.num_image_tokens, with_answers=False)
-    batch = data.collate([data[i] for i in range(5)])
+    batch = data.collate([data[i] for i in range(5)]).to(device)
     with torch.no_grad():
         assert torch.equal(trained.logits(**batch.model_inputs()), loaded.logits(**batch.model_inputs()))
 
@@ -126,7 +127,7 @@ def test_vision_pretrain_stage_trains_only_the_tower_and_learns_colour(tiny_raw,
     _, items = load_source(cfg.data.train[0], "data.train.0")
     before = build_model(cfg, texts=tokenizer_texts(items)).state_dict()
     result = _train(cfg, tmp_path / "run")
-    after = result.model.state_dict()
+    after = {k: v.cpu() for k, v in result.model.state_dict().items()}
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"vision", "projector"}  # the LLM never moved
     assert result.vision_pretrain["train_top1/color"] > 0.5  # 8 colours: chance is 1/8

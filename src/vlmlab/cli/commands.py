@@ -248,11 +248,14 @@ def cmd_bench_routing(args) -> int:
     g = r["geometry"]
     console.print(f"{r['probe_items']} prompts, {g['vision']} vision + ~{g['text']} text tokens, {g['layers']} layers, "
                   f"{r['device']}; ratios against full", highlight=False)
-    console.print(f"{'strategy':<28}{'GFLOPs':>8}{'ratio':>7}{'analytic':>9}{'prefill':>8}{'decode':>7}"
+    memory = r["strategies"][0]["peak_mib"] is not None  # CUDA only
+    console.print(f"{'strategy':<28}{'GFLOPs':>10}{'ratio':>7}{'analytic':>9}{'prefill':>8}{'decode':>7}"
+                  + ("{:>11}{:>7}".format("peak MiB", "ratio") if memory else "")
                   + ("{:>7}".format("acc") if args.eval_limit else ""), highlight=False)
     for s in r["strategies"]:
-        console.print(f"{s['strategy']:<28}{s['counted_prefill_gflops']:>8.3f}{s['counted_prefill_ratio']:>7.3f}"
+        console.print(f"{s['strategy']:<28}{s['counted_prefill_gflops']:>10.3f}{s['counted_prefill_ratio']:>7.3f}"
                       f"{s['analytic_prefill_ratio']:>9.3f}{s['prefill_ratio']:>8.3f}{s['decode_token_ratio']:>7.3f}"
+                      + (f"{s['peak_mib']:>11.1f}{s['peak_ratio']:>7.3f}" if memory else "")
                       + (f"{s['accuracy']:>7.3f}" if args.eval_limit else ""), highlight=False)
     p = r["paper_geometry"]
     console.print(f"paper geometry (576 vision + 60 text tokens, 32 layers, route after {p['dpvr_layer']}): analytic "

@@ -52,8 +52,9 @@ def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float 
     model.routing = own
     table = pd.DataFrame(rows)
     base = table.iloc[0]
-    for col in ("counted_prefill_gflops", "analytic_prefill_gflops", "prefill_s", "decode_token_s"):
-        table[col.replace("_gflops", "").replace("_s", "") + "_ratio"] = table[col] / base[col]
+    for col in ("counted_prefill_gflops", "analytic_prefill_gflops", "prefill_s", "decode_token_s", "peak_mib"):
+        table[col.replace("_gflops", "").replace("_s", "").replace("_mib", "") + "_ratio"] = (
+            table[col] / base[col] if base[col] is not None else None)
     paper_k = 18
     record = {
         "run": str(run_dir), "device": device, "probe_items": batch.input_ids.shape[0], "geometry": geometry.__dict__,

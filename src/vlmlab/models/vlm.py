@@ -45,12 +45,12 @@ class VisionLanguageModel(nn.Module):
         """Images (B, 3, H, W) -> projected vision tokens (B, N, D) in the LLM's embedding space."""
         tower_trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(tower_trains):  # a frozen tower keeps no activations for backward
-            feats = self.vision(pixel_values.to(self.projector_dtype))
-        return self.projector(feats.tokens)
+            feats = self.vision(pixel_values.to(_dtype_of(self.vision)))
+        return self.projector(feats.tokens.to(self.projector_dtype))  # e.g. a bf16 checkpoint tower, fp32 projector
 
     @property
     def projector_dtype(self) -> torch.dtype:
-        return next(self.projector.parameters()).dtype
+        return _dtype_of(self.projector)
 
     def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Token embeddings with the vision tokens written over the `<image>` placeholder positions."""
@@ -85,3 +85,8 @@ class VisionLanguageModel(nn.Module):
         """Full next-token logits (B, T, V); for tests and analyses, not the training hot path."""
         hidden = self.forward(input_ids, attention_mask, image_mask, pixel_values).hidden_states
         return self.llm.lm_head(hidden).float()
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of a module's first floating-point parameter (float32 for one without any)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)

@@ -21,11 +21,11 @@ OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer_state.json"
 
 
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous, de-aliased copy of the state dict (tied weights are stored once per name)."""
+def model_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Contiguous, de-aliased copy of the state dict, or of `state` (tied weights are stored once per name)."""
     seen: dict[int, torch.Tensor] = {}
     out = {}
-    for name, t in model.state_dict().items():
+    for name, t in (model.state_dict() if state is None else state).items():
         key = t.data_ptr()
         out[name] = seen[key].clone() if key in seen else t.detach().contiguous()
         seen.setdefault(key, out[name])
@@ -114,11 +114,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any]
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one."""
+    """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one.
+    `weights`: the model's state dict when it was gathered from shards (FSDP / DeepSpeed)."""
     with atomic_dir(directory) as tmp:
-        save_weights(model, tmp / WEIGHTS)
+        save_file(model_state(model, weights), str(tmp / WEIGHTS))
         state = dict(trainer_state, rng=rng_state())
         if optimizer is not None:
             tensors, meta = _optimizer_to_flat(optimizer)

@@ -25,6 +25,7 @@ from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
 from vlmlab.train import checkpoint as ckpt
+from vlmlab.train import engines
 from vlmlab.train import trackers
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
@@ -107,6 +108,7 @@ class Trainer:
         self.sources = load_training_sources(cfg)
         items = training_items(self.sources)
         model = self._build(items)
+        engines.configure(self.accelerator, cfg, model)
         data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
         self._write_run_files(model)
         self.global_step = 0  # optimizer steps over all stages: the x axis of the trackers
@@ -130,20 +132,29 @@ class Trainer:
         model.to(acc.device)
 
         result = TrainResult(model=model)
+        self.wrapped = None  # the engine-wrapped model of the current stage (FSDP / DeepSpeed gather from it)
         t0 = time.perf_counter()
         with progress(disable=not acc.is_main_process) as bar:
             for s in range(start_stage, len(cfg.train.stages)):
                 self._train_stage(model, data, s, start_step if s == start_stage else 0,
                                   resume_from if s == start_stage else None, bar, result)
         result.seconds = time.perf_counter() - t0
+        weights = engines.full_state_dict(acc, self.wrapped, model)  # every process takes part in the gather
         if acc.is_main_process:  # the run is complete once `final` exists; it names the config it was trained from
             ckpt.save_checkpoint(self.run.final, model, None, {
                 "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
                 "training_fingerprint": training_fingerprint(cfg.resolved()),
-            })
+            }, weights=weights)
         acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
         if cfg.train.trackers:
             acc.end_training()
+        if engines.sharded(acc):  # the trained model is in shards: evaluate a whole copy read back from `final`
+            from vlmlab.runs import load_run_model
+
+            self.wrapped = result.model = None
+            acc.free_memory(model)
+            del model
+            result.model = load_run_model(self.run.path, device=acc.device)[0]
         return result
 
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
@@ -158,6 +169,7 @@ class Trainer:
             return
         apply_lora(model, cfg, up_to_stage=s)
         result.trainable[stage.name] = apply_stage_freezing(model, stage)
+        engines.after_freezing(acc, model)
         optimizer = build_optimizer(model, stage, cfg.train)
         accum = cfg.train.grad_accum
         order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes)
@@ -170,7 +182,9 @@ class Trainer:
             ckpt.load_optimizer(optimizer, resume_from, state)
             ckpt.set_rng_state(state["rng"])
         loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
+        engines.before_prepare(acc, model)
         wrapped, optimizer = acc.prepare(model, optimizer)
+        self.wrapped = wrapped
         wrapped.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -189,18 +203,20 @@ class Trainer:
             step_loss = 0.0
             for i, batch in enumerate(group):
                 batch = batch.to(acc.device)
-                with acc.no_sync(wrapped) if i < accum - 1 else contextlib.nullcontext():
+                last = i == accum - 1
+                with acc.no_sync(wrapped) if not last else contextlib.nullcontext(), engines.accumulation_boundary(acc, last):
                     with acc.autocast():
                         out = wrapped(**batch.model_inputs(), labels=batch.labels)
                     guard.micro_loss(out.loss_sum)
-                    acc.backward(out.loss_sum * (acc.num_processes / targets))  # even a bad loss: same collectives
+                    # even a bad loss goes through backward: every process runs the same collectives
+                    acc.backward(out.loss_sum * (acc.num_processes / targets * engines.backward_scale(acc, accum)))
                 step_loss += float(out.loss_sum.detach())
             step_loss = all_sum(acc, step_loss)
             if cfg.train.max_grad_norm is not None:
                 norm = acc.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             else:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
-            if acc.scaler is None:  # fp16's loss scaler drops overflowing steps itself
+            if acc.scaler is None and norm is not None:  # fp16's loss scaler drops overflowing steps itself
                 guard.grad_norm(float(norm))
             if guard.step_is_bad(acc):
                 optimizer.zero_grad(set_to_none=True)
@@ -238,7 +254,8 @@ class Trainer:
             result.samples_per_s = timed_samples / (time.perf_counter() - timed_from)
         result.steps += step - start_step
         self._checkpoint(model, None, s + 1, 0)  # a stage boundary: the next stage starts a fresh optimizer
-        acc.free_memory()
+        if not engines.keeps_wrapping(acc):
+            acc.free_memory()
 
     def _pretrain_vision(self, model, data, s, bar, result) -> None:
         result.vision_pretrain = run_vision_stage(
@@ -262,12 +279,13 @@ class Trainer:
             trackers.log(self.accelerator, record, self.global_step)
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
+        weights = engines.full_state_dict(self.accelerator, self.wrapped, model)  # a gather: every process
         if not self.accelerator.is_main_process:
             return
         name = f"step-{stage:02d}{step:08d}"
         ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {
             "stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped, "log_lines": self.log_lines,
-        })
+        }, weights=weights)
         ckpt.prune_checkpoints(self.run.path, keep=2)
 
 
