@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split
+from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split, take
 from vlmlab.errors import DataError
 from vlmlab.registry import register_task
 
@@ -29,20 +29,18 @@ class GQA(Task):
         if not isinstance(questions, dict):
             raise DataError(f"{file}: expected a JSON object of questions keyed by question id")
         images = root / "images"
-        items = []
-        for question_id, record in questions.items():
-            where = f"{file}[question {question_id!r}]"
-            image_id = field(record, "imageId", (str, int), where)
-            items.append(VQAItem(
-                item_id=f"{split}-{question_id}",
-                task="gqa",
-                category=field(field(record, "types", dict, where), "structural", str, f"{where} types"),
-                question=field(record, "question", str, where),
-                answer=field(record, "answer", str, where),
-                image=image_under(images, f"{image_id}.jpg", where),
-            ))
-            if limit is not None and len(items) >= limit:
-                break
-        if not items:
-            raise DataError(f"{file}: no questions")
-        return items
+
+        def items():
+            for question_id, record in questions.items():
+                where = f"{file}[question {question_id!r}]"
+                image_id = field(record, "imageId", (str, int), where)
+                yield VQAItem(
+                    item_id=f"{split}-{question_id}",
+                    task="gqa",
+                    category=field(field(record, "types", dict, where), "structural", str, f"{where} types"),
+                    question=field(record, "question", str, where),
+                    answer=field(record, "answer", str, where),
+                    image=image_under(images, f"{image_id}.jpg", where),
+                )
+
+        return take(items(), limit, f"{file}: no questions")

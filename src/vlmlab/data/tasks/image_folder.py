@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
+from vlmlab.data.tasks.local_files import take
 from vlmlab.errors import ConfigError, DataError
 from vlmlab.registry import register_task
 
@@ -27,20 +28,18 @@ class ImageFolder(Task):
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(f"{split_dir}: no such split directory (expected {root}/<split>/<class>/<image>)")
-        items = []
-        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            for image in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in EXTENSIONS):
-                resolved = image.resolve()
-                if not resolved.is_relative_to(root):
-                    raise DataError(f"{image}: links outside the dataset directory {root}")
-                items.append(VQAItem(item_id=f"{split}-{class_dir.name}/{image.name}", task="image-folder",
-                                     category=class_dir.name, question=QUESTION, answer=class_dir.name,
-                                     image=str(resolved)))
-                if limit is not None and len(items) >= limit:
-                    return items
-        if not items:
-            raise DataError(f"{split_dir}: no images in class folders")
-        return items
+
+        def items():
+            for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+                for image in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in EXTENSIONS):
+                    resolved = image.resolve()
+                    if not resolved.is_relative_to(root):
+                        raise DataError(f"{image}: links outside the dataset directory {root}")
+                    yield VQAItem(item_id=f"{split}-{class_dir.name}/{image.name}", task="image-folder",
+                                  category=class_dir.name, question=QUESTION, answer=class_dir.name,
+                                  image=str(resolved))
+
+        return take(items(), limit, f"{split_dir}: no images in class folders")
 
     def image_labels(self, items: list[VQAItem]) -> dict[str, dict[str, str]]:
         return {item.image: {"class": item.answer} for item in items}

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path
+from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, take
 from vlmlab.errors import DataError
 from vlmlab.registry import register_task
 
@@ -33,21 +33,18 @@ class LlavaJson(Task):
         records = read_json(file, "LLaVA data file")
         if not isinstance(records, list):
             raise DataError(f"{file}: expected a JSON list of conversation records")
-        items: list[VQAItem] = []
         seen: set[str] = set()
         self.skipped = 0
-        for index, record in enumerate(records):
-            where = f"{file}[record {index}]"
-            if isinstance(record, dict) and record.get("image") is None:
-                self.skipped += 1
-                continue
-            for item in record_items(record, where, file.parent, index, seen):
-                items.append(item)
-                if limit is not None and len(items) >= limit:
-                    return items
-        if not items:
-            raise DataError(f"{file}: no records with an image")
-        return items
+
+        def items():
+            for index, record in enumerate(records):
+                where = f"{file}[record {index}]"
+                if isinstance(record, dict) and record.get("image") is None:
+                    self.skipped += 1
+                    continue
+                yield from record_items(record, where, file.parent, index, seen)
+
+        return take(items(), limit, f"{file}: no records with an image")
 
 
 def record_items(record: dict, where: str, root: Path, index: int, seen: set[str]) -> list[VQAItem]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vlmlab.errors import ConfigError, DataError
 
@@ -12,6 +14,18 @@ _KIND_NAMES = {
     str: "a string", int: "an integer", list: "a list", dict: "a JSON object",
     (int, float): "a number", (str, int): "a string or an integer",
 }
+
+
+T = TypeVar("T")
+
+
+def take(items: Iterable[T], limit: int | None, empty: str | Callable[[], str]) -> list[T]:
+    """The first `limit` of `items` (all of them when None), read lazily so a limit stops the parsing early;
+    none at all is a DataError with the message `empty` (a callable when it reports what the reading saw)."""
+    out = list(itertools.islice(items, limit))
+    if not out:
+        raise DataError(empty() if callable(empty) else empty)
+    return out
 
 
 def require_path(path: str | None, task: str, layout: str) -> Path:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import field, image_under, require_path, require_split
+from vlmlab.data.tasks.local_files import field, image_under, require_path, require_split, take
 from vlmlab.data.tasks.vqa_jsonl import json_records
 from vlmlab.errors import DataError
 from vlmlab.registry import register_task
@@ -43,34 +45,28 @@ class POPE(Task):
             files = [target]
         else:
             raise DataError(f"{target}: POPE file or directory not found")
-        items: list[VQAItem] = []
-        for file in files:
-            items.extend(read_variant(file, None if limit is None else limit - len(items)))
-            if limit is not None and len(items) >= limit:
-                break
-        return items
+        return take(itertools.chain.from_iterable(variant_items(f) for f in files), limit, f"{target}: no records")
 
 
-def read_variant(file: Path, limit: int | None) -> list[VQAItem]:
-    """The questions of one POPE file; the variant is the last `_` part of its name (else `all`)."""
+def variant_items(file: Path) -> Iterator[VQAItem]:
+    """The questions of one POPE file, lazily; the variant is the last `_` part of its name (else `all`).
+    A file without records is a DataError once it is reached."""
     variant = file.stem.rsplit("_", 1)[-1]
     variant = variant if variant in VARIANTS else "all"
     images = file.parent / IMAGE_DIR
-    items = []
+    n = 0
     for where, record in json_records(file):
         label = field(record, "label", str, where).strip().lower()
         if label not in LABELS:
             raise DataError(f"{where}: label must be yes or no, got {record['label']!r}")
-        items.append(VQAItem(
+        n += 1
+        yield VQAItem(
             item_id=f"{variant}-{field(record, 'question_id', (str, int), where)}",
             task="pope",
             category=variant,
             question=field(record, "text", str, where),
             answer=label,
             image=image_under(images, field(record, "image", str, where), where),
-        ))
-        if limit is not None and len(items) >= limit:
-            break
-    if not items:
+        )
+    if not n:
         raise DataError(f"{file}: no records")
-    return items

@@ -7,7 +7,7 @@ from pathlib import Path
 from vlmlab.data.images import format_box, project_box
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split
+from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split, take
 from vlmlab.errors import DataError
 from vlmlab.metrics import box_hit
 from vlmlab.registry import register_task
@@ -40,19 +40,17 @@ class RefCOCO(Task):
         if not isinstance(refs, list):
             raise DataError(f"{refs_file}: expected a JSON list of refs")
         images, boxes, categories = read_instances(root / "instances.json")
-        items: list[VQAItem] = []
-        present = set()
-        for index, ref in enumerate(refs):
-            where = f"{refs_file}[ref {index}]"
-            present.add(field(ref, "split", str, where))
-            if ref["split"] != split:
-                continue
-            items.extend(ref_items(ref, where, root / "images", images, boxes, categories, split))
-            if limit is not None and len(items) >= limit:
-                return items[:limit]
-        if not items:
-            raise DataError(f"{refs_file}: no refs in split {split!r} (present: {', '.join(sorted(present)) or 'none'})")
-        return items
+        present = set()  # the splits seen, for the message when `split` has no refs
+
+        def items():
+            for index, ref in enumerate(refs):
+                where = f"{refs_file}[ref {index}]"
+                present.add(field(ref, "split", str, where))
+                if ref["split"] == split:
+                    yield from ref_items(ref, where, root / "images", images, boxes, categories, split)
+
+        return take(items(), limit, lambda: f"{refs_file}: no refs in split {split!r} "
+                                            f"(present: {', '.join(sorted(present)) or 'none'})")
 
     def score(self, prediction: str, item: VQAItem) -> float:
         return box_hit(prediction, item.answer, IOU_THRESHOLD)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
+from vlmlab.data.tasks.local_files import take
 from vlmlab.errors import ConfigError, DataError
 from vlmlab.registry import register_task
 
@@ -51,18 +52,17 @@ def read_items(file: Path, split: str, limit: int | None, task: str) -> list[VQA
     if not file.is_file():
         raise DataError(f"{file}: data file not found")
     root = file.parent.resolve()
-    items, first_seen = [], {}
-    for where, rec in json_records(file):
-        item = _parse(rec, where, root, split, task)
-        if item.item_id in first_seen:  # per-item records are joined on the id: it must be unique
-            raise DataError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[item.item_id]})")
-        first_seen[item.item_id] = where
-        items.append(item)
-        if limit is not None and len(items) >= limit:
-            break
-    if not items:
-        raise DataError(f"{file}: no records")
-    return items
+    first_seen: dict[str, str] = {}
+
+    def items():
+        for where, rec in json_records(file):
+            item = _parse(rec, where, root, split, task)
+            if item.item_id in first_seen:  # per-item records are joined on the id: it must be unique
+                raise DataError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[item.item_id]})")
+            first_seen[item.item_id] = where
+            yield item
+
+    return take(items(), limit, f"{file}: no records")
 
 
 def _parse(rec: dict, where: str, root: Path, split: str, task: str) -> VQAItem:

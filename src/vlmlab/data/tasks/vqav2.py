@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import field, read_json, require_path, require_split
+from vlmlab.data.tasks.local_files import field, read_json, require_path, require_split, take
 from vlmlab.errors import DataError
 from vlmlab.metrics import vqa_accuracy
 from vlmlab.registry import register_task
@@ -48,28 +48,26 @@ class VQAv2(Task):
         if not afile.is_file():
             raise DataError(f"{afile}: VQAv2 annotations file not found (the answers are needed to train and score)")
         annotations = read_annotations(afile)
-        items = []
-        for index, question in enumerate(questions):
-            where = f"{qfile}[question {index}]"
-            question_id = field(question, "question_id", int, where)
-            image_id = field(question, "image_id", int, where)
-            if question_id not in annotations:
-                raise DataError(f"{where}: question_id {question_id} has no annotation in {afile}")
-            category, answer, answers = annotations[question_id]
-            items.append(VQAItem(
-                item_id=f"{split}-{question_id}",
-                task="vqav2",
-                category=category,
-                question=field(question, "question", str, where),
-                answer=answer,
-                image=str(image_file(root, split, image_id)),
-                answers=answers,
-            ))
-            if limit is not None and len(items) >= limit:
-                break
-        if not items:
-            raise DataError(f"{qfile}: no questions")
-        return items
+
+        def items():
+            for index, question in enumerate(questions):
+                where = f"{qfile}[question {index}]"
+                question_id = field(question, "question_id", int, where)
+                image_id = field(question, "image_id", int, where)
+                if question_id not in annotations:
+                    raise DataError(f"{where}: question_id {question_id} has no annotation in {afile}")
+                category, answer, answers = annotations[question_id]
+                yield VQAItem(
+                    item_id=f"{split}-{question_id}",
+                    task="vqav2",
+                    category=category,
+                    question=field(question, "question", str, where),
+                    answer=answer,
+                    image=str(image_file(root, split, image_id)),
+                    answers=answers,
+                )
+
+        return take(items(), limit, f"{qfile}: no questions")
 
     def score(self, prediction: str, item: VQAItem) -> float:
         return vqa_accuracy(prediction, list(item.answers) or [item.answer])
