@@ -125,3 +125,25 @@ def test_import_refuses_what_is_not_llava(tmp_path, capsys):
     (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "llama"}')
     assert main(["import-llava", str(tmp_path / "ckpt"), str(tmp_path / "out")]) == 1
     assert "model_type is 'llama', not 'llava'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_routing_cost_benchmark_at_a_scaled_shape_runs_end_to_end(tmp_path, monkeypatch):
+    """benchmarks/bench_routing_scale.py (run on a GPU at the 7B shape) at a tiny shape: export -> widen the LM ->
+    import-llava in bf16 -> bench routing -> attention, so the GPU measurement does not rot between GPU sessions."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_routing_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_routing_scale", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr("sys.argv", ["bench_routing_scale.py", "--out", str(tmp_path / "scale"), "--layers", "3",
+                                     "--hidden", "64", "--ffn", "128", "--heads", "2", "--dpvr-layer", "1",
+                                     "--fastv-layer", "1", "--n-probe", "2", "--attention"])
+    bench.main()
+    record = json.loads((tmp_path / "scale" / "imported" / "routing_bench.json").read_text())
+    assert record["geometry"]["layers"] == 3 and record["geometry"]["vision"] == 576
+    ratios = {s["strategy"].split()[0]: s["counted_prefill_ratio"] for s in record["strategies"]}
+    assert ratios["full"] == 1.0 and ratios["fastv"] < 1.0 and ratios["dpvr"] < 1.0
+    assert (tmp_path / "scale" / "imported" / "attention.json").is_file()
