@@ -6,6 +6,8 @@ its last measurement is in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -86,7 +88,7 @@ def test_plain_runs_are_left_alone(model_and_cfg):
     acc = SimpleNamespace(distributed_type=DistributedType.NO)
     engines.configure(acc, cfg, model)
     assert not engines.sharded(acc) and engines.backward_scale(acc, 4) == 1.0
-    assert engines.full_state_dict(acc, None, model) is None
+    assert engines.full_state_dict(acc, None) is None
 
 
 def test_unfreezing_a_part_of_an_fsdp2_model_gives_full_precision_gradients():
@@ -126,11 +128,9 @@ def test_unfreezing_a_part_of_an_fsdp2_model_gives_full_precision_gradients():
         assert torch.equal(got, want)
         print("ok")
     """)
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "PORT": port})
+                          env={**os.environ, "PORT": port})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -21,19 +21,20 @@ OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer_state.json"
 
 
-def model_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Contiguous, de-aliased copy of the state dict, or of `state` (tied weights are stored once per name)."""
+def model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous, de-aliased copy of a state dict (tied weights are stored once per name)."""
     seen: dict[int, torch.Tensor] = {}
     out = {}
-    for name, t in (model.state_dict() if state is None else state).items():
+    for name, t in state.items():
         key = t.data_ptr()
         out[name] = seen[key].clone() if key in seen else t.detach().contiguous()
         seen.setdefault(key, out[name])
     return out
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    save_file(model_state(model), str(path))
+def save_weights(model: torch.nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """The model's weights as safetensors; `state`: its state dict when it was gathered from shards (FSDP / DeepSpeed)."""
+    save_file(model_state(model.state_dict() if state is None else state), str(path))
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, may_miss: tuple[str, ...] = ()) -> list[str]:
@@ -120,7 +121,7 @@ def save_checkpoint(
     """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one.
     `weights`: the model's state dict when it was gathered from shards (FSDP / DeepSpeed)."""
     with atomic_dir(directory) as tmp:
-        save_file(model_state(model, weights), str(tmp / WEIGHTS))
+        save_weights(model, tmp / WEIGHTS, weights)
         state = dict(trainer_state, rng=rng_state())
         if optimizer is not None:
             tensors, meta = _optimizer_to_flat(optimizer)

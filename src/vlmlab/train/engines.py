@@ -110,7 +110,7 @@ def backward_scale(acc: Accelerator, accum: int) -> float:
     return float(accum) if deepspeed(acc) else 1.0
 
 
-def full_state_dict(acc: Accelerator, wrapped: torch.nn.Module | None, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+def full_state_dict(acc: Accelerator, wrapped: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
     """The whole model's weights. Under FSDP / DeepSpeed every process must call this (it gathers the shards);
     the result is meant for the main process. None means: read `model.state_dict()` as usual."""
     if not sharded(acc) or wrapped is None:

@@ -139,12 +139,11 @@ class Trainer:
                 self._train_stage(model, data, s, start_step if s == start_stage else 0,
                                   resume_from if s == start_stage else None, bar, result)
         result.seconds = time.perf_counter() - t0
-        weights = engines.full_state_dict(acc, self.wrapped, model)  # every process takes part in the gather
-        if acc.is_main_process:  # the run is complete once `final` exists; it names the config it was trained from
-            ckpt.save_checkpoint(self.run.final, model, None, {
-                "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
-                "training_fingerprint": training_fingerprint(cfg.resolved()),
-            }, weights=weights)
+        # the run is complete once `final` exists; it names the config it was trained from
+        self._save(self.run.final, model, None, {
+            "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
+            "training_fingerprint": training_fingerprint(cfg.resolved()),
+        })
         acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
         if cfg.train.trackers:
             acc.end_training()
@@ -279,14 +278,17 @@ class Trainer:
             trackers.log(self.accelerator, record, self.global_step)
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
-        weights = engines.full_state_dict(self.accelerator, self.wrapped, model)  # a gather: every process
-        if not self.accelerator.is_main_process:
-            return
-        name = f"step-{stage:02d}{step:08d}"
-        ckpt.save_checkpoint(self.run.checkpoints / name, model, optimizer, {
+        self._save(self.run.checkpoints / f"step-{stage:02d}{step:08d}", model, optimizer, {
             "stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped, "log_lines": self.log_lines,
-        }, weights=weights)
-        ckpt.prune_checkpoints(self.run.path, keep=2)
+        })
+        if self.accelerator.is_main_process:
+            ckpt.prune_checkpoints(self.run.path, keep=2)
+
+    def _save(self, directory: Path, model, optimizer, state: dict) -> None:
+        """Every process takes part in gathering sharded weights (FSDP / DeepSpeed); the main process writes."""
+        weights = engines.full_state_dict(self.accelerator, self.wrapped)
+        if self.accelerator.is_main_process:
+            ckpt.save_checkpoint(directory, model, optimizer, state, weights=weights)
 
 
 def _accelerator(mixed_precision: str, log_with: list[str], run_dir: Path) -> Accelerator:
