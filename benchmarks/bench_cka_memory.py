@@ -38,8 +38,10 @@ def main() -> int:
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     layers = tables["clean_vs_perturbed"]["layer"].max()
-    print(f"{len(study.variants)} variants x {len(study.seeds)} seeds, {args.n_probe} probe items x {layers} layers: "
-          f"{seconds:.0f} s, peak RSS {peak:.0f} MiB (after imports and loading the study: {before:.0f} MiB)")
+    print(
+        f"{len(study.variants)} variants x {len(study.seeds)} seeds, {args.n_probe} probe items x {layers} layers: "
+        f"{seconds:.0f} s, peak RSS {peak:.0f} MiB (after imports and loading the study: {before:.0f} MiB)"
+    )
     print(tables["stability"].to_string(index=False))
     return 0 if peak < 2048 else 1
 

@@ -40,8 +40,10 @@ def main() -> int:
         records[r["backbone"]] = r["heldout"]["bits_per_byte"]
     bpb = [records[f"llama{g}-tiny"] for g in (1, 2, 3)]
     ordered = bpb[0] > bpb[1] > bpb[2]
-    print(f"ladder built in {minutes:.1f} min; bits/byte gen1 {bpb[0]:.4f} > gen2 {bpb[1]:.4f} > gen3 {bpb[2]:.4f}: "
-          f"{'yes' if ordered else 'NO'}")
+    print(
+        f"ladder built in {minutes:.1f} min; bits/byte gen1 {bpb[0]:.4f} > gen2 {bpb[1]:.4f} > gen3 {bpb[2]:.4f}: "
+        f"{'yes' if ordered else 'NO'}"
+    )
     return 0 if ordered else 1
 
 

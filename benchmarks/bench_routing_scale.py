@@ -33,8 +33,15 @@ TINY_CLIP_336 = {
     "name": "tiny-clip-336",
     "seed": 0,
     "model": {
-        "vision": {"id": "vit", "family": "clip", "feature_layer": -2, "patch_size": 14, "hidden_size": 64,
-                   "num_layers": 2, "num_heads": 2},
+        "vision": {
+            "id": "vit",
+            "family": "clip",
+            "feature_layer": -2,
+            "patch_size": 14,
+            "hidden_size": 64,
+            "num_layers": 2,
+            "num_heads": 2,
+        },
         "projector": {"id": "gelu-mlp"},
         "llm": {"id": "llama2-tiny", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "init": "random"},
     },
@@ -68,7 +75,9 @@ def widen(llava_dir: Path, out: Path, layers: int, hidden: int, ffn: int, heads:
             shutil.copy(f, out / f.name)
     n = sum(p.numel() for p in model.parameters())
     del model
-    print(f"random {n / 1e9:.2f}B-parameter LLaVA ({layers} layers x {hidden}) saved in {time.perf_counter() - t0:.0f}s -> {out}")
+    print(
+        f"random {n / 1e9:.2f}B-parameter LLaVA ({layers} layers x {hidden}) saved in {time.perf_counter() - t0:.0f}s -> {out}"
+    )
     return n
 
 
@@ -93,16 +102,51 @@ def main() -> None:
     tiny = out / "tiny-run"
     Trainer(config_from_dict(TINY_CLIP_336), tiny).run_training()
     assert vlmlab(["export", str(tiny), str(out / "llava-tiny"), "--format", "hf-llava"]) == 0
-    widen(out / "llava-tiny", out / "llava-scaled", args.layers, args.hidden, args.ffn, args.heads, getattr(torch, args.dtype))
+    widen(
+        out / "llava-tiny",
+        out / "llava-scaled",
+        args.layers,
+        args.hidden,
+        args.ffn,
+        args.heads,
+        getattr(torch, args.dtype),
+    )
     t0 = time.perf_counter()
-    assert vlmlab(["import-llava", str(out / "llava-scaled"), str(out / "imported"), "--dtype", args.dtype,
-                   "--eval", "easy-vqa:test"]) == 0
+    assert (
+        vlmlab(
+            [
+                "import-llava",
+                str(out / "llava-scaled"),
+                str(out / "imported"),
+                "--dtype",
+                args.dtype,
+                "--eval",
+                "easy-vqa:test",
+            ]
+        )
+        == 0
+    )
     print(f"import-llava: {time.perf_counter() - t0:.0f}s")
     shutil.rmtree(out / "llava-scaled")  # the imported run holds the same weights under parts/
     t0 = time.perf_counter()
-    assert vlmlab(["bench", "routing", str(out / "imported"), "--dpvr-layer", str(args.dpvr_layer),
-                   "--fastv-layer", str(args.fastv_layer), "--fastv-ratio", str(args.fastv_ratio),
-                   "--n-probe", str(args.n_probe)]) == 0
+    assert (
+        vlmlab(
+            [
+                "bench",
+                "routing",
+                str(out / "imported"),
+                "--dpvr-layer",
+                str(args.dpvr_layer),
+                "--fastv-layer",
+                str(args.fastv_layer),
+                "--fastv-ratio",
+                str(args.fastv_ratio),
+                "--n-probe",
+                str(args.n_probe),
+            ]
+        )
+        == 0
+    )
     print(f"bench routing: {time.perf_counter() - t0:.0f}s")
     if args.attention:
         t0 = time.perf_counter()

@@ -32,7 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/shapes-world")
     ap.add_argument("--out", default="runs/bench-shapes")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in `vlmlab train --set`")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in `vlmlab train --set`"
+    )
     args = ap.parse_args()
     if not Path(args.data, "test.jsonl").is_file():
         t0 = time.perf_counter()
@@ -45,8 +47,10 @@ def main() -> None:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     result = Trainer(cfg, out).run_training()
-    print(f"training: {(time.perf_counter() - t0) / 60:.1f} min ({result.steps} VQA steps, {result.samples_per_s:.0f} samples/s); "
-          f"vision-pretrain {result.vision_pretrain}")
+    print(
+        f"training: {(time.perf_counter() - t0) / 60:.1f} min ({result.steps} VQA steps, {result.samples_per_s:.0f} samples/s); "
+        f"vision-pretrain {result.vision_pretrain}"
+    )
     metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)
     records = pd.read_parquet(out / "predictions.parquet")
     for task, m in metrics["per_task"].items():
@@ -57,8 +61,10 @@ def main() -> None:
     boxes = [parse_box(p) for p in ground["prediction"]]
     gold = [parse_box(a) for a in ground["answer"]]
     ious = [box_iou(b, g) if b is not None else 0.0 for b, g in zip(boxes, gold)]
-    print(f"grounding: Acc@0.5 {ground['score'].mean():.3f}, mean IoU {np.mean(ious):.3f}, "
-          f"format-error rate {np.mean([b is None for b in boxes]):.3f}; random-box baseline Acc@0.5 {random_box_baseline(gold):.3f}")
+    print(
+        f"grounding: Acc@0.5 {ground['score'].mean():.3f}, mean IoU {np.mean(ious):.3f}, "
+        f"format-error rate {np.mean([b is None for b in boxes]):.3f}; random-box baseline Acc@0.5 {random_box_baseline(gold):.3f}"
+    )
 
 
 if __name__ == "__main__":

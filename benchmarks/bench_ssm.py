@@ -46,15 +46,18 @@ def scan_vs_transformers() -> None:
             h = h + mixer(norm(h))
         h.sum().backward()
 
-    hf = MambaModel(MambaConfig(hidden_size=128, state_size=16, expand=2, num_hidden_layers=4, vocab_size=16,
-                                use_mambapy=False))
+    hf = MambaModel(
+        MambaConfig(hidden_size=128, state_size=16, expand=2, num_hidden_layers=4, vocab_size=16, use_mambapy=False)
+    )
 
     def run_hf():
         hf(inputs_embeds=x).last_hidden_state.sum().backward()
 
     a, b = timed(run_ours), timed(run_hf)
-    print(f"fwd+bwd, 4 Mamba layers, 8 x 64 tokens, d=128: vlmlab chunked scan {a * 1000:.0f} ms, "
-          f"transformers slow path {b * 1000:.0f} ms ({b / a:.1f}x)")
+    print(
+        f"fwd+bwd, 4 Mamba layers, 8 x 64 tokens, d=128: vlmlab chunked scan {a * 1000:.0f} ms, "
+        f"transformers slow path {b * 1000:.0f} ms ({b / a:.1f}x)"
+    )
 
 
 def cost_vs_resolution() -> None:
@@ -67,7 +70,14 @@ def cost_vs_resolution() -> None:
         vitm = vit.from_params(vit.Params(patch_size=4, hidden_size=64, num_layers=2, num_heads=4), side)
         img = torch.randn(2, 3, side, side)
         with torch.no_grad():
-            rows.append((side, (side // 4) ** 2, timed(lambda: vmamba(img), 3, 1), timed(lambda: vitm(img), 3, 1)))
+            rows.append(
+                (
+                    side,
+                    (side // 4) ** 2,
+                    timed(lambda m=vmamba, x=img: m(x), 3, 1),
+                    timed(lambda m=vitm, x=img: m(x), 3, 1),
+                )
+            )
     for side, n, a, b in rows:
         print(f"{n:>5} patches ({side} px): vmamba {a * 1000:7.1f} ms   vit {b * 1000:7.1f} ms")
     print(f"growth 64 -> 1024 patches: vmamba {rows[-1][2] / rows[0][2]:.1f}x, vit {rows[-1][3] / rows[0][3]:.1f}x")

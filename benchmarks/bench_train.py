@@ -43,7 +43,9 @@ def plain_loop_samples_per_s(cfg, steps: int) -> float:
     apply_stage_freezing(model, stage)
     opt = build_optimizer(model, stage, cfg.train)
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
-    order = SeededBatchOrder(len(data), cfg.train.batch_size, seed=cfg.seed * 1000 + len(cfg.train.stages) - 1, total_steps=steps)
+    order = SeededBatchOrder(
+        len(data), cfg.train.batch_size, seed=cfg.seed * 1000 + len(cfg.train.stages) - 1, total_steps=steps
+    )
     loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
     params = [p for p in model.parameters() if p.requires_grad]
     t0, n = None, 0
@@ -95,14 +97,18 @@ def main() -> None:
     cfg = load_config(resolve_config_path(args.config))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
 
     plain = plain_loop_samples_per_s(cfg, args.steps)
     ours = vlmlab_samples_per_s(cfg, args.steps)
     plain2 = plain_loop_samples_per_s(cfg, args.steps)  # bracket ours between two plain runs
     plain_mean = (plain + plain2) / 2
-    print(f"throughput (batch {cfg.train.batch_size}, last stage, {args.steps} steps): plain PyTorch {plain_mean:.1f} samples/s "
-          f"({plain:.1f}, {plain2:.1f}), vlmlab Trainer {ours:.1f} samples/s, ratio {ours / plain_mean:.3f} (goal >= 0.95)")
+    print(
+        f"throughput (batch {cfg.train.batch_size}, last stage, {args.steps} steps): plain PyTorch {plain_mean:.1f} samples/s "
+        f"({plain:.1f}, {plain2:.1f}), vlmlab Trainer {ours:.1f} samples/s, ratio {ours / plain_mean:.3f} (goal >= 0.95)"
+    )
 
     if args.skip_accuracy:
         return
@@ -116,9 +122,16 @@ def main() -> None:
     metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)
     pre = result.vision_pretrain
     if pre:
-        print(f"vision-pretrain: {pre['seconds']:.0f}s, last-epoch train top-1 " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in pre.items() if k.startswith("train_top1")))
-    print(f"training wall-clock: {train_s / 60:.1f} min for {result.steps} VQA steps, vision pretraining included (goal: within 10 min)")
-    print(f"test accuracy overall {metrics['overall']['accuracy']:.3f} (goal >= 0.90); blind baseline {base['overall']:.3f}")
+        print(
+            f"vision-pretrain: {pre['seconds']:.0f}s, last-epoch train top-1 "
+            + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in pre.items() if k.startswith("train_top1"))
+        )
+    print(
+        f"training wall-clock: {train_s / 60:.1f} min for {result.steps} VQA steps, vision pretraining included (goal: within 10 min)"
+    )
+    print(
+        f"test accuracy overall {metrics['overall']['accuracy']:.3f} (goal >= 0.90); blind baseline {base['overall']:.3f}"
+    )
     for name, m in metrics["per_category"].items():
         cat = name.split("/", 1)[1]
         print(f"  {name:18s} {m['accuracy']:.3f} (n={m['n']}, goal >= 0.80); blind {base.get(cat, float('nan')):.3f}")

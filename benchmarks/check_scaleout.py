@@ -39,7 +39,9 @@ CONFIG = {
         "image": {"size": 32},
     },
     "train": {
-        "batch_size": 16, "mixed_precision": "bf16", "gradient_checkpointing": True,
+        "batch_size": 16,
+        "mixed_precision": "bf16",
+        "gradient_checkpointing": True,
         "stages": [
             {"name": "align", "max_steps": 8, "lr": {"projector": 1e-3}},
             {"name": "finetune", "max_steps": 24, "lr": {"projector": 1e-3, "llm": 1e-3, "vision": 1e-4}},
@@ -54,8 +56,16 @@ def launch(launcher: str, config: Path, out: Path, processes: int) -> list[str]:
     train = ["-m", "vlmlab", "train", str(config), "--out", str(out)]
     if launcher == "plain":
         return [sys.executable, *train]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / f"{launcher}.yaml"),
-            "--num_processes", str(processes), *train]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / f"{launcher}.yaml"),
+        "--num_processes",
+        str(processes),
+        *train,
+    ]
 
 
 def main() -> None:
@@ -76,10 +86,18 @@ def main() -> None:
     for launcher in ["plain"] + [x for x in args.only.split(",") if x != "plain"]:
         run = out / launcher
         t0 = time.perf_counter()
-        proc = subprocess.run(launch(launcher, config, run, processes), capture_output=True, text=True,
-                              env={**os.environ, "VLMLAB_NO_PROGRESS": "1"})
-        row = {"launcher": launcher, "processes": 1 if launcher == "plain" else processes, "rc": proc.returncode,
-               "seconds": round(time.perf_counter() - t0, 1)}
+        proc = subprocess.run(
+            launch(launcher, config, run, processes),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "VLMLAB_NO_PROGRESS": "1"},
+        )
+        row = {
+            "launcher": launcher,
+            "processes": 1 if launcher == "plain" else processes,
+            "rc": proc.returncode,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         (out / f"{launcher}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode == 0:
             log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
@@ -89,7 +107,9 @@ def main() -> None:
             if launcher == "plain":
                 plain = preds
             elif plain is not None:
-                row["same_predictions"] = float((preds["prediction"].to_numpy() == plain["prediction"].to_numpy()).mean())
+                row["same_predictions"] = float(
+                    (preds["prediction"].to_numpy() == plain["prediction"].to_numpy()).mean()
+                )
         else:
             row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
         rows.append(row)

@@ -23,8 +23,12 @@ def test_image_and_non_image_shares_of_every_query_row_sum_to_one(tiny_cfg):
     model, b = _model_and_batch(tiny_cfg)
     embeds = model.embed(b.input_ids, b.image_mask, b.pixel_values)
     with torch.no_grad(), eager_attention(model.llm.lm):
-        out = model.llm.decoder(inputs_embeds=embeds, attention_mask=b.attention_mask,
-                                position_ids=position_ids_from_mask(b.attention_mask), output_attentions=True)
+        out = model.llm.decoder(
+            inputs_embeds=embeds,
+            attention_mask=b.attention_mask,
+            position_ids=position_ids_from_mask(b.attention_mask),
+            output_attentions=True,
+        )
     queries = text_queries(b.attention_mask, b.image_mask)
     assert queries.any() and not (queries & b.image_mask).any()
     for attn in out.attentions:

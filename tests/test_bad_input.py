@@ -27,7 +27,7 @@ def _one_line(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert lines[0].startswith("error: ")
-    return lines[0][len("error: "):]
+    return lines[0][len("error: ") :]
 
 
 def test_missing_config_file(capsys, tmp_path):
@@ -40,9 +40,16 @@ def test_unknown_backbone_in_yaml_exits_2_as_a_subprocess(tiny_raw, tmp_path):
     tiny_raw["model"]["llm"]["id"] = "lama3"
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_raw))
-    proc = subprocess.run([sys.executable, "-m", "vlmlab", "train", str(path), "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmlab", "train", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    assert _one_line(proc.stderr) == "model.llm.id: unknown backbone 'lama3' (known: llama1-tiny, llama2-tiny, llama3-tiny, hf)"
+    assert (
+        _one_line(proc.stderr)
+        == "model.llm.id: unknown backbone 'lama3' (known: llama1-tiny, llama2-tiny, llama3-tiny, hf)"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -97,16 +104,21 @@ def _jsonl_task(tmp_path, image_bytes: bytes | None):
     Image.new("RGB", (32, 32), (255, 0, 0)).save(root / "good.png")
     if image_bytes is not None:
         (root / "bad.png").write_bytes(image_bytes)
-    recs = [{"id": 0, "image": "good.png", "question": "what color is the shape?", "answer": "red"},
-            {"id": 1, "image": "bad.png", "question": "what color is the shape?", "answer": "red"}]
+    recs = [
+        {"id": 0, "image": "good.png", "question": "what color is the shape?", "answer": "red"},
+        {"id": 1, "image": "bad.png", "question": "what color is the shape?", "answer": "red"},
+    ]
     (root / "test.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     return root
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"\x89PNG\r\n\x1a\n truncated", "not a readable image"),
-    (None, "image file not found"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"\x89PNG\r\n\x1a\n truncated", "not a readable image"),
+        (None, "image file not found"),
+    ],
+)
 def test_corrupt_or_missing_image(capsys, trained_run, tmp_path, content, message):
     root = _jsonl_task(tmp_path, content)
     cfg = yaml.safe_load(trained_run.config.read_text())
@@ -131,11 +143,14 @@ def test_bad_record_names_file_and_line(tiny_raw, tmp_path):
         load_source(cfg.data.eval[0], "data.eval.0")
 
 
-@pytest.mark.parametrize("part, fields", [
-    ("llm", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
-    ("vision", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
-    ("vision", {"id": "vmamba", "hidden_size": 2048, "depths": [64, 64, 64], "patch_size": 4, "tap_stage": 1}),
-])
+@pytest.mark.parametrize(
+    "part, fields",
+    [
+        ("llm", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
+        ("vision", {"hidden_size": 4096, "num_layers": 64, "num_heads": 32}),
+        ("vision", {"id": "vmamba", "hidden_size": 2048, "depths": [64, 64, 64], "patch_size": 4, "tap_stage": 1}),
+    ],
+)
 def test_a_part_too_big_for_memory_is_refused_before_allocating(capsys, tiny_raw, tmp_path, monkeypatch, part, fields):
     from vlmlab.models import memory
 

@@ -35,14 +35,31 @@ def _task(task_id):
 def _llava(tmp_path, records=None):
     _image(tmp_path / "coco" / "train2017" / "a.png")
     _image(tmp_path / "b.png")
-    records = records if records is not None else [
-        {"id": "a1", "image": "coco/train2017/a.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."},
-            {"from": "human", "value": "Is it big?"}, {"from": "gpt", "value": "No."}]},
-        {"id": 7, "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-        {"id": "b", "image": "b.png", "conversations": [
-            {"from": "human", "value": "Describe it.\n<image>"}, {"from": "gpt", "value": "A red square."}]},
-    ]
+    records = (
+        records
+        if records is not None
+        else [
+            {
+                "id": "a1",
+                "image": "coco/train2017/a.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is it?"},
+                    {"from": "gpt", "value": "Red."},
+                    {"from": "human", "value": "Is it big?"},
+                    {"from": "gpt", "value": "No."},
+                ],
+            },
+            {"id": 7, "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+            {
+                "id": "b",
+                "image": "b.png",
+                "conversations": [
+                    {"from": "human", "value": "Describe it.\n<image>"},
+                    {"from": "gpt", "value": "A red square."},
+                ],
+            },
+        ]
+    )
     return _write_json(tmp_path / "mix.json", records)
 
 
@@ -60,26 +77,58 @@ def test_llava_json_one_item_per_turn_pair_and_skips_text_only(tmp_path):
 
 
 def test_llava_json_directory_of_splits_and_repeated_ids(tmp_path):
-    rec = {"id": "x", "image": "b.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    rec = {
+        "id": "x",
+        "image": "b.png",
+        "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}],
+    }
     _llava(tmp_path, [rec, rec])
     (tmp_path / "mix.json").rename(tmp_path / "val.json")
     items = _task("llava-json").load("val", path=str(tmp_path))
     assert [it.item_id for it in items] == ["x-0", "x@1-0"]
 
 
-@pytest.mark.parametrize("record,message", [
-    ({"id": 1, "image": "b.png"}, "missing field 'conversations'"),
-    ({"id": 1, "image": "b.png", "conversations": [{"from": "gpt", "value": "A"}, {"from": "human", "value": "Q"}]},
-     "turn 0: expected a 'human' turn, got 'gpt'"),
-    ({"id": 1, "image": "b.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": 3}]},
-     "turn 1: field 'value' must be a string"),
-    ({"id": 1, "image": "b.png", "conversations": [{"from": "human", "value": "Q"}]}, "human/gpt turn pairs, got 1 turns"),
-    ({"id": 1, "image": "../outside.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
-     "image path '../outside.png' leaves the image directory"),
-    ("not a record", "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "record,message",
+    [
+        ({"id": 1, "image": "b.png"}, "missing field 'conversations'"),
+        (
+            {
+                "id": 1,
+                "image": "b.png",
+                "conversations": [{"from": "gpt", "value": "A"}, {"from": "human", "value": "Q"}],
+            },
+            "turn 0: expected a 'human' turn, got 'gpt'",
+        ),
+        (
+            {
+                "id": 1,
+                "image": "b.png",
+                "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": 3}],
+            },
+            "turn 1: field 'value' must be a string",
+        ),
+        (
+            {"id": 1, "image": "b.png", "conversations": [{"from": "human", "value": "Q"}]},
+            "human/gpt turn pairs, got 1 turns",
+        ),
+        (
+            {
+                "id": 1,
+                "image": "../outside.png",
+                "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}],
+            },
+            "image path '../outside.png' leaves the image directory",
+        ),
+        ("not a record", "expected a JSON object"),
+    ],
+)
 def test_llava_json_malformed_record_names_file_and_record(tmp_path, record, message):
-    good = {"id": 0, "image": "b.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    good = {
+        "id": 0,
+        "image": "b.png",
+        "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}],
+    }
     file = _llava(tmp_path, [good, record])
     with pytest.raises(DataError) as exc:
         _task("llava-json").load("train", path=str(file))
@@ -105,20 +154,48 @@ def _human(answers):
 def _vqav2(tmp_path, annotations=True):
     root = tmp_path / "vqav2"
     _image(root / "val2014" / "COCO_val2014_000000000042.jpg")
-    _write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {"questions": [
-        {"image_id": 42, "question": "How many dogs?", "question_id": 42001},
-        {"image_id": 42, "question": "What colour is the ball?", "question_id": 42002},
-        {"image_id": 42, "question": "Is it sunny?", "question_id": 42003},
-    ]})
+    _write_json(
+        root / "v2_OpenEnded_mscoco_val2014_questions.json",
+        {
+            "questions": [
+                {"image_id": 42, "question": "How many dogs?", "question_id": 42001},
+                {"image_id": 42, "question": "What colour is the ball?", "question_id": 42002},
+                {"image_id": 42, "question": "Is it sunny?", "question_id": 42003},
+            ]
+        },
+    )
     if annotations:
-        _write_json(root / "v2_mscoco_val2014_annotations.json", {"annotations": [
-            {"question_id": 42001, "image_id": 42, "answers": _human(["2"] * 10), "multiple_choice_answer": "2",
-             "answer_type": "number", "question_type": "how many"},
-            {"question_id": 42002, "image_id": 42, "answers": _human(["red"] * 2 + ["blue"] * 8),
-             "multiple_choice_answer": "blue", "answer_type": "other", "question_type": "what color is the"},
-            {"question_id": 42003, "image_id": 42, "answers": _human(["yes"] * 10), "multiple_choice_answer": "yes",
-             "answer_type": "yes/no", "question_type": "is it"},
-        ]})
+        _write_json(
+            root / "v2_mscoco_val2014_annotations.json",
+            {
+                "annotations": [
+                    {
+                        "question_id": 42001,
+                        "image_id": 42,
+                        "answers": _human(["2"] * 10),
+                        "multiple_choice_answer": "2",
+                        "answer_type": "number",
+                        "question_type": "how many",
+                    },
+                    {
+                        "question_id": 42002,
+                        "image_id": 42,
+                        "answers": _human(["red"] * 2 + ["blue"] * 8),
+                        "multiple_choice_answer": "blue",
+                        "answer_type": "other",
+                        "question_type": "what color is the",
+                    },
+                    {
+                        "question_id": 42003,
+                        "image_id": 42,
+                        "answers": _human(["yes"] * 10),
+                        "multiple_choice_answer": "yes",
+                        "answer_type": "yes/no",
+                        "question_type": "is it",
+                    },
+                ]
+            },
+        )
     return root
 
 
@@ -145,8 +222,10 @@ def test_vqav2_scores_with_the_ten_human_answers(tmp_path):
 def test_vqa_accuracy_metric_in_a_task_yaml(tmp_path):
     root = _vqav2(tmp_path)
     yaml_file = tmp_path / "v.yaml"
-    yaml_file.write_text(f"task: my-vqav2\nformat: vqav2\npath: {root}\nprompt: '{{question}} One word.'\n"
-                         "metric: vqa_accuracy\ncategories: [other]\n")
+    yaml_file.write_text(
+        f"task: my-vqav2\nformat: vqav2\npath: {root}\nprompt: '{{question}} One word.'\n"
+        "metric: vqa_accuracy\ncategories: [other]\n"
+    )
     spec = read_spec(yaml_file)
     task = type(spec.task, (DeclarativeTask,), {"spec": spec})()
     [item] = task.load("val")
@@ -164,12 +243,25 @@ def test_vqav2_errors_name_the_file(tmp_path):
         _task("vqav2").load("test", path=str(root))
     with pytest.raises(DataError, match="v2_OpenEnded_mscoco_train2014_questions.json: VQAv2 questions file not found"):
         _task("vqav2").load("train", path=str(root))
-    _write_json(root / "v2_mscoco_val2014_annotations.json", {"annotations": [
-        {"question_id": 42001, "answers": _human(["2"] * 10), "multiple_choice_answer": "2"}]})
+    _write_json(
+        root / "v2_mscoco_val2014_annotations.json",
+        {"annotations": [{"question_id": 42001, "answers": _human(["2"] * 10), "multiple_choice_answer": "2"}]},
+    )
     with pytest.raises(DataError, match=r"annotations.json\[annotation 0\]: missing field 'answer_type'"):
         _task("vqav2").load("val", path=str(root))
-    _write_json(root / "v2_mscoco_val2014_annotations.json", {"annotations": [
-        {"question_id": 42001, "answers": _human(["2"] * 10), "multiple_choice_answer": "2", "answer_type": "number"}]})
+    _write_json(
+        root / "v2_mscoco_val2014_annotations.json",
+        {
+            "annotations": [
+                {
+                    "question_id": 42001,
+                    "answers": _human(["2"] * 10),
+                    "multiple_choice_answer": "2",
+                    "answer_type": "number",
+                }
+            ]
+        },
+    )
     with pytest.raises(DataError, match=r"questions.json\[question 1\]: question_id 42002 has no annotation"):
         _task("vqav2").load("val", path=str(root))
 
@@ -179,12 +271,26 @@ def _gqa(tmp_path, questions=None):
     root = tmp_path / "gqa"
     _image(root / "images" / "2354786.jpg")
     _image(root / "images" / "n161313.jpg")
-    questions = questions if questions is not None else {
-        "02930152": {"imageId": "2354786", "question": "Is the sky dark?", "answer": "yes", "fullAnswer": "Yes, it is.",
-                     "types": {"structural": "verify", "semantic": "attr", "detailed": "verifyAttr"}},
-        "07333408": {"imageId": "n161313", "question": "What is on the table?", "answer": "cup",
-                     "fullAnswer": "A cup.", "types": {"structural": "query", "semantic": "rel", "detailed": "relS"}},
-    }
+    questions = (
+        questions
+        if questions is not None
+        else {
+            "02930152": {
+                "imageId": "2354786",
+                "question": "Is the sky dark?",
+                "answer": "yes",
+                "fullAnswer": "Yes, it is.",
+                "types": {"structural": "verify", "semantic": "attr", "detailed": "verifyAttr"},
+            },
+            "07333408": {
+                "imageId": "n161313",
+                "question": "What is on the table?",
+                "answer": "cup",
+                "fullAnswer": "A cup.",
+                "types": {"structural": "query", "semantic": "rel", "detailed": "relS"},
+            },
+        }
+    )
     _write_json(root / "testdev_balanced_questions.json", questions)
     return root
 
@@ -200,7 +306,9 @@ def test_gqa_loads_balanced_questions(tmp_path):
 
 
 def test_gqa_errors(tmp_path):
-    root = _gqa(tmp_path, {"q1": {"imageId": "../../secret", "question": "Q", "answer": "A", "types": {"structural": "query"}}})
+    root = _gqa(
+        tmp_path, {"q1": {"imageId": "../../secret", "question": "Q", "answer": "A", "types": {"structural": "query"}}}
+    )
     with pytest.raises(DataError, match=r"testdev_balanced_questions.json\[question 'q1'\]: image path .* leaves"):
         _task("gqa").load("testdev", path=str(root))
     _write_json(root / "testdev_balanced_questions.json", {"q2": {"imageId": "1", "question": "Q", "answer": "A"}})
@@ -215,9 +323,17 @@ def _pope(tmp_path):
     root = tmp_path / "pope"
     _image(root / "val2014" / "COCO_val2014_000000310196.jpg")
     for variant, labels in (("random", ["yes", "no"]), ("adversarial", ["no", "Yes"])):
-        lines = [json.dumps({"question_id": i + 1, "image": "COCO_val2014_000000310196.jpg",
-                             "text": f"Is there a thing {i} in the image?", "label": label})
-                 for i, label in enumerate(labels)]
+        lines = [
+            json.dumps(
+                {
+                    "question_id": i + 1,
+                    "image": "COCO_val2014_000000310196.jpg",
+                    "text": f"Is there a thing {i} in the image?",
+                    "label": label,
+                }
+            )
+            for i, label in enumerate(labels)
+        ]
         (root / f"coco_pope_{variant}.json").write_text("\n".join(lines) + "\n")
     return root
 
@@ -239,7 +355,9 @@ def test_pope_errors(tmp_path):
     root = _pope(tmp_path)
     with pytest.raises(ConfigError, match="^split: pope has splits test, not 'train'"):
         _task("pope").load("train", path=str(root))
-    (root / "coco_pope_popular.json").write_text(json.dumps({"question_id": 1, "image": "x.jpg", "text": "Q", "label": "maybe"}))
+    (root / "coco_pope_popular.json").write_text(
+        json.dumps({"question_id": 1, "image": "x.jpg", "text": "Q", "label": "maybe"})
+    )
     with pytest.raises(DataError, match=r"coco_pope_popular.json:1: label must be yes or no, got 'maybe'"):
         _task("pope").load("test", path=str(root))
     with pytest.raises(DataError, match=f"{tmp_path / 'nope'}: POPE file or directory not found"):
@@ -259,18 +377,40 @@ def test_yes_no_f1():
 def _refcoco(tmp_path):
     root = tmp_path / "refcoco"
     _image(root / "images" / "COCO_train2014_000000000001.jpg", size=(200, 100))
-    _write_json(root / "instances.json", {
-        "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "width": 200, "height": 100}],
-        "annotations": [{"id": 10, "image_id": 1, "bbox": [0, 0, 200, 100], "category_id": 18},
-                        {"id": 11, "image_id": 1, "bbox": [50, 25, 100, 50], "category_id": 18}],
-        "categories": [{"id": 18, "name": "dog"}],
-    })
-    _write_json(root / "refs.json", [
-        {"ref_id": 5, "ann_id": 10, "image_id": 1, "split": "train", "category_id": 18,
-         "sentences": [{"sent": "the whole picture"}, {"sent": "everything"}], "file_name": "COCO_train2014_000000000001_10.jpg"},
-        {"ref_id": 6, "ann_id": 11, "image_id": 1, "split": "testA", "category_id": 18,
-         "sentences": [{"sent": "middle dog"}], "file_name": "COCO_train2014_000000000001_11.jpg"},
-    ])
+    _write_json(
+        root / "instances.json",
+        {
+            "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "width": 200, "height": 100}],
+            "annotations": [
+                {"id": 10, "image_id": 1, "bbox": [0, 0, 200, 100], "category_id": 18},
+                {"id": 11, "image_id": 1, "bbox": [50, 25, 100, 50], "category_id": 18},
+            ],
+            "categories": [{"id": 18, "name": "dog"}],
+        },
+    )
+    _write_json(
+        root / "refs.json",
+        [
+            {
+                "ref_id": 5,
+                "ann_id": 10,
+                "image_id": 1,
+                "split": "train",
+                "category_id": 18,
+                "sentences": [{"sent": "the whole picture"}, {"sent": "everything"}],
+                "file_name": "COCO_train2014_000000000001_10.jpg",
+            },
+            {
+                "ref_id": 6,
+                "ann_id": 11,
+                "image_id": 1,
+                "split": "testA",
+                "category_id": 18,
+                "sentences": [{"sent": "middle dog"}],
+                "file_name": "COCO_train2014_000000000001_11.jpg",
+            },
+        ],
+    )
     return root
 
 
@@ -280,10 +420,16 @@ def test_refcoco_one_item_per_sentence_with_the_box(tmp_path):
     items = task.load("train", path=str(root))
     assert [it.item_id for it in items] == ["train-5-0", "train-5-1"]
     assert items[0].question == "Give the box of: the whole picture" and items[0].category == "dog"
-    assert items[0].answer == "[0, 0, 99, 99]" and items[0].box == (0, 0, 200, 100) and items[0].image_size == (200, 100)
+    assert (
+        items[0].answer == "[0, 0, 99, 99]" and items[0].box == (0, 0, 200, 100) and items[0].image_size == (200, 100)
+    )
     [middle] = task.load("testA", path=str(root))
     assert middle.answer == "[25, 25, 74, 74]"  # [50, 25, 150, 75] of 200 x 100, stretched
-    assert task.answer_type == "box" and task.score("[25, 25, 75, 75]", middle) == 1.0 and task.score("no box", middle) == 0.0
+    assert (
+        task.answer_type == "box"
+        and task.score("[25, 25, 75, 75]", middle) == 1.0
+        and task.score("no box", middle) == 0.0
+    )
 
 
 def test_load_source_projects_boxes_through_the_letterbox(tmp_path):
@@ -294,8 +440,11 @@ def test_load_source_projects_boxes_through_the_letterbox(tmp_path):
     # letterboxed to 64: scale 0.32, the image spans rows 16-48; the box [50, 25, 150, 75] -> [16, 24, 48, 40] px
     _, [boxed] = load_source(source, "data.eval.0", ImageConfig(size=64, geometry="letterbox-square"))
     assert boxed.answer == "[25, 37, 74, 62]" and boxed.box == stretched.box
-    task, items = load_source(DataSource(task="vqav2", split="val", path=str(_vqav2(tmp_path))), "data.eval.1",
-                              ImageConfig(size=64, geometry="letterbox-square"))
+    task, items = load_source(
+        DataSource(task="vqav2", split="val", path=str(_vqav2(tmp_path))),
+        "data.eval.1",
+        ImageConfig(size=64, geometry="letterbox-square"),
+    )
     assert [it.answer for it in items] == ["2", "blue", "yes"]  # items without a box are left alone
 
 
@@ -310,8 +459,13 @@ def test_refcoco_errors(tmp_path):
     _write_json(root / "refs.json", refs)
     with pytest.raises(DataError, match=r"refs.json\[ref 1\]: ann_id 99 is not in instances.json"):
         _task("refcoco").load("testA", path=str(root))
-    _write_json(root / "instances.json", {"images": [{"id": 1, "file_name": "a.jpg", "width": 2, "height": 2}],
-                                          "annotations": [{"id": 10, "bbox": [0, 0, 1]}]})
+    _write_json(
+        root / "instances.json",
+        {
+            "images": [{"id": 1, "file_name": "a.jpg", "width": 2, "height": 2}],
+            "annotations": [{"id": 10, "bbox": [0, 0, 1]}],
+        },
+    )
     with pytest.raises(DataError, match=r"instances.json\[annotation 0\]: bbox must be 4 numbers"):
         _task("refcoco").load("train", path=str(root))
     (root / "instances.json").unlink()

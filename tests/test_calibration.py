@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from vlmlab.analysis.calibration import (
-    brier_score, expected_calibration_error, maximum_calibration_error, reliability_table,
+    brier_score,
+    expected_calibration_error,
+    maximum_calibration_error,
+    reliability_table,
 )
 
 

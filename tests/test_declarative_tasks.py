@@ -36,7 +36,9 @@ def _task(tmp_path, body: str) -> DeclarativeTask:
 
 def test_yaml_task_filters_prompts_and_scores_boxes(tmp_path):
     root = _jsonl(tmp_path)
-    task = _task(tmp_path, f"""
+    task = _task(
+        tmp_path,
+        f"""
 task: my-grounding
 format: vqa-jsonl
 path: {root}
@@ -44,7 +46,8 @@ prompt: "{{question}} Answer as a box."
 answer_type: box
 metric: box_iou@0.5
 categories: [ground]
-""")
+""",
+    )
     items = task.load("test")
     assert [it.item_id for it in items] == ["test-1"]
     assert items[0].task == "my-grounding" and items[0].question == "the red square Answer as a box."
@@ -53,11 +56,14 @@ categories: [ground]
     assert task.score("red", items[0]) == 0.0  # unparsable: a format error scores 0
 
 
-@pytest.mark.parametrize("body,message", [
-    ("task: x\nformat: vqa-jsonl\nmetrc: exact_match\n", "t.yaml: metrc: unknown key"),
-    ("task: x\nformat: vqa-jsonl\nmetric: bleu\n", "t.yaml: metric: unknown metric 'bleu'"),
-    ("task: x\nformat: vqa-jsonl\nprompt: 'Q:'\n", "t.yaml: prompt: the prompt template must contain {question}"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("task: x\nformat: vqa-jsonl\nmetrc: exact_match\n", "t.yaml: metrc: unknown key"),
+        ("task: x\nformat: vqa-jsonl\nmetric: bleu\n", "t.yaml: metric: unknown metric 'bleu'"),
+        ("task: x\nformat: vqa-jsonl\nprompt: 'Q:'\n", "t.yaml: prompt: the prompt template must contain {question}"),
+    ],
+)
 def test_bad_task_yaml_names_file_and_key(tmp_path, body, message):
     with pytest.raises(ConfigError) as exc:
         _task(tmp_path, body)

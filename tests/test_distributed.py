@@ -66,9 +66,24 @@ def test_two_gloo_processes_equal_one_process_with_twice_the_batch(tiny_raw, tmp
     io.write_yaml(config, tiny_raw)
     out = tmp_path / "two"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "vlmlab", "train", str(config), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, VLMLAB_NO_PROGRESS="1", OMP_NUM_THREADS="1"),
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "vlmlab",
+            "train",
+            str(config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, VLMLAB_NO_PROGRESS="1", OMP_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("trained 28 steps") == 1  # one process reports (the console is stderr)
@@ -88,9 +103,17 @@ def test_a_study_under_torchrun_writes_once_and_matches_one_process(tiny_raw, tm
     def spec(batch_size):
         base = _decisive(copy.deepcopy(tiny_raw))
         base["train"].update(batch_size=batch_size, threads=1)
-        return {"name": "t", "base": base, "eval": {"blind": False},
-                "factors": {"llm": {"keys": ["model.llm.id"], "levels": {"gen1": {"model.llm.id": "llama1-tiny"},
-                                                                       "gen3": {"model.llm.id": "llama3-tiny"}}}}}
+        return {
+            "name": "t",
+            "base": base,
+            "eval": {"blind": False},
+            "factors": {
+                "llm": {
+                    "keys": ["model.llm.id"],
+                    "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}},
+                }
+            },
+        }
 
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(spec(16)))
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec(8)))
@@ -98,9 +121,26 @@ def test_a_study_under_torchrun_writes_once_and_matches_one_process(tiny_raw, tm
     out = tmp_path / "two"
     for variant in ("gen1", "gen3"):  # one job per variant, each on 2 processes
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-             "-m", "vlmlab", "study", str(tmp_path / "two.yaml"), "--out", str(out), "--only", variant],
-            capture_output=True, text=True, timeout=600, env=dict(os.environ, VLMLAB_NO_PROGRESS="1", OMP_NUM_THREADS="1"),
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "vlmlab",
+                "study",
+                str(tmp_path / "two.yaml"),
+                "--out",
+                str(out),
+                "--only",
+                variant,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, VLMLAB_NO_PROGRESS="1", OMP_NUM_THREADS="1"),
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
     run_study(tmp_path / "two.yaml", out)  # the combine step: nothing left to train
@@ -111,17 +151,19 @@ def test_a_study_under_torchrun_writes_once_and_matches_one_process(tiny_raw, tm
 
 
 def test_shipped_accelerate_configs_parse_and_name_real_layer_classes():
-    from pathlib import Path
-
     import importlib
+    from pathlib import Path
 
     from accelerate.commands.config.config_args import ClusterConfig
 
-    modules = {"LlamaDecoderLayer": "transformers.models.llama.modeling_llama",
-               "CLIPEncoderLayer": "transformers.models.clip.modeling_clip",
-               "SiglipEncoderLayer": "transformers.models.siglip.modeling_siglip",
-               "ViTLayer": "transformers.models.vit.modeling_vit",
-               "MambaMixer": "vlmlab.models.vision.mamba_blocks", "VSSBlock": "vlmlab.models.vision.ssm"}
+    modules = {
+        "LlamaDecoderLayer": "transformers.models.llama.modeling_llama",
+        "CLIPEncoderLayer": "transformers.models.clip.modeling_clip",
+        "SiglipEncoderLayer": "transformers.models.siglip.modeling_siglip",
+        "ViTLayer": "transformers.models.vit.modeling_vit",
+        "MambaMixer": "vlmlab.models.vision.mamba_blocks",
+        "VSSBlock": "vlmlab.models.vision.ssm",
+    }
     configs = sorted(Path(__file__).parents[1].glob("configs/accelerate/*.yaml"))
     assert {c.stem for c in configs} == {"ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"}
     for path in configs:

@@ -68,14 +68,23 @@ def test_deepspeed_takes_the_batch_settings_from_the_run_config(model_and_cfg, t
     acc = deepspeed_accelerator()
     engines.configure(acc, config_from_dict(tiny_raw), model)
     ds = acc.state.deepspeed_plugin.deepspeed_config
-    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (6, 3, 0.5)
-    assert engines.backward_scale(acc, 3) == 3.0  # DeepSpeed divides by its accumulation steps; vlmlab's loss is the step mean
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (
+        6,
+        3,
+        0.5,
+    )
+    assert (
+        engines.backward_scale(acc, 3) == 3.0
+    )  # DeepSpeed divides by its accumulation steps; vlmlab's loss is the step mean
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"checkpoint_every": 2}, "train.checkpoint_every"),
-    ({"on_nonfinite": {"policy": "skip"}}, "train.on_nonfinite.policy"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"checkpoint_every": 2}, "train.checkpoint_every"),
+        ({"on_nonfinite": {"policy": "skip"}}, "train.on_nonfinite.policy"),
+    ],
+)
 def test_options_a_sharded_engine_cannot_honour_are_refused(model_and_cfg, tiny_raw, change, key):
     model, _ = model_and_cfg
     tiny_raw["train"].update(change)
@@ -131,6 +140,7 @@ def test_unfreezing_a_part_of_an_fsdp2_model_gives_full_precision_gradients():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PORT": port})
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "PORT": port}
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -17,8 +17,9 @@ from vlmlab.train.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def clip_run(tmp_path_factory):
-    from conftest import TINY
     import copy
+
+    from conftest import TINY
 
     raw = copy.deepcopy(TINY)
     raw["model"]["vision"].update(family="clip", feature_layer=-2)
@@ -40,22 +41,33 @@ def test_exported_llava_gives_the_same_logits(clip_run, tmp_path, capsys):
     batch = data.collate([data[i] for i in range(6)])  # left-padded rows of different lengths
     with torch.no_grad():
         ours = model.logits(**batch.model_inputs())
-        theirs = llava(input_ids=batch.input_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
-                       position_ids=position_ids_from_mask(batch.attention_mask)).logits
+        theirs = llava(
+            input_ids=batch.input_ids,
+            pixel_values=batch.pixel_values,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids_from_mask(batch.attention_mask),
+        ).logits
     real = batch.attention_mask.bool()
     torch.testing.assert_close(theirs[real], ours[real], atol=1e-5, rtol=1e-5)
     processor = AutoProcessor.from_pretrained(tmp_path / "llava")
-    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\\nwhat color is the shape?"}],
-                                           add_generation_prompt=True, tokenize=False)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": "<image>\\nwhat color is the shape?"}], add_generation_prompt=True, tokenize=False
+    )
     assert "<image>" in prompt  # the run's own chat template travels with the checkpoint
     assert processor.image_processor.size == {"height": 32, "width": 32}
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"model": {"routing": {"id": "fastv", "layer": 1, "ratio": 0.5}}}, "model.routing.id is 'fastv'"),
-    ({"model": {"vision": {"id": "vim", "patch_size": 16, "hidden_size": 32, "num_layers": 1}}}, "model.vision is 'vim'"),
-    ({"model": {"projector": {"id": "linear"}}}, "model.projector is 'linear'"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"model": {"routing": {"id": "fastv", "layer": 1, "ratio": 0.5}}}, "model.routing.id is 'fastv'"),
+        (
+            {"model": {"vision": {"id": "vim", "patch_size": 16, "hidden_size": 32, "num_layers": 1}}},
+            "model.vision is 'vim'",
+        ),
+        ({"model": {"projector": {"id": "linear"}}}, "model.projector is 'linear'"),
+    ],
+)
 def test_parts_llava_cannot_express_are_refused_with_the_reason(tiny_raw, change, reason):
     from vlmlab.errors import UserError
     from vlmlab.interop.llava_export import to_llava
@@ -79,8 +91,20 @@ def test_import_llava_round_trip_evaluates_like_the_original_run(clip_run, tmp_p
     from vlmlab.runs import RunDir
 
     assert main(["export", str(clip_run), str(tmp_path / "llava")]) == 0
-    assert main(["import-llava", str(tmp_path / "llava"), str(tmp_path / "imported"), "--template", "llama3",
-                 "--eval", "easy-vqa:test"]) == 0
+    assert (
+        main(
+            [
+                "import-llava",
+                str(tmp_path / "llava"),
+                str(tmp_path / "imported"),
+                "--template",
+                "llama3",
+                "--eval",
+                "easy-vqa:test",
+            ]
+        )
+        == 0
+    )
     imported = RunDir(tmp_path / "imported")
     assert sorted(io.read_json(imported.final / "trainer_state.json")["parts_from_pretrained"]) == ["llm", "vision"]
     assert (imported.path / "parts" / "llm" / "config.json").is_file()
@@ -106,8 +130,22 @@ def test_import_llava_in_bfloat16_evaluates(clip_run, tmp_path):
     from vlmlab.runs import RunDir, load_run_model
 
     assert main(["export", str(clip_run), str(tmp_path / "llava")]) == 0
-    assert main(["import-llava", str(tmp_path / "llava"), str(tmp_path / "imported"), "--dtype", "bfloat16",
-                 "--template", "llama3", "--eval", "easy-vqa:test"]) == 0
+    assert (
+        main(
+            [
+                "import-llava",
+                str(tmp_path / "llava"),
+                str(tmp_path / "imported"),
+                "--dtype",
+                "bfloat16",
+                "--template",
+                "llama3",
+                "--eval",
+                "easy-vqa:test",
+            ]
+        )
+        == 0
+    )
     model, _ = load_run_model(tmp_path / "imported")
     assert next(model.vision.parameters()).dtype == torch.bfloat16
     assert next(model.llm.parameters()).dtype == torch.bfloat16
@@ -138,9 +176,29 @@ def test_routing_cost_benchmark_at_a_scaled_shape_runs_end_to_end(tmp_path, monk
     spec = importlib.util.spec_from_file_location("bench_routing_scale", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr("sys.argv", ["bench_routing_scale.py", "--out", str(tmp_path / "scale"), "--layers", "3",
-                                     "--hidden", "64", "--ffn", "128", "--heads", "2", "--dpvr-layer", "1",
-                                     "--fastv-layer", "1", "--n-probe", "2", "--attention"])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "bench_routing_scale.py",
+            "--out",
+            str(tmp_path / "scale"),
+            "--layers",
+            "3",
+            "--hidden",
+            "64",
+            "--ffn",
+            "128",
+            "--heads",
+            "2",
+            "--dpvr-layer",
+            "1",
+            "--fastv-layer",
+            "1",
+            "--n-probe",
+            "2",
+            "--attention",
+        ],
+    )
     bench.main()
     record = json.loads((tmp_path / "scale" / "imported" / "routing_bench.json").read_text())
     assert record["geometry"]["layers"] == 3 and record["geometry"]["vision"] == 576

@@ -13,15 +13,22 @@ from vlmlab.study.spec import study_spec_from_dict
 
 
 def _study(rows):
-    spec = study_spec_from_dict({
-        "name": "s", "base": "easy-vqa-tiny",
-        "factors": {
-            "llm": {"keys": ["model.llm.id"], "levels": {"gen1": {"model.llm.id": "llama1-tiny"},
-                                                        "gen3": {"model.llm.id": "llama3-tiny"}}},
-            "size": {"keys": ["data.image.size"], "levels": {"small": {"data.image.size": 32},
-                                                             "big": {"data.image.size": 64}}},
-        },
-    })
+    spec = study_spec_from_dict(
+        {
+            "name": "s",
+            "base": "easy-vqa-tiny",
+            "factors": {
+                "llm": {
+                    "keys": ["model.llm.id"],
+                    "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}},
+                },
+                "size": {
+                    "keys": ["data.image.size"],
+                    "levels": {"small": {"data.image.size": 32}, "big": {"data.image.size": 64}},
+                },
+            },
+        }
+    )
     frame = pd.DataFrame(rows, columns=["llm", "size", "seed", "task", "item_id", "score"])
     frame["variant"] = frame["llm"] + "-" + frame["size"]
     frame["mode"], frame["category"] = "clean", "all"
@@ -49,8 +56,12 @@ def test_verdict_needs_the_interval_to_exclude_zero():
 
 
 def test_section_states_a_verdict_per_task():
-    rows = [(llm, "small", 0, task, f"q{i}", int(llm == "gen3" or i % 2 == 0))
-            for task in ("a", "b") for i in range(60) for llm in ("gen1", "gen3")]
+    rows = [
+        (llm, "small", 0, task, f"q{i}", int(llm == "gen3" or i % 2 == 0))
+        for task in ("a", "b")
+        for i in range(60)
+        for llm in ("gen1", "gen3")
+    ]
     rows += [(llm, "big", 0, "a", "q0", 1) for llm in ("gen1", "gen3")]
     section = FactorEffects(FactorEffects.Params()).run(_study(rows))
     from vlmlab.report.document import Figure, Text
@@ -61,8 +72,12 @@ def test_section_states_a_verdict_per_task():
 
 
 def test_per_seed_deltas_split_what_pooling_merges():
-    rows = [(llm, "small", seed, "t", f"q{i}", int(llm == "gen3" and seed == 1)) for seed in (0, 1) for i in range(4)
-            for llm in ("gen1", "gen3")]
+    rows = [
+        (llm, "small", seed, "t", f"q{i}", int(llm == "gen3" and seed == 1))
+        for seed in (0, 1)
+        for i in range(4)
+        for llm in ("gen1", "gen3")
+    ]
     pooled = level_deltas(_study(rows), "llm")
     split = level_deltas(_study(rows), "llm", per_seed=True)
     assert pooled["delta"].tolist() == [0.5] and pooled["n"].tolist() == [8]
@@ -76,10 +91,30 @@ def test_grounding_collapse_flags_random_level_and_unparsable_runs():
     gold = "[10, 10, 60, 60]"
     rows = []
     for i in range(40):
-        rows.append({"variant": "good", "seed": 0, "mode": "clean", "task": "ground", "item_id": f"q{i}", "answer": gold,
-                     "correct": i % 2 == 0, "format_error": False})
-        rows.append({"variant": "broken", "seed": 0, "mode": "clean", "task": "ground", "item_id": f"q{i}", "answer": gold,
-                     "correct": False, "format_error": i % 4 != 0})
+        rows.append(
+            {
+                "variant": "good",
+                "seed": 0,
+                "mode": "clean",
+                "task": "ground",
+                "item_id": f"q{i}",
+                "answer": gold,
+                "correct": i % 2 == 0,
+                "format_error": False,
+            }
+        )
+        rows.append(
+            {
+                "variant": "broken",
+                "seed": 0,
+                "mode": "clean",
+                "task": "ground",
+                "item_id": f"q{i}",
+                "answer": gold,
+                "correct": False,
+                "format_error": i % 4 != 0,
+            }
+        )
     table = collapse_table(pd.DataFrame(rows)).set_index("variant")
     assert table.loc["good", "random_box_acc"] == pytest.approx(random_box_baseline([[10, 10, 60, 60]] * 40))
     assert not table.loc["good", "collapsed"] and table.loc["broken", "collapsed"]
@@ -95,16 +130,27 @@ def test_vision_pretraining_table_reads_each_runs_top1(tmp_path):
     for v, top1, acc in (("vit", 0.9, 0.8), ("vim", 0.6, 0.5), ("vmamba", 0.7, 0.6)):
         run = tmp_path / "variants" / v / "seed-0"
         run.mkdir(parents=True)
-        (run / "train.json").write_text(json.dumps({"vision_pretrain": {"train_top1/shape": top1, "train_top1/color": top1,
-                                                                        "seconds": 1.0}, "parameters": {"vision": 10}}))
-        rows += [{"variant": v, "seed": 0, "mode": "clean", "task": "t", "item_id": f"q{i}", "correct": i < acc * 10}
-                 for i in range(10)]
+        (run / "train.json").write_text(
+            json.dumps(
+                {
+                    "vision_pretrain": {"train_top1/shape": top1, "train_top1/color": top1, "seconds": 1.0},
+                    "parameters": {"vision": 10},
+                }
+            )
+        )
+        rows += [
+            {"variant": v, "seed": 0, "mode": "clean", "task": "t", "item_id": f"q{i}", "correct": i < acc * 10}
+            for i in range(10)
+        ]
     levels = {v: {"data.image.size": 32} for v in ("vit", "vim", "vmamba")}
-    spec = study_spec_from_dict({"name": "s", "base": "easy-vqa-tiny",
-                                 "factors": {"vision": {"keys": ["data.image.size"], "levels": levels}}})
+    spec = study_spec_from_dict(
+        {"name": "s", "base": "easy-vqa-tiny", "factors": {"vision": {"keys": ["data.image.size"], "levels": levels}}}
+    )
     study = StudyData(tmp_path, spec, {}, pd.DataFrame(rows), pd.DataFrame())
     table = pretraining_table(study).set_index("variant")
-    assert table.loc["vim", "pretrain_top1"] == pytest.approx(0.6) and table.loc["vit", "vlm_accuracy"] == pytest.approx(0.8)
+    assert table.loc["vim", "pretrain_top1"] == pytest.approx(0.6) and table.loc[
+        "vit", "vlm_accuracy"
+    ] == pytest.approx(0.8)
     from vlmlab.report.document import Text
 
     texts = [b.text for b in VisionPretraining(VisionPretraining.Params()).run(study).blocks if isinstance(b, Text)]

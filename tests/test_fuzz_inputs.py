@@ -19,7 +19,13 @@ from vlmlab.cli import main
 from vlmlab.lm import pretrain as pretrain_mod
 from vlmlab.train import trainer as trainer_mod
 
-FUZZ = settings(max_examples=int(os.environ.get("VLMLAB_FUZZ_EXAMPLES", 100)), deadline=None, derandomize=not os.environ.get("VLMLAB_FUZZ_RANDOM"), suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(
+    max_examples=int(os.environ.get("VLMLAB_FUZZ_EXAMPLES", 100)),
+    deadline=None,
+    derandomize=not os.environ.get("VLMLAB_FUZZ_RANDOM"),
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 
 
 class ReachedTraining(Exception):
@@ -65,8 +71,12 @@ def test_fuzzed_config_is_one_line_naming_the_key(case, capsys, monkeypatch):
 
 
 @FUZZ
-@given(text=st.one_of(JUNK.filter(lambda v: not isinstance(v, dict)).map(yaml.safe_dump),
-                     st.sampled_from(["a: [unclosed", "\tmodel: 1", "- a\nb: c", "{", "model: {vision: }}"])))
+@given(
+    text=st.one_of(
+        JUNK.filter(lambda v: not isinstance(v, dict)).map(yaml.safe_dump),
+        st.sampled_from(["a: [unclosed", "\tmodel: 1", "- a\nb: c", "{", "model: {vision: }}"]),
+    )
+)
 def test_config_that_is_not_a_mapping(text, capsys, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("top")
     config = tmp / "c.yaml"
@@ -81,8 +91,15 @@ def test_config_that_is_not_a_mapping(text, capsys, tmp_path_factory):
 # ----- dataset records (vqa-jsonl): fields missing or mistyped, images missing, broken, outside the root ------
 RECORD = {"id": 0, "image": "good.png", "question": "what color is the shape?", "answer": "red"}
 IMAGES = {  # name -> whether it is a readable image inside the dataset dir
-    "good.png": True, "sub/../good.png": True, "missing.png": False, "truncated.png": False, "text.png": False,
-    "../outside.png": False, "/etc/hostname": False, "sub": False, "": False,
+    "good.png": True,
+    "sub/../good.png": True,
+    "missing.png": False,
+    "truncated.png": False,
+    "text.png": False,
+    "../outside.png": False,
+    "/etc/hostname": False,
+    "sub": False,
+    "": False,
 }
 
 
@@ -101,7 +118,9 @@ def jsonl_records(draw):
         if kind == "drop":
             del rec[draw(st.sampled_from(sorted(RECORD)))]
         elif kind == "mistype":
-            rec[draw(st.sampled_from(sorted(RECORD)))] = draw(st.one_of(st.none(), st.booleans(), st.floats(), st.lists(st.integers(), max_size=2), st.just({"a": 1})))
+            rec[draw(st.sampled_from(sorted(RECORD)))] = draw(
+                st.one_of(st.none(), st.booleans(), st.floats(), st.lists(st.integers(), max_size=2), st.just({"a": 1}))
+            )
         elif kind == "image":
             rec["image"] = draw(st.sampled_from(sorted(IMAGES)))
         elif kind == "duplicate-id" and ids:
@@ -146,9 +165,16 @@ def test_fuzzed_dataset_records_are_one_line_naming_the_file(case, capsys):
 
 # ----- study specs ---------------------------------------------------------------------------------------------
 SPEC = {
-    "name": "fuzz", "question": "q", "base": copy.deepcopy(TINY), "seeds": [0],
-    "factors": {"llm": {"keys": ["model.llm.id"], "levels": {"gen1": {"model.llm.id": "llama1-tiny"},
-                                                           "gen3": {"model.llm.id": "llama3-tiny"}}}},
+    "name": "fuzz",
+    "question": "q",
+    "base": copy.deepcopy(TINY),
+    "seeds": [0],
+    "factors": {
+        "llm": {
+            "keys": ["model.llm.id"],
+            "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}},
+        }
+    },
     "datasets": {"sw": {"seed": 0, "n": 40, "size": 32}},
     "eval": {"blind": True, "perturb": ["noise:0.1"]},
     "analyses": ["factor-effects", {"id": "calibration", "n_bins": 10}],
@@ -174,4 +200,3 @@ def test_fuzzed_study_spec_is_one_line_naming_the_key(case, capsys):
         line = _assert_one_line(err, code)
         assert names_the_path(line, path), f"{kind} {dotted(path)}: {line}"
         tally("study specs", f"rejected, exit {code}")
-

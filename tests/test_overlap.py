@@ -35,7 +35,7 @@ def test_hand_computed_mcnemar_phi_and_verdicts():
     a = np.array([0] * 10 + [1] * 20 + [0] * 10, dtype=bool)
     b = np.array([1] * 10 + [1] * 20 + [0] * 10, dtype=bool)
     s = pair_stats(a, b)
-    assert s["mcnemar_p"] == pytest.approx(2 * 0.5 ** 10)
+    assert s["mcnemar_p"] == pytest.approx(2 * 0.5**10)
     # φ from the 2x2 table both 20, only_a 0, only_b 10, neither 10
     assert s["phi"] == pytest.approx((20 * 10 - 0) / np.sqrt(20 * 20 * 30 * 10))
     assert s["verdict"] == "B solves more questions"
@@ -49,9 +49,24 @@ def test_hand_computed_mcnemar_phi_and_verdicts():
 
 def _study(correct_by_variant):
     levels = {v: {"model.llm.id": "llama1-tiny"} for v in correct_by_variant}
-    spec = study_spec_from_dict({"name": "s", "base": "easy-vqa-tiny", "factors": {"llm": {"keys": ["model.llm.id"], "levels": levels}}})
-    rows = [{"variant": v, "llm": v, "seed": 0, "mode": "clean", "task": "t", "item_id": f"q{i}", "category": "all",
-             "correct": bool(c), "score": float(c)} for v, cs in correct_by_variant.items() for i, c in enumerate(cs)]
+    spec = study_spec_from_dict(
+        {"name": "s", "base": "easy-vqa-tiny", "factors": {"llm": {"keys": ["model.llm.id"], "levels": levels}}}
+    )
+    rows = [
+        {
+            "variant": v,
+            "llm": v,
+            "seed": 0,
+            "mode": "clean",
+            "task": "t",
+            "item_id": f"q{i}",
+            "category": "all",
+            "correct": bool(c),
+            "score": float(c),
+        }
+        for v, cs in correct_by_variant.items()
+        for i, c in enumerate(cs)
+    ]
     return StudyData(Path("."), spec, {}, pd.DataFrame(rows), pd.DataFrame())
 
 

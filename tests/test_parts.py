@@ -16,7 +16,9 @@ TEXTS = ["what is the red shape?", "what color is the shape?", "circle", "red", 
 @pytest.mark.parametrize("use_cls", [False, True])
 def test_vit_families_give_tokens_and_grid(family, has_cls, use_cls):
     cls = VISION_ENCODERS.get("vit")
-    params = cls.Params(family=family, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, use_cls=use_cls, feature_layer=-2)
+    params = cls.Params(
+        family=family, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, use_cls=use_cls, feature_layer=-2
+    )
     enc = cls.from_params(params, image_size=32)
     feats = enc(torch.randn(3, 3, 32, 32))
     n = 16 + int(use_cls and has_cls)
@@ -85,7 +87,9 @@ def test_whole_model_builds_for_every_llm(tiny_raw):
 
 def test_vit_loads_a_local_pretrained_tower(tmp_path):
     cls = VISION_ENCODERS.get("vit")
-    built = cls.from_params(cls.Params(family="clip", patch_size=8, hidden_size=32, num_layers=2, num_heads=2), image_size=32)
+    built = cls.from_params(
+        cls.Params(family="clip", patch_size=8, hidden_size=32, num_layers=2, num_heads=2), image_size=32
+    )
     built.tower.save_pretrained(tmp_path)
     loaded = cls.from_params(cls.Params(family="clip", path=str(tmp_path), feature_layer=-2), image_size=32)
     x = torch.randn(2, 3, 32, 32)

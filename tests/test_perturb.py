@@ -71,7 +71,9 @@ def test_a_shift_moves_the_gold_box_with_the_object():
     gold = format_box([10 / size * 100, 20 / size * 100, 30 / size * 100, 40 / size * 100])
     shifted = parse_perturbation(f"shift:{px}").apply(image, "k")
     ys, xs = np.nonzero((shifted == (255, 0, 0)).all(-1))
-    seen = format_box([xs.min() / size * 100, ys.min() / size * 100, (xs.max() + 1) / size * 100, (ys.max() + 1) / size * 100])
+    seen = format_box(
+        [xs.min() / size * 100, ys.min() / size * 100, (xs.max() + 1) / size * 100, (ys.max() + 1) / size * 100]
+    )
     moved = shift_box_answer(parse_perturbation(f"shift:{px}"), gold, size)
     assert box_iou(parse_box(moved), parse_box(seen)) >= 0.9 and box_iou(parse_box(gold), parse_box(seen)) < 0.7
     assert shift_box_answer(parse_perturbation(f"shift:{px}"), "red", size) == "red"  # not a box: unchanged

@@ -11,17 +11,54 @@ from vlmlab.cli import main
 
 def _spec(tmp_path, tiny_raw):
     base = dict(tiny_raw)
-    base["train"] = {**tiny_raw["train"], "stages": [
-        {"name": "vision-pretrain", "max_steps": 6, "batch_size": 16, "lr": {"vision": 3e-3}, "augment": ["hflip"],
-         "data": {"task": "shapes-world", "split": "train", "path": "${datasets.pretrain}"}, "heldout_split": "val"},
-        {"name": "align", "max_steps": 1, "lr": {"projector": 1e-3}},
-    ]}
+    base["train"] = {
+        **tiny_raw["train"],
+        "stages": [
+            {
+                "name": "vision-pretrain",
+                "max_steps": 6,
+                "batch_size": 16,
+                "lr": {"vision": 3e-3},
+                "augment": ["hflip"],
+                "data": {"task": "shapes-world", "split": "train", "path": "${datasets.pretrain}"},
+                "heldout_split": "val",
+            },
+            {"name": "align", "max_steps": 1, "lr": {"projector": 1e-3}},
+        ],
+    }
     base["data"] = {**tiny_raw["data"], "image": {"size": 32}}
-    spec = {"name": "pv", "base": base, "datasets": {"pretrain": {"seed": 3, "n": 60, "size": 32}}, "eval": {"blind": False},
-            "factors": {"vision": {"keys": ["model.vision"], "levels": {
-                "vit": {"model.vision": {"id": "vit", "patch_size": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-                "vmamba": {"model.vision": {"id": "vmamba", "patch_size": 8, "hidden_size": 16, "depths": [1, 1],
-                                            "tap_stage": 2, "d_state": 4}}}}}}
+    spec = {
+        "name": "pv",
+        "base": base,
+        "datasets": {"pretrain": {"seed": 3, "n": 60, "size": 32}},
+        "eval": {"blind": False},
+        "factors": {
+            "vision": {
+                "keys": ["model.vision"],
+                "levels": {
+                    "vit": {
+                        "model.vision": {
+                            "id": "vit",
+                            "patch_size": 8,
+                            "hidden_size": 32,
+                            "num_layers": 1,
+                            "num_heads": 2,
+                        }
+                    },
+                    "vmamba": {
+                        "model.vision": {
+                            "id": "vmamba",
+                            "patch_size": 8,
+                            "hidden_size": 16,
+                            "depths": [1, 1],
+                            "tap_stage": 2,
+                            "d_state": 4,
+                        }
+                    },
+                },
+            }
+        },
+    }
     path = tmp_path / "pv.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -81,8 +118,15 @@ def test_an_imagenet_style_folder_pretrains_a_tower_that_generalises(tmp_path, t
                 pixels = np.clip(np.array(rgb) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(tmp_path / "imgs" / split / name / f"{i}.png")
     tiny_raw["data"]["image"] = {"size": 32}
-    tiny_raw["train"]["stages"] = [{"name": "vision-pretrain", "max_steps": 30, "batch_size": 12, "lr": {"vision": 3e-3},
-                                    "data": {"task": "image-folder", "split": "train", "path": str(tmp_path / "imgs")}}]
+    tiny_raw["train"]["stages"] = [
+        {
+            "name": "vision-pretrain",
+            "max_steps": 30,
+            "batch_size": 12,
+            "lr": {"vision": 3e-3},
+            "data": {"task": "image-folder", "split": "train", "path": str(tmp_path / "imgs")},
+        }
+    ]
     cfg = config_from_dict(tiny_raw)
     torch.manual_seed(0)
     tower = VISION_ENCODERS.get("vit").from_params(cfg.model.vision.params, image_size=32)

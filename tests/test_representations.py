@@ -49,6 +49,10 @@ def test_hooks_capture_each_layers_last_token_state_and_are_removed(tiny_cfg):
         embeds = model.embed(b.input_ids, b.image_mask, b.pixel_values)
         from vlmlab.models.vlm import position_ids_from_mask
 
-        out = model.llm.decoder(inputs_embeds=embeds, attention_mask=b.attention_mask,
-                                position_ids=position_ids_from_mask(b.attention_mask), output_hidden_states=True)
+        out = model.llm.decoder(
+            inputs_embeds=embeds,
+            attention_mask=b.attention_mask,
+            position_ids=position_ids_from_mask(b.attention_mask),
+            output_hidden_states=True,
+        )
     torch.testing.assert_close(states[0], out.hidden_states[1][:, -1])  # hidden_states[0] is the embeddings

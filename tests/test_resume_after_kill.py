@@ -18,8 +18,12 @@ from vlmlab.train.trainer import Trainer
 
 
 def _train_cli(config, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "vlmlab", "train", str(config), "--out", str(out), "--no-eval", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, VLMLAB_NO_PROGRESS="1"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlmlab", "train", str(config), "--out", str(out), "--no-eval", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, VLMLAB_NO_PROGRESS="1"),
+    )
 
 
 def _kill_after_checkpoint(proc, run: RunDir, rng: random.Random, timeout: float = 120.0) -> str:

@@ -35,8 +35,10 @@ def _batch(model, cfg, n=6):
 def _tokens_per_layer(model, b) -> dict[int, int]:
     """How many tokens each decoder layer received in one forward pass."""
     seen = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
-             for i, layer in enumerate(model.llm.decoder.layers)]
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].shape[1]))
+        for i, layer in enumerate(model.llm.decoder.layers)
+    ]
     _states(model, b)
     for h in hooks:
         h.remove()
@@ -56,7 +58,9 @@ def test_layer_runner_reproduces_the_plain_decoder(tiny_raw):
     run = LayerRunner(model.llm)
     with torch.no_grad():
         ours = run.norm(run.run(embeds, pos, b.attention_mask, range(run.num_layers)))
-        plain = model.llm.decoder(inputs_embeds=embeds, attention_mask=b.attention_mask, position_ids=pos).last_hidden_state
+        plain = model.llm.decoder(
+            inputs_embeds=embeds, attention_mask=b.attention_mask, position_ids=pos
+        ).last_hidden_state
     real = b.attention_mask.bool()
     torch.testing.assert_close(ours[real], plain[real], rtol=1e-5, atol=1e-5)
 
@@ -146,13 +150,20 @@ def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
     from vlmlab.runs import load_run_model
 
     loaded, _ = load_run_model(tmp_path / "run")  # the branch is saved and restored with the run
-    for (n1, p1), (n2, p2) in zip(result.model.routing.named_parameters(), loaded.routing.named_parameters()):
+    for (_n1, p1), (_n2, p2) in zip(result.model.routing.named_parameters(), loaded.routing.named_parameters()):
         torch.testing.assert_close(p1.cpu(), p2.cpu())
     assert json.dumps(trainable)
 
 
-@pytest.mark.parametrize("routing", [{"id": "full"}, {"id": "fastv", "layer": 1, "ratio": 0.5},
-                                     {"id": "fastv", "layer": 1, "ratio": 0.5, "rank_by": "all-tokens"}, {"id": "dpvr", "layer": 1}])
+@pytest.mark.parametrize(
+    "routing",
+    [
+        {"id": "full"},
+        {"id": "fastv", "layer": 1, "ratio": 0.5},
+        {"id": "fastv", "layer": 1, "ratio": 0.5, "rank_by": "all-tokens"},
+        {"id": "dpvr", "layer": 1},
+    ],
+)
 def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
     from vlmlab.evaluation.efficiency import Geometry, analytic_prefill_flops, counted_prefill_flops
 
@@ -162,8 +173,9 @@ def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
     n_image = int(b.image_mask.sum())
     g = Geometry.of(model.llm, vision=n_image, text=b.input_ids.shape[1] - n_image)
     kind = routing["id"]
-    analytic = analytic_prefill_flops(g, kind, routing.get("layer"), routing.get("ratio", 0.0),
-                                      routing.get("rank_by", "last-token"))
+    analytic = analytic_prefill_flops(
+        g, kind, routing.get("layer"), routing.get("ratio", 0.0), routing.get("rank_by", "last-token")
+    )
     assert counted_prefill_flops(model, b) == pytest.approx(analytic, rel=0.01)
 
 
@@ -221,8 +233,7 @@ def test_builtin_routing_study_is_valid_and_varies_only_the_routing(tmp_path):
 def test_a_study_starting_from_a_missing_run_is_refused_before_anything_is_written(tmp_path, capsys):
     import yaml
 
-    from vlmlab.cli import main
-    from vlmlab.cli import resolve_study_path
+    from vlmlab.cli import main, resolve_study_path
 
     spec = yaml.safe_load(resolve_study_path("demo-routing").read_text())
     spec["base"]["model"]["init_from"] = str(tmp_path / "no-such-run")
@@ -246,8 +257,10 @@ def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_p
 
     tiny_raw["model"]["llm"]["num_layers"] = 4
     Trainer(config_from_dict(tiny_raw), tmp_path / "full").run_training()
-    raw = {**tiny_raw, "model": {**tiny_raw["model"], "routing": {"id": "dpvr", "layer": "auto"},
-                                 "init_from": str(tmp_path / "full")}}
+    raw = {
+        **tiny_raw,
+        "model": {**tiny_raw["model"], "routing": {"id": "dpvr", "layer": "auto"}, "init_from": str(tmp_path / "full")},
+    }
     raw["train"] = {**tiny_raw["train"], "stages": [{"name": "finetune", "max_steps": 1, "lr": {"routing": 1e-4}}]}
 
     # no stored profile: it is measured now and kept; a threshold every layer is under gives k = 1 (clamped from 0)
@@ -264,12 +277,13 @@ def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_p
     assert saved["model"]["routing"]["layer"] == 2
     # never below the threshold: one line naming the key, the run and its lowest share
     raw["model"]["routing"]["threshold"] = 0.01
-    with pytest.raises(ConfigError, match=r"model.routing.layer: auto: .* never stays below 0.01 \(lowest 0.020 at layer 3\)"):
+    with pytest.raises(
+        ConfigError, match=r"model.routing.layer: auto: .* never stays below 0.01 \(lowest 0.020 at layer 3\)"
+    ):
         resolve_auto_layer(config_from_dict(raw))
     no_init = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
     with pytest.raises(ConfigError, match="auto needs model.init_from"):
         resolve_auto_layer(config_from_dict(no_init))
-
 
 
 def test_fastv_all_tokens_ranking_is_the_mean_of_each_tokens_causal_attention(tiny_raw):

@@ -12,12 +12,20 @@ from PIL import Image
 
 from vlmlab.cli import main
 from vlmlab.data.shapes_world import PALETTE, generate
-from vlmlab.errors import DataError
 from vlmlab.data.tasks.shapes_world import ShapesWorld
+from vlmlab.errors import DataError
 
 N, SIZE = 60, 64
-FAMILY = {"color": "perception", "shape": "perception", "exist": "perception", "count": "reasoning",
-          "compare": "reasoning", "spatial": "reasoning", "conjunction": "reasoning", "ground": "grounding"}
+FAMILY = {
+    "color": "perception",
+    "shape": "perception",
+    "exist": "perception",
+    "count": "reasoning",
+    "compare": "reasoning",
+    "spatial": "reasoning",
+    "conjunction": "reasoning",
+    "ground": "grounding",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,9 @@ def _scenes(root: Path) -> dict[str, dict]:
 
 
 def _records(root: Path) -> dict[str, list[dict]]:
-    return {s: [json.loads(ln) for ln in (root / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "val", "test")}
+    return {
+        s: [json.loads(ln) for ln in (root / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "val", "test")
+    }
 
 
 def test_same_seed_gives_identical_bytes(dirs):
@@ -119,7 +129,7 @@ def expected(rec: dict, objs: list[dict]):
 
 def test_every_answer_matches_its_scene(dirs):
     scenes, seen = _scenes(dirs["a"]), set()
-    for split, records in _records(dirs["a"]).items():
+    for _split, records in _records(dirs["a"]).items():
         for rec in records:
             scene = scenes[rec["scene_id"]]
             assert rec["image"] == scene["image"] and rec["family"] == FAMILY[rec["category"]]
@@ -150,7 +160,7 @@ def test_boxes_are_exact_inside_the_image_and_disjoint(dirs):
             assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [0, 0, x2 - x1, y2 - y1]  # tight
             assert mask.sum() == o["area"]
         for i, a in enumerate(objs):
-            for b in objs[i + 1:]:
+            for b in objs[i + 1 :]:
                 ax1, ay1, ax2, ay2 = a["box"]
                 bx1, by1, bx2, by2 = b["box"]
                 assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1  # boxes never overlap
@@ -159,7 +169,11 @@ def test_boxes_are_exact_inside_the_image_and_disjoint(dirs):
 def test_splits_are_disjoint_by_scene(dirs):
     scenes = _scenes(dirs["a"])
     by_split = {s: {r["scene_id"] for r in recs} for s, recs in _records(dirs["a"]).items()}
-    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"] or by_split["val"] & by_split["test"])
+    assert not (
+        by_split["train"] & by_split["val"]
+        or by_split["train"] & by_split["test"]
+        or by_split["val"] & by_split["test"]
+    )
     for split, ids in by_split.items():
         assert all(scenes[i]["split"] == split for i in ids)
     counts = {s: sum(sc["split"] == s for sc in scenes.values()) for s in by_split}
@@ -217,5 +231,18 @@ def test_cli_writes_a_dataset_and_rejects_bad_arguments(tmp_path, capsys):
     assert all((out / f).is_file() for f in ("scenes.jsonl", "train.jsonl", "val.jsonl", "test.jsonl", "meta.json"))
     assert Image.open(out / "images" / "000000.png").size == (48, 48)
     assert main(["data", "shapes-world", "--seed", "1", "--n", "12", "--out", str(out)]) == 2  # not empty
-    bad = ["data", "shapes-world", "--seed", "1", "--n", "4", "--out", str(tmp_path / "x"), "--split-fractions", "0.5", "0.5", "0.5"]
+    bad = [
+        "data",
+        "shapes-world",
+        "--seed",
+        "1",
+        "--n",
+        "4",
+        "--out",
+        str(tmp_path / "x"),
+        "--split-fractions",
+        "0.5",
+        "0.5",
+        "0.5",
+    ]
     assert main(bad) == 2 and not (tmp_path / "x").exists()

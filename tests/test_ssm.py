@@ -14,9 +14,14 @@ def _inputs(b=2, d=6, length=37, n=4, groups=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     shape_bc = (b, n, length) if groups is None else (b, groups, n, length)
     return dict(
-        u=torch.randn(b, d, length, generator=g), delta=torch.randn(b, d, length, generator=g) * 0.5,
-        A=-torch.rand(d, n, generator=g) * 3 - 0.1, B=torch.randn(*shape_bc, generator=g), C=torch.randn(*shape_bc, generator=g),
-        D=torch.randn(d, generator=g), z=torch.randn(b, d, length, generator=g), delta_bias=torch.randn(d, generator=g) * 0.1,
+        u=torch.randn(b, d, length, generator=g),
+        delta=torch.randn(b, d, length, generator=g) * 0.5,
+        A=-torch.rand(d, n, generator=g) * 3 - 0.1,
+        B=torch.randn(*shape_bc, generator=g),
+        C=torch.randn(*shape_bc, generator=g),
+        D=torch.randn(d, generator=g),
+        z=torch.randn(b, d, length, generator=g),
+        delta_bias=torch.randn(d, generator=g) * 0.1,
     )
 
 
@@ -43,7 +48,9 @@ def test_scan_gradients_match_the_reference():
 @pytest.mark.skipif(not (torch.cuda.is_available() and cuda_kernel_available()), reason="needs CUDA and mamba-ssm")
 def test_cuda_kernel_agrees_with_the_pure_path():  # pragma: no cover - runs only where the kernel is installed
     x = {k: v.cuda() for k, v in _inputs(d=16, length=128).items()}
-    torch.testing.assert_close(selective_scan(**x, backend="cuda"), selective_scan(**x, backend="torch"), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        selective_scan(**x, backend="cuda"), selective_scan(**x, backend="torch"), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_cross_scan_and_merge_are_inverse_up_to_the_four_copies():
@@ -62,14 +69,18 @@ def test_vim_gives_a_token_grid_and_every_parameter_learns():
 
 def test_vmamba_stage_shapes_tap_and_gradients():
     cls = VISION_ENCODERS.get("vmamba")
-    enc = cls.from_params(cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=3, d_state=4), image_size=32)
+    enc = cls.from_params(
+        cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=3, d_state=4), image_size=32
+    )
     maps = enc.stage_maps(torch.randn(2, 3, 32, 32))
     assert [tuple(m.shape) for m in maps] == [(2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 64)]
     feats = enc(torch.randn(2, 3, 32, 32))
     assert feats.tokens.shape == (2, 4, 64) and enc.embed_dim == 64 and feats.grid == (2, 2)
     feats.tokens.pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
-    two = cls.from_params(cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=2, d_state=4), image_size=32)
+    two = cls.from_params(
+        cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=2, d_state=4), image_size=32
+    )
     assert two.num_tokens == 16 and len(two.stages) == 2  # stages after the tapped one are not built
     from vlmlab.errors import ConfigError
 
@@ -77,8 +88,13 @@ def test_vmamba_stage_shapes_tap_and_gradients():
         cls.from_params(cls.Params(depths=[1, 1], tap_stage=3), image_size=32)
 
 
-@pytest.mark.parametrize("vision", [{"id": "vim", "patch_size": 16, "hidden_size": 32, "num_layers": 1, "d_state": 4},
-                                    {"id": "vmamba", "patch_size": 4, "hidden_size": 8, "depths": [1, 1, 1], "d_state": 4}])
+@pytest.mark.parametrize(
+    "vision",
+    [
+        {"id": "vim", "patch_size": 16, "hidden_size": 32, "num_layers": 1, "d_state": 4},
+        {"id": "vmamba", "patch_size": 4, "hidden_size": 8, "depths": [1, 1, 1], "d_state": 4},
+    ],
+)
 def test_a_vlm_trains_with_an_ssm_tower(tiny_raw, tmp_path, vision):
     from vlmlab.config import config_from_dict
     from vlmlab.train.trainer import Trainer

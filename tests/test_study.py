@@ -14,11 +14,20 @@ from vlmlab.study.control import ControlViolation
 from vlmlab.study.runner import prepare_study, run_study
 from vlmlab.study.spec import load_study_spec
 
-LLM_FACTOR = {"keys": ["model.llm.id"], "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}}}
+LLM_FACTOR = {
+    "keys": ["model.llm.id"],
+    "levels": {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "llama3-tiny"}},
+}
 
 
 def write_spec(tmp_path, base, **fields):
-    spec = {"name": "t", "question": "Does the generation matter?", "base": base, "factors": {"llm": LLM_FACTOR}, **fields}
+    spec = {
+        "name": "t",
+        "question": "Does the generation matter?",
+        "base": base,
+        "factors": {"llm": LLM_FACTOR},
+        **fields,
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -32,14 +41,26 @@ def one_line_error(capsys, argv) -> tuple[int, str]:
 
 
 # ----- spec validation -----------------------------------------------------------------------------
-@pytest.mark.parametrize("factors, needle", [
-    ({"llm": {"keys": ["model.llm.id"], "levels": {"a": {"model.llm.id": "llama1-tiny", "train.batch_size": 4}}}},
-     "factors.llm.levels.a: sets train.batch_size, which factor 'llm' does not declare"),
-    ({"llm": {"keys": ["model.llm.id", "seed"], "levels": {"a": {"model.llm.id": "llama1-tiny"}}}},
-     "factors.llm.levels.a: does not set seed"),
-    ({"seed": {"keys": ["seed"], "levels": {"a": {"seed": 1}}}}, "factors.seed: 'seed' is a results column"),
-    ({"llm": {"keys": ["model.llm.id"], "levels": {"a b": {"model.llm.id": "llama1-tiny"}}}}, "level names use"),
-])
+@pytest.mark.parametrize(
+    "factors, needle",
+    [
+        (
+            {
+                "llm": {
+                    "keys": ["model.llm.id"],
+                    "levels": {"a": {"model.llm.id": "llama1-tiny", "train.batch_size": 4}},
+                }
+            },
+            "factors.llm.levels.a: sets train.batch_size, which factor 'llm' does not declare",
+        ),
+        (
+            {"llm": {"keys": ["model.llm.id", "seed"], "levels": {"a": {"model.llm.id": "llama1-tiny"}}}},
+            "factors.llm.levels.a: does not set seed",
+        ),
+        ({"seed": {"keys": ["seed"], "levels": {"a": {"seed": 1}}}}, "factors.seed: 'seed' is a results column"),
+        ({"llm": {"keys": ["model.llm.id"], "levels": {"a b": {"model.llm.id": "llama1-tiny"}}}}, "level names use"),
+    ],
+)
 def test_spec_errors_name_the_key(tmp_path, tiny_raw, capsys, factors, needle):
     path = write_spec(tmp_path, tiny_raw, factors=factors)
     code, err = one_line_error(capsys, ["study", str(path), "--check"])
@@ -66,12 +87,19 @@ def test_spec_errors_unknown_key_level_and_analysis(tmp_path, tiny_raw, capsys):
 
 
 def test_cross_product_and_explicit_variants(tmp_path, tiny_raw):
-    factors = {"llm": LLM_FACTOR, "proj": {"keys": ["model.projector.id"], "levels": {
-        "mlp": {"model.projector.id": "gelu-mlp"}, "lin": {"model.projector.id": "linear"}}}}
+    factors = {
+        "llm": LLM_FACTOR,
+        "proj": {
+            "keys": ["model.projector.id"],
+            "levels": {"mlp": {"model.projector.id": "gelu-mlp"}, "lin": {"model.projector.id": "linear"}},
+        },
+    }
     study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors, seeds=[0, 1]), tmp_path / "out")
     assert [v.run_name for v in study.variants][:3] == ["gen1-mlp/seed-0", "gen1-mlp/seed-1", "gen1-lin/seed-0"]
     assert len(study.variants) == 8
-    study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors, variants=[{"llm": "gen3", "proj": "lin"}]), tmp_path / "o")
+    study = prepare_study(
+        write_spec(tmp_path, tiny_raw, factors=factors, variants=[{"llm": "gen3", "proj": "lin"}]), tmp_path / "o"
+    )
     assert [v.name for v in study.variants] == ["gen3-lin"] and study.variants[0].cfg.model.projector.id == "linear"
 
 
@@ -112,7 +140,12 @@ def test_control_check_passes_and_records_fingerprints(tmp_path, tiny_raw):
 def test_control_check_refuses_an_undeclared_difference(tmp_path, tiny_raw, capsys):
     _register_wide_preset()
     tiny_raw["model"]["llm"].pop("hidden_size")  # both presets now resolve their own default width
-    factors = {"llm": {"keys": ["model.llm.id"], "levels": {"gen2": {"model.llm.id": "llama2-tiny"}, "wide": {"model.llm.id": "wide-tiny"}}}}
+    factors = {
+        "llm": {
+            "keys": ["model.llm.id"],
+            "levels": {"gen2": {"model.llm.id": "llama2-tiny"}, "wide": {"model.llm.id": "wide-tiny"}},
+        }
+    }
     path = write_spec(tmp_path, tiny_raw, factors=factors)
     with pytest.raises(ControlViolation, match=r"gen2 and wide differ in model\.llm\.hidden_size \(128 vs 64\)"):
         prepare_study(path, tmp_path / "out")
@@ -122,7 +155,9 @@ def test_control_check_refuses_an_undeclared_difference(tmp_path, tiny_raw, caps
 
 
 def test_a_factor_on_the_batch_size_is_an_expected_order_difference(tmp_path, tiny_raw):
-    factors = {"bs": {"keys": ["train.batch_size"], "levels": {"b4": {"train.batch_size": 4}, "b8": {"train.batch_size": 8}}}}
+    factors = {
+        "bs": {"keys": ["train.batch_size"], "levels": {"b4": {"train.batch_size": 4}, "b8": {"train.batch_size": 8}}}
+    }
     study = prepare_study(write_spec(tmp_path, tiny_raw, factors=factors), tmp_path / "out")
     assert not study.control["data_order"]["identical"]
     assert study.control["data_order"]["expected_differences"] == ["seed 0: b4 vs b8"]
@@ -211,7 +246,9 @@ def test_shared_vision_pretraining_is_exact(tmp_path, tiny_raw):
     cfg = config_from_dict(tiny_raw, {"model.llm.id": "llama3-tiny", "name": "t-gen3-s0"})
     Trainer(cfg, alone).run_training()
     evaluate_run(alone)
-    pd.testing.assert_frame_equal(pd.read_parquet(alone / "predictions.parquet"), pd.read_parquet(gen3 / "predictions.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(alone / "predictions.parquet"), pd.read_parquet(gen3 / "predictions.parquet")
+    )
 
 
 def test_only_and_job_script(tmp_path, tiny_raw, capsys):
@@ -231,12 +268,33 @@ def test_only_and_job_script(tmp_path, tiny_raw, capsys):
 # ----- report ---------------------------------------------------------------------------------------------
 def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
     out = tmp_path / "study"
-    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1], analyses=["factor-effects", "visual-reliance", {"id": "calibration", "n_bins": 10},
-                                                                           {"id": "attention-profile", "n_probe": 8}]), out)
+    run_study(
+        write_spec(
+            tmp_path,
+            tiny_raw,
+            seeds=[0, 1],
+            analyses=[
+                "factor-effects",
+                "visual-reliance",
+                {"id": "calibration", "n_bins": 10},
+                {"id": "attention-profile", "n_probe": 8},
+            ],
+        ),
+        out,
+    )
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
-    for title in ("Design", "Control check", "Results", "Per category", "Training", "Visual reliance (clean vs blind)", "Calibration",
-                  "Factor effects per task (paired deltas)", "Attention to the image by depth"):
+    for title in (
+        "Design",
+        "Control check",
+        "Results",
+        "Per category",
+        "Training",
+        "Visual reliance (clean vs blind)",
+        "Calibration",
+        "Factor effects per task (paired deltas)",
+        "Attention to the image by depth",
+    ):
         assert f"<h2>{title}</h2>" in html, title
     assert "Does the generation matter?" in html and "passed" in html
     assert "All 4 runs were trained in this environment" in html  # each run's environment.json vs the study's
@@ -244,8 +302,14 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
     assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
     md = (out / "report.md").read_text()
     assert "gen3 − gen1" in html
-    for name in ("accuracy_by_task", "accuracy_by_category", "training_curves", "visual_reliance", "calibration",
-                 "factor_effects_llm"):
+    for name in (
+        "accuracy_by_task",
+        "accuracy_by_category",
+        "training_curves",
+        "visual_reliance",
+        "calibration",
+        "factor_effects_llm",
+    ):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
     # one run resumed on another machine: the report names it and the field that differs
     env_file = next((out / "variants").glob("*/seed-1/environment.json"))
@@ -289,7 +353,9 @@ def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw
     expected = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy())
     assert len(pairs) == 1 and pairs[0]["a"] == "gen1" and pairs[0]["b"] == "gen3"
     for key in ("n", "both", "only_a", "only_b", "neither", "mcnemar_p", "oracle", "churn", "verdict"):
-        assert pairs[0][key] == (pytest.approx(expected[key]) if isinstance(expected[key], float) else expected[key]), key
+        assert pairs[0][key] == (pytest.approx(expected[key]) if isinstance(expected[key], float) else expected[key]), (
+            key
+        )
     for f in record["figures"]:
         assert (out / "analysis" / f["file"]).stat().st_size > 1000
     assert (out / "analysis" / "exclusive-capabilities.json").is_file()
@@ -302,8 +368,15 @@ def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, 
     import json
 
     out = tmp_path / "study"
-    run_study(write_spec(tmp_path, tiny_raw, seeds=[0, 1],
-                         analyses=[{"id": "representations", "n_probe": 16, "perturb": "noise:0.3"}]), out)
+    run_study(
+        write_spec(
+            tmp_path,
+            tiny_raw,
+            seeds=[0, 1],
+            analyses=[{"id": "representations", "n_probe": 16, "perturb": "noise:0.3"}],
+        ),
+        out,
+    )
     assert main(["analyze", str(out)]) == 0
     record = json.loads((out / "analysis" / "representations.json").read_text())
     tables = {t["caption"].split(":")[0]: t["rows"] for t in record["tables"]}
@@ -333,6 +406,7 @@ def test_a_crash_between_writes_is_never_trusted(tmp_path, tiny_raw, monkeypatch
             if Path(target).name == name and "gen3" in str(target):
                 raise Killed
             return real_write_json(target, obj)
+
         return write_json
 
     monkeypatch.setattr(io, "write_json", crash_on("metrics.json"))
@@ -349,7 +423,9 @@ def test_a_crash_between_writes_is_never_trusted(tmp_path, tiny_raw, monkeypatch
     (out / "summary.csv").write_text("variant,accuracy\nstale,1.0\n")  # left by an earlier, smaller study
     with pytest.raises(Killed):
         run_study(path, out)
-    assert (gen3 / "done.json").is_file() and (out / "results.parquet").is_file() and not (out / "complete.json").exists()
+    assert (
+        (gen3 / "done.json").is_file() and (out / "results.parquet").is_file() and not (out / "complete.json").exists()
+    )
     capsys.readouterr()
     code, err = one_line_error(capsys, ["report", str(out)])
     assert code == 1 and "complete.json: not found; the results were not completely written" in err

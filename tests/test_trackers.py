@@ -42,5 +42,7 @@ def test_a_tracker_that_is_not_installed_is_one_line(tiny_raw, tmp_path, monkeyp
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     tiny_raw["train"]["trackers"] = ["mlflow"]
-    with pytest.raises(ConfigError, match=r"train.trackers: mlflow is not installed \(pip install 'vlmlab\[trackers\]'\)"):
+    with pytest.raises(
+        ConfigError, match=r"train.trackers: mlflow is not installed \(pip install 'vlmlab\[trackers\]'\)"
+    ):
         Trainer(config_from_dict(tiny_raw), tmp_path / "run")

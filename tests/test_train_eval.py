@@ -29,7 +29,14 @@ def test_round_trip_writes_the_run_layout(tiny_cfg, tmp_path):
     assert result.trainable["align"]["llm"] == 0 and result.trainable["align"]["projector"] > 0
     assert result.trainable["finetune"]["vision"] == 0  # vision tower frozen by default
     metrics = evaluate_run(run.path)
-    for path in (run.config, run.final / ckpt.WEIGHTS, run.predictions(), run.metrics(), run.train_log, run.tokenizer / "tokenizer.json"):
+    for path in (
+        run.config,
+        run.final / ckpt.WEIGHTS,
+        run.predictions(),
+        run.metrics(),
+        run.train_log,
+        run.tokenizer / "tokenizer.json",
+    ):
         assert path.exists(), path
     records = pd.read_parquet(run.predictions())
     assert list(records.columns) == RECORD_COLUMNS and len(records) == 24

@@ -10,13 +10,55 @@ from vlmlab.cli import main
 
 
 def test_bench_vision_compares_the_study_towers_across_sizes(tmp_path, tiny_raw, capsys):
-    spec = {"name": "b", "base": tiny_raw, "factors": {"vision": {"keys": ["model.vision"], "levels": {
-        "vit": {"model.vision": {"id": "vit", "patch_size": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-        "vmamba": {"model.vision": {"id": "vmamba", "patch_size": 8, "hidden_size": 16, "depths": [1, 1], "tap_stage": 2, "d_state": 4}},
-    }}}}
+    spec = {
+        "name": "b",
+        "base": tiny_raw,
+        "factors": {
+            "vision": {
+                "keys": ["model.vision"],
+                "levels": {
+                    "vit": {
+                        "model.vision": {
+                            "id": "vit",
+                            "patch_size": 8,
+                            "hidden_size": 32,
+                            "num_layers": 1,
+                            "num_heads": 2,
+                        }
+                    },
+                    "vmamba": {
+                        "model.vision": {
+                            "id": "vmamba",
+                            "patch_size": 8,
+                            "hidden_size": 16,
+                            "depths": [1, 1],
+                            "tap_stage": 2,
+                            "d_state": 4,
+                        }
+                    },
+                },
+            }
+        },
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["bench", "vision", str(tmp_path / "s.yaml"), "--sizes", "32", "40", "64", "--repeats", "1",
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "vision",
+                str(tmp_path / "s.yaml"),
+                "--sizes",
+                "32",
+                "40",
+                "64",
+                "--repeats",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "out" / "vision_bench.json").read_text())
     rows = {(r["tower"], r["side"]): r for r in record["rows"]}
     assert rows[("vit", 32)]["tokens"] == 16 and rows[("vit", 64)]["tokens"] == 64

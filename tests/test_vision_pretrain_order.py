@@ -14,8 +14,13 @@ from vlmlab.train.vision_pretrain import label_table, ordered_image_labels
 
 def _order(tiny_raw, tmp_path, first, second):
     """Relative image paths in the order vision pretraining uses, for a two-source mixture."""
-    raw = {**tiny_raw, "data": {**tiny_raw["data"], "train": [
-        {"task": "shapes-world", "path": str(first)}, {"task": "shapes-world", "path": str(second)}]}}
+    raw = {
+        **tiny_raw,
+        "data": {
+            **tiny_raw["data"],
+            "train": [{"task": "shapes-world", "path": str(first)}, {"task": "shapes-world", "path": str(second)}],
+        },
+    }
     cfg = config_from_dict(raw)
     trainer = Trainer(cfg, tmp_path / "run", resume=False)
     trainer.sources = load_training_sources(cfg)

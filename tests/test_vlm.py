@@ -51,7 +51,9 @@ def test_loss_matches_manual_cross_entropy(tiny_cfg):
     out = model(**batch.model_inputs(), labels=batch.labels)
     logits = model.logits(**batch.model_inputs())[:, :-1]
     targets = batch.labels[:, 1:]
-    manual = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+    manual = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
     torch.testing.assert_close(out.loss, manual)
 
 

@@ -107,7 +107,7 @@ class StageConfig(Strict):
     heldout_split: str | None = "val"
 
     @model_validator(mode="after")
-    def _data_for_vision_pretraining_only(self) -> "StageConfig":
+    def _data_for_vision_pretraining_only(self) -> StageConfig:
         if self.data is not None and self.name != "vision-pretrain":
             raise ValueError("`data` is for the vision-pretrain stage (other stages train on data.train)")
         return self
@@ -179,7 +179,7 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     elif err["type"] == "missing":
         msg = "missing required key"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], dict):
         msg = f"{msg} (got {err['input']!r})"
     return ConfigError(key, msg)

@@ -16,7 +16,18 @@ def environment() -> dict[str, Any]:
     import torch
 
     packages = {}
-    for name in ("vlmlab", "torch", "transformers", "tokenizers", "accelerate", "peft", "safetensors", "pydantic", "numpy", "pandas"):
+    for name in (
+        "vlmlab",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "accelerate",
+        "peft",
+        "safetensors",
+        "pydantic",
+        "numpy",
+        "pandas",
+    ):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
@@ -41,7 +52,13 @@ def _git_sha() -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

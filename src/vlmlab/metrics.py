@@ -10,17 +10,52 @@ if TYPE_CHECKING:
     from vlmlab.data.items import VQAItem
 
 _CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't",
-    "havent": "haven't", "hes": "he's", "im": "i'm", "isnt": "isn't", "itd": "it'd", "itll": "it'll",
-    "ive": "i've", "lets": "let's", "shouldnt": "shouldn't", "thats": "that's", "theres": "there's",
-    "theyre": "they're", "theyve": "they've", "wasnt": "wasn't", "werent": "weren't", "whats": "what's",
-    "wheres": "where's", "whos": "who's", "wont": "won't", "wouldnt": "wouldn't", "youre": "you're",
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldve": "could've",
+    "couldnt": "couldn't",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hes": "he's",
+    "im": "i'm",
+    "isnt": "isn't",
+    "itd": "it'd",
+    "itll": "it'll",
+    "ive": "i've",
+    "lets": "let's",
+    "shouldnt": "shouldn't",
+    "thats": "that's",
+    "theres": "there's",
+    "theyre": "they're",
+    "theyve": "they've",
+    "wasnt": "wasn't",
+    "werent": "weren't",
+    "whats": "what's",
+    "wheres": "where's",
+    "whos": "who's",
+    "wont": "won't",
+    "wouldnt": "wouldn't",
+    "youre": "you're",
     "youve": "you've",
 }
 _NUMBERS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
@@ -87,8 +122,18 @@ def parse_box(text: str) -> list[float] | None:
 
 def box_iou(box_a: list[float], box_b: list[float]) -> float:
     """Intersection over union of two `[x1, y1, x2, y2]` boxes; degenerate (zero-area) unions give 0."""
-    ax1, ay1, ax2, ay2 = min(box_a[0], box_a[2]), min(box_a[1], box_a[3]), max(box_a[0], box_a[2]), max(box_a[1], box_a[3])
-    bx1, by1, bx2, by2 = min(box_b[0], box_b[2]), min(box_b[1], box_b[3]), max(box_b[0], box_b[2]), max(box_b[1], box_b[3])
+    ax1, ay1, ax2, ay2 = (
+        min(box_a[0], box_a[2]),
+        min(box_a[1], box_a[3]),
+        max(box_a[0], box_a[2]),
+        max(box_a[1], box_a[3]),
+    )
+    bx1, by1, bx2, by2 = (
+        min(box_b[0], box_b[2]),
+        min(box_b[1], box_b[3]),
+        max(box_b[0], box_b[2]),
+        max(box_b[1], box_b[3]),
+    )
     inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     return inter / union if union > 0 else 0.0
@@ -135,7 +180,13 @@ def yes_no_f1(predictions: list[str], answers: list[str]) -> dict[str, float]:
     recall = tp / sum(gold) if any(gold) else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     accuracy = sum(p == g for p, g in zip(pred, gold)) / len(gold)
-    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": sum(pred) / len(pred)}
+    return {
+        "accuracy": accuracy,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": sum(pred) / len(pred),
+    }
 
 
 def _human_vqa_accuracy(prediction: str, item: VQAItem) -> float:

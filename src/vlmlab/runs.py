@@ -60,7 +60,12 @@ def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | No
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError:
             raise UserError("train.stages: LoRA needs peft (pip install 'vlmlab[lora]')") from None
-        lora = LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout, target_modules=stage.lora.target_modules)
+        lora = LoraConfig(
+            r=stage.lora.r,
+            lora_alpha=stage.lora.alpha,
+            lora_dropout=stage.lora.dropout,
+            target_modules=stage.lora.target_modules,
+        )
         inject_adapter_in_model(lora, model.llm.lm)
         model.llm.lm._vlmlab_lora = True
 
@@ -103,5 +108,7 @@ def _check_config_unchanged(run: RunDir) -> None:
 
     trained_from = load_trainer_state(run.final).get("training_fingerprint")
     if trained_from is not None and trained_from != training_fingerprint(read_yaml(run.config)):
-        raise UserError(f"{run.config}: its model, data or training settings changed after training (the final "
-                        "checkpoint was trained from another config); restore them, or train a new run")
+        raise UserError(
+            f"{run.config}: its model, data or training settings changed after training (the final "
+            "checkpoint was trained from another config); restore them, or train a new run"
+        )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,12 @@ def image_attention_shares(model, batch) -> torch.Tensor:
     llm = model.llm
     embeds = model.embed(batch.input_ids, batch.image_mask, batch.pixel_values)
     with eager_attention(llm.lm):
-        out = llm.decoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                          position_ids=position_ids_from_mask(batch.attention_mask), output_attentions=True)
+        out = llm.decoder(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids_from_mask(batch.attention_mask),
+            output_attentions=True,
+        )
     queries = text_queries(batch.attention_mask, batch.image_mask).float()  # (B, T)
     keys = batch.image_mask.float()  # (B, T)
     shares = []
@@ -86,7 +90,9 @@ def attention_profile(run_dir: str | Path, n_probe: int = 256, threshold: float 
     share = shares.mean(dim=(1, 2)).tolist()
     head_means = shares.mean(dim=1)  # (layers, heads)
     record = {
-        "run": str(run_dir), "items": len(data), "threshold": threshold,
+        "run": str(run_dir),
+        "items": len(data),
+        "threshold": threshold,
         "image_tokens": model.num_image_tokens,
         "share": share,
         "head_std": head_means.std(dim=1, unbiased=False).tolist(),
@@ -144,13 +150,19 @@ class AttentionProfile(Analysis):
             f"the share stays below {p.threshold} (dashed) — where routing (DPVR) could send the vision tokens aside."
         )
         section.figure(profile_figure(profiles), "Text→image attention share per layer.", "attention_profile")
-        rows = [{"variant": v, "layer": i, "share": s, "head_std": p_["head_std"][i]}
-                for v, p_ in profiles.items() for i, s in enumerate(p_["share"])]
+        rows = [
+            {"variant": v, "layer": i, "share": s, "head_std": p_["head_std"][i]}
+            for v, p_ in profiles.items()
+            for i, s in enumerate(p_["share"])
+        ]
         table = pd.DataFrame(rows)
-        section.table(table.pivot(index="layer", columns="variant", values="share").reset_index(),
-                      "Share per layer and variant.")
+        section.table(
+            table.pivot(index="layer", columns="variant", values="share").reset_index(), "Share per layer and variant."
+        )
         for v, p_ in profiles.items():
             sat = p_["saturation_layer"]
-            section.text(f"**{v}**: share {p_['share'][0]:.3f} at layer 0 → {p_['share'][-1]:.3f} at the last layer; "
-                         + (f"saturation at layer {sat}." if sat is not None else f"never below {p.threshold}."))
+            section.text(
+                f"**{v}**: share {p_['share'][0]:.3f} at layer 0 → {p_['share'][-1]:.3f} at the last layer; "
+                + (f"saturation at layer {sat}." if sat is not None else f"never below {p.threshold}.")
+            )
         return section

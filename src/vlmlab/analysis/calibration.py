@@ -29,8 +29,15 @@ def reliability_table(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
     for b in range(n_bins):
         mask = idx == b
         if mask.any():
-            rows.append({"bin_low": b / n_bins, "bin_high": (b + 1) / n_bins, "n": int(mask.sum()),
-                         "confidence": float(conf[mask].mean()), "accuracy": float(corr[mask].mean())})
+            rows.append(
+                {
+                    "bin_low": b / n_bins,
+                    "bin_high": (b + 1) / n_bins,
+                    "n": int(mask.sum()),
+                    "confidence": float(conf[mask].mean()),
+                    "accuracy": float(corr[mask].mean()),
+                }
+            )
     return pd.DataFrame(rows, columns=["bin_low", "bin_high", "n", "confidence", "accuracy"])
 
 
@@ -104,22 +111,35 @@ class Calibration(Analysis):
         clean = study.results[study.results["mode"] == "clean"]
         rows = []
         for (variant, task), f in clean.groupby(["variant", "task"], sort=False):
-            rows.append({"variant": variant, "task": task, "accuracy": f["correct"].mean(),
-                         "mean_confidence": f["confidence"].mean(),
-                         "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
-                         "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
-                         "brier": brier_score(f["confidence"], f["correct"]), "n": len(f),
-                         **(self._temperature(f, n_bins) if self.params.temperature else {})})
+            rows.append(
+                {
+                    "variant": variant,
+                    "task": task,
+                    "accuracy": f["correct"].mean(),
+                    "mean_confidence": f["confidence"].mean(),
+                    "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
+                    "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
+                    "brier": brier_score(f["confidence"], f["correct"]),
+                    "n": len(f),
+                    **(self._temperature(f, n_bins) if self.params.temperature else {}),
+                }
+            )
         table = pd.DataFrame(rows)
         section = Section(self.title)
-        section.text(f"Confidence is the probability the model gives its whole answer (the product of its token "
-                     f"probabilities). ECE: item-weighted mean |accuracy − confidence| over {n_bins} equal-width bins; "
-                     f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
-                     f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5)."
-                     + (" Temperature scaling: T is fit (log loss of sigmoid(logit(confidence)/T)) on a fixed half of "
-                        "the items and `ece_heldout` / `ece_heldout_scaled` are the ECE on the other half before / "
-                        "after it — how much of the miscalibration one scalar recovers. (The answer's confidence is "
-                        "rescaled as a yes/no probability, not the vocabulary logits.)" if self.params.temperature else ""))
+        section.text(
+            f"Confidence is the probability the model gives its whole answer (the product of its token "
+            f"probabilities). ECE: item-weighted mean |accuracy − confidence| over {n_bins} equal-width bins; "
+            f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
+            f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5)."
+            + (
+                " Temperature scaling: T is fit (log loss of sigmoid(logit(confidence)/T)) on a fixed half of "
+                "the items and `ece_heldout` / `ece_heldout_scaled` are the ECE on the other half before / "
+                "after it — how much of the miscalibration one scalar recovers. (The answer's confidence is "
+                "rescaled as a yes/no probability, not the vocabulary logits.)"
+                if self.params.temperature
+                else ""
+            )
+        )
         tasks = list(dict.fromkeys(clean["task"]))
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.4), squeeze=False)
         cmap = colours(study.variants)
@@ -141,8 +161,10 @@ class Calibration(Analysis):
         section.table(table, "Per variant and task, pooled over seeds.")
         if not table.empty:
             worst = table.sort_values("ece", ascending=False).iloc[0]
-            section.text(f"Least calibrated: **{worst['variant']}** on `{worst['task']}` (ECE {worst['ece']:.3f}, "
-                         f"accuracy {worst['accuracy']:.3f} at mean confidence {worst['mean_confidence']:.3f}).")
+            section.text(
+                f"Least calibrated: **{worst['variant']}** on `{worst['task']}` (ECE {worst['ece']:.3f}, "
+                f"accuracy {worst['accuracy']:.3f} at mean confidence {worst['mean_confidence']:.3f})."
+            )
         return section
 
     @staticmethod
@@ -150,7 +172,10 @@ class Calibration(Analysis):
         held = heldout_half(f)
         fit, test = f[~held], f[held]
         t = fit_temperature(fit["confidence"], fit["correct"])
-        return {"temperature": t,
-                "ece_heldout": expected_calibration_error(test["confidence"], test["correct"], n_bins),
-                "ece_heldout_scaled": expected_calibration_error(apply_temperature(test["confidence"], t),
-                                                                 test["correct"], n_bins)}
+        return {
+            "temperature": t,
+            "ece_heldout": expected_calibration_error(test["confidence"], test["correct"], n_bins),
+            "ece_heldout_scaled": expected_calibration_error(
+                apply_temperature(test["confidence"], t), test["correct"], n_bins
+            ),
+        }

@@ -35,8 +35,18 @@ def collapse_table(records: pd.DataFrame, max_format_error: float = 0.5) -> pd.D
                 reasons.append("Acc@0.5 at or below random boxes")
             if fmt >= max_format_error:
                 reasons.append(f"format errors ≥ {max_format_error:.0%}")
-            rows.append({"variant": variant, "seed": seed, "task": task, "acc@0.5": acc, "format_error_rate": fmt,
-                         "random_box_acc": baseline, "collapsed": bool(reasons), "why": "; ".join(reasons)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "task": task,
+                    "acc@0.5": acc,
+                    "format_error_rate": fmt,
+                    "random_box_acc": baseline,
+                    "collapsed": bool(reasons),
+                    "why": "; ".join(reasons),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -60,10 +70,17 @@ class GroundingCollapse(Analysis):
             f"{self.params.max_format_error:.0%} of its answers do not parse as boxes. Per seed, so the spread shows."
         )
         plot = table.assign(variant=table["variant"] + " @" + table["seed"].astype(str))
-        section.figure(plots.grouped_bars(plot, "task", "acc@0.5", ylabel="Acc@0.5 (line: random boxes)"),
-                       "Grounding Acc@0.5 per run; compare with the random-box baseline in the table.", "grounding_collapse")
+        section.figure(
+            plots.grouped_bars(plot, "task", "acc@0.5", ylabel="Acc@0.5 (line: random boxes)"),
+            "Grounding Acc@0.5 per run; compare with the random-box baseline in the table.",
+            "grounding_collapse",
+        )
         section.table(table, "Per variant and seed.")
         flagged = table[table["collapsed"]]
-        section.text(f"{len(flagged)} of {len(table)} runs flagged." + "".join(
-            f" **{r['variant']}** seed {r['seed']} on `{r['task']}`: {r['why']}." for _, r in flagged.iterrows()))
+        section.text(
+            f"{len(flagged)} of {len(table)} runs flagged."
+            + "".join(
+                f" **{r['variant']}** seed {r['seed']} on `{r['task']}`: {r['why']}." for _, r in flagged.iterrows()
+            )
+        )
         return section

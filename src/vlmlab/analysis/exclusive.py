@@ -63,10 +63,14 @@ def format_error_table(records: pd.DataFrame, low: float, high: float) -> pd.Dat
     if boxed.empty:
         return pd.DataFrame()
     variants = list(dict.fromkeys(boxed["variant"]))
-    rates = boxed.groupby(["task", "variant"], sort=False)["format_error"].mean().unstack("variant")[variants].reset_index()
+    rates = (
+        boxed.groupby(["task", "variant"], sort=False)["format_error"].mean().unstack("variant")[variants].reset_index()
+    )
     rates["exclusive_to"] = [
         next((v for v in variants if r[v] <= low and all(r[o] >= high for o in variants if o != v)), "")
-        if len(variants) > 1 else "" for _, r in rates.iterrows()
+        if len(variants) > 1
+        else ""
+        for _, r in rates.iterrows()
     ]
     return rates
 
@@ -86,8 +90,10 @@ class ExclusiveCapabilities(Analysis):
 
     def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
         p = self.params
-        return {"accuracy": exclusive_table(study.results, p.by, p.above, p.near),
-                "format_errors": format_error_table(study.results, p.format_low, p.format_high)}
+        return {
+            "accuracy": exclusive_table(study.results, p.by, p.above, p.near),
+            "format_errors": format_error_table(study.results, p.format_low, p.format_high),
+        }
 
     def run(self, study: StudyData) -> Section:
         p, section = self.params, Section(self.title)
@@ -101,17 +107,25 @@ class ExclusiveCapabilities(Analysis):
         frame = acc.set_index(_keys(p.by))
         gap = frame[study.variants].sub(frame["chance"], axis=0)
         gap.index = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in gap.index]
-        section.figure(plots.heatmap(gap, "accuracy − chance", centre=0.0),
-                       f"Accuracy above chance per {p.by} and variant.", "exclusive_capabilities")
+        section.figure(
+            plots.heatmap(gap, "accuracy − chance", centre=0.0),
+            f"Accuracy above chance per {p.by} and variant.",
+            "exclusive_capabilities",
+        )
         found = acc[acc["exclusive_to"] != ""]
         if found.empty:
             section.text(f"No {p.by} is exclusive to one variant at these thresholds.")
         for _, r in found.iterrows():
-            section.text(f"`{r['task']}`{'' if p.by == 'task' else ' / ' + str(r[p.by])}: only **{r['exclusive_to']}** "
-                         f"({r[r['exclusive_to']]:.3f} vs chance {r['chance']:.3f}).")
+            section.text(
+                f"`{r['task']}`{'' if p.by == 'task' else ' / ' + str(r[p.by])}: only **{r['exclusive_to']}** "
+                f"({r[r['exclusive_to']]:.3f} vs chance {r['chance']:.3f})."
+            )
         section.table(acc, f"Accuracy per {p.by} (clean images) with the chance level it is compared against.")
         fe = t["format_errors"]
         if not fe.empty:
-            section.table(fe, f"Box-output tasks: format-error rate per variant; `exclusive_to` = the only variant at or "
-                              f"below {p.format_low:.2f} while all others are at or above {p.format_high:.2f}.")
+            section.table(
+                fe,
+                f"Box-output tasks: format-error rate per variant; `exclusive_to` = the only variant at or "
+                f"below {p.format_low:.2f} while all others are at or above {p.format_high:.2f}.",
+            )
         return section

@@ -19,7 +19,9 @@ def verdict(low: float, high: float) -> str:
     return "no detectable difference"
 
 
-def level_deltas(study: StudyData, factor: str, mode: str = "clean", by: str = "task", per_seed: bool = False) -> pd.DataFrame:
+def level_deltas(
+    study: StudyData, factor: str, mode: str = "clean", by: str = "task", per_seed: bool = False
+) -> pd.DataFrame:
     """Paired deltas of every non-reference level against the factor's first level, per `by` group.
 
     Pairs are the same item, seed and levels of every other factor, so a delta isolates this factor.
@@ -39,9 +41,20 @@ def level_deltas(study: StudyData, factor: str, mode: str = "clean", by: str = "
             low, high = paired_bootstrap_ci(f["score_level"], f["score_ref"])
             delta = f["score_level"].mean() - f["score_ref"].mean()
             where = dict(zip(groups, group if isinstance(group, tuple) else (group,)))
-            rows.append({"comparison": f"{level} − {levels[0]}", "level": level, **where,
-                         "reference": f["score_ref"].mean(), "accuracy": f["score_level"].mean(), "delta": delta,
-                         "ci_low": low, "ci_high": high, "verdict": verdict(low, high), "n": len(f)})
+            rows.append(
+                {
+                    "comparison": f"{level} − {levels[0]}",
+                    "level": level,
+                    **where,
+                    "reference": f["score_ref"].mean(),
+                    "accuracy": f["score_level"].mean(),
+                    "delta": delta,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "verdict": verdict(low, high),
+                    "n": len(f),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,12 +88,23 @@ class FactorEffects(Analysis):
             palette = plots.colours(study.variants)  # a comparison is drawn in its level's variant colour
             colour_of = {c: palette[lv] for c, lv in zip(plot_frame["variant"], table["level"]) if lv in palette}
             section.figure(
-                plots.grouped_bars(plot_frame, self.params.by, "delta", "ci_low", "ci_high", colour_of=colour_of,
-                                   ylabel=f"accuracy delta vs {table['comparison'].iloc[0].split(' − ')[1]}"),
+                plots.grouped_bars(
+                    plot_frame,
+                    self.params.by,
+                    "delta",
+                    "ci_low",
+                    "ci_high",
+                    colour_of=colour_of,
+                    ylabel=f"accuracy delta vs {table['comparison'].iloc[0].split(' − ')[1]}",
+                ),
                 f"Factor `{factor}`: accuracy of each level minus the reference level, per {self.params.by} "
-                "(95% paired bootstrap CI).", f"factor_effects_{factor}")
+                "(95% paired bootstrap CI).",
+                f"factor_effects_{factor}",
+            )
             section.table(table.drop(columns=["level"]), f"Factor `{factor}`, clean images; n = paired items × seeds.")
-            for comparison, f in table.groupby(["comparison", "seed"] if self.params.per_seed else "comparison", sort=False):
+            for comparison, f in table.groupby(
+                ["comparison", "seed"] if self.params.per_seed else "comparison", sort=False
+            ):
                 comparison = " @seed ".join(map(str, comparison)) if isinstance(comparison, tuple) else comparison
                 parts = [f"`{r[self.params.by]}` {r['delta']:+.3f} ({r['verdict']})" for _, r in f.iterrows()]
                 section.text(f"**{comparison}**: " + "; ".join(parts) + ".")

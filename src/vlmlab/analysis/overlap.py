@@ -46,13 +46,21 @@ def pair_stats(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, churn_threshol
     union = both + discordant
     p = 1.0 if discordant == 0 else float(binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
     stats = {
-        "n": n, "both": both, "only_a": only_a, "only_b": only_b, "neither": neither,
-        "acc_a": (both + only_a) / n if n else float("nan"), "acc_b": (both + only_b) / n if n else float("nan"),
+        "n": n,
+        "both": both,
+        "only_a": only_a,
+        "only_b": only_b,
+        "neither": neither,
+        "acc_a": (both + only_a) / n if n else float("nan"),
+        "acc_b": (both + only_b) / n if n else float("nan"),
         "flip_a_to_b": only_a / (both + only_a) if both + only_a else 0.0,
         "flip_b_to_a": only_b / (both + only_b) if both + only_b else 0.0,
-        "phi": phi, "jaccard": both / union if union else 1.0,
-        "mcnemar_p": min(1.0, p), "oracle": (n - neither) / n if n else float("nan"),
-        "net_gain": (only_b - only_a) / n if n else 0.0, "churn": discordant / n if n else 0.0,
+        "phi": phi,
+        "jaccard": both / union if union else 1.0,
+        "mcnemar_p": min(1.0, p),
+        "oracle": (n - neither) / n if n else float("nan"),
+        "net_gain": (only_b - only_a) / n if n else 0.0,
+        "churn": discordant / n if n else 0.0,
     }
     stats["verdict"] = verdict(stats, alpha, churn_threshold)
     return stats
@@ -98,15 +106,24 @@ class Overlap(Analysis):
 
     def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
         wide = correctness(study.results)
-        per_task = [pairwise(wide.xs(task, level="task"), self.params.alpha, self.params.churn).assign(task=task)
-                    for task in wide.index.get_level_values("task").unique()]
+        per_task = [
+            pairwise(wide.xs(task, level="task"), self.params.alpha, self.params.churn).assign(task=task)
+            for task in wide.index.get_level_values("task").unique()
+        ]
         return {
             "pairs": pairwise(wide, self.params.alpha, self.params.churn),
             "pairs_per_task": pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(),
             "intersections": intersections(wide) if len(wide.columns) else pd.DataFrame(),
-            "oracle": pd.DataFrame([{"variants": len(wide.columns), "items": len(wide),
-                                     "oracle_accuracy": float(wide.any(axis=1).mean()) if len(wide) else float("nan"),
-                                     "best_single": float(wide.mean().max()) if len(wide) else float("nan")}]),
+            "oracle": pd.DataFrame(
+                [
+                    {
+                        "variants": len(wide.columns),
+                        "items": len(wide),
+                        "oracle_accuracy": float(wide.any(axis=1).mean()) if len(wide) else float("nan"),
+                        "best_single": float(wide.mean().max()) if len(wide) else float("nan"),
+                    }
+                ]
+            ),
         }
 
     def run(self, study: StudyData) -> Section:
@@ -123,16 +140,27 @@ class Overlap(Analysis):
         )
         pairs = t["pairs"]
         for _, r in pairs.iterrows():
-            section.text(f"**{r['b']} vs {r['a']}**: {r['verdict']} — only {r['b']} {r['only_b']}, only {r['a']} {r['only_a']}, "
-                         f"both {r['both']}, neither {r['neither']} (n {r['n']}); net gain {r['net_gain']:+.3f}, churn "
-                         f"{r['churn']:.3f}, McNemar p {r['mcnemar_p']:.3g}, φ {r['phi']:.2f}.")
+            section.text(
+                f"**{r['b']} vs {r['a']}**: {r['verdict']} — only {r['b']} {r['only_b']}, only {r['a']} {r['only_a']}, "
+                f"both {r['both']}, neither {r['neither']} (n {r['n']}); net gain {r['net_gain']:+.3f}, churn "
+                f"{r['churn']:.3f}, McNemar p {r['mcnemar_p']:.3g}, φ {r['phi']:.2f}."
+            )
         section.table(pairs, "All pairs, tasks pooled (A = the earlier variant in the spec).")
         oracle = t["oracle"].iloc[0]
-        section.text(f"Oracle (any variant correct): {oracle['oracle_accuracy']:.3f} vs the best single variant "
-                     f"{oracle['best_single']:.3f} over {int(oracle['items'])} items: the room a combination would have.")
+        section.text(
+            f"Oracle (any variant correct): {oracle['oracle_accuracy']:.3f} vs the best single variant "
+            f"{oracle['best_single']:.3f} over {int(oracle['items'])} items: the room a combination would have."
+        )
         variants = [c for c in t["intersections"].columns if c != "items"]  # the pattern columns, in spec order
-        section.figure(plots.upset(t["intersections"], variants),
-                       "Items per correctness pattern (dots: the variants that solve them), largest first.", "overlap_upset")
-        section.table(t["pairs_per_task"][["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]],
-                      "Per task.")
+        section.figure(
+            plots.upset(t["intersections"], variants),
+            "Items per correctness pattern (dots: the variants that solve them), largest first.",
+            "overlap_upset",
+        )
+        section.table(
+            t["pairs_per_task"][
+                ["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]
+            ],
+            "Per task.",
+        )
         return section

@@ -57,6 +57,7 @@ def capture_last_token_states(model, dataset, batch_size: int = 64) -> dict[int,
         def keep(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
             kept[index].append(hidden[:, -1].float().cpu())  # rows are left-padded: -1 is every row's last token
+
         return keep
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
@@ -136,26 +137,46 @@ class Representations(Analysis):
     def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
         p = self.params
         conditions = [(None, ""), (p.perturb, "")] + ([(None, p.question_suffix)] if p.question_suffix else [])
-        feats = {(v, s): run_features(study.run_dir(v, s), p.n_probe, conditions) for v in study.variants for s in study.seeds}
-        perturbed = [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
-                     for (v, s), f in feats.items() for i, c in enumerate(per_layer_cka(f[0], f[1]))]
-        seeds = [{"variant": v, "seeds": f"{s1}-{s2}", "layer": i + 1, "cka": c}
-                 for v in study.variants for s1, s2 in itertools.combinations(study.seeds, 2)
-                 for i, c in enumerate(per_layer_cka(feats[v, s1][0], feats[v, s2][0]))]
+        feats = {
+            (v, s): run_features(study.run_dir(v, s), p.n_probe, conditions)
+            for v in study.variants
+            for s in study.seeds
+        }
+        perturbed = [
+            {"variant": v, "seed": s, "layer": i + 1, "cka": c}
+            for (v, s), f in feats.items()
+            for i, c in enumerate(per_layer_cka(f[0], f[1]))
+        ]
+        seeds = [
+            {"variant": v, "seeds": f"{s1}-{s2}", "layer": i + 1, "cka": c}
+            for v in study.variants
+            for s1, s2 in itertools.combinations(study.seeds, 2)
+            for i, c in enumerate(per_layer_cka(feats[v, s1][0], feats[v, s2][0]))
+        ]
         s0 = study.seeds[0]
-        cross = [{"a": a, "b": b, "layer_a": i + 1, "layer_b": j + 1, "cka": float(c)}
-                 for a, b in itertools.combinations(study.variants, 2)
-                 for (i, j), c in np.ndenumerate(cross_layer_cka(feats[a, s0][0], feats[b, s0][0]))]
-        reworded = [{"variant": v, "seed": s, "layer": i + 1, "cka": c}
-                    for (v, s), f in feats.items() if p.question_suffix
-                    for i, c in enumerate(per_layer_cka(f[0], f[2]))]
+        cross = [
+            {"a": a, "b": b, "layer_a": i + 1, "layer_b": j + 1, "cka": float(c)}
+            for a, b in itertools.combinations(study.variants, 2)
+            for (i, j), c in np.ndenumerate(cross_layer_cka(feats[a, s0][0], feats[b, s0][0]))
+        ]
+        reworded = [
+            {"variant": v, "seed": s, "layer": i + 1, "cka": c}
+            for (v, s), f in feats.items()
+            if p.question_suffix
+            for i, c in enumerate(per_layer_cka(f[0], f[2]))
+        ]
         perturbed_df = pd.DataFrame(perturbed)
         score = perturbed_df.groupby("variant", sort=False)["cka"].mean().rename("stability").reset_index()
         reworded_df = pd.DataFrame(reworded)
         if not reworded_df.empty:
             score["question_stability"] = score["variant"].map(reworded_df.groupby("variant")["cka"].mean())
-        return {"clean_vs_perturbed": perturbed_df, "question_variant": reworded_df, "seed_vs_seed": pd.DataFrame(seeds),
-                "variant_vs_variant": pd.DataFrame(cross), "stability": score}
+        return {
+            "clean_vs_perturbed": perturbed_df,
+            "question_variant": reworded_df,
+            "seed_vs_seed": pd.DataFrame(seeds),
+            "variant_vs_variant": pd.DataFrame(cross),
+            "stability": score,
+        }
 
     def run(self, study: StudyData) -> Section:
         p, section = self.params, Section(self.title)
@@ -167,27 +188,43 @@ class Representations(Analysis):
             "layers), between each question and a meaning-preserving variant of it, between seeds of a variant, and "
             "between variants (every layer pair)."
         )
-        section.figure(plots.lines(t["clean_vs_perturbed"], "layer", "cka", ylabel="CKA clean vs perturbed"),
-                       "Per-layer CKA between clean and perturbed-image representations (1 = unchanged).", "cka_perturbed")
+        section.figure(
+            plots.lines(t["clean_vs_perturbed"], "layer", "cka", ylabel="CKA clean vs perturbed"),
+            "Per-layer CKA between clean and perturbed-image representations (1 = unchanged).",
+            "cka_perturbed",
+        )
         if not t["question_variant"].empty:
-            section.figure(plots.lines(t["question_variant"], "layer", "cka", ylabel="CKA question vs variant"),
-                           f"Per-layer CKA between each question and the same question + `{p.question_suffix.strip()}`.",
-                           "cka_question_variant")
-        section.table(t["stability"], "Stability score: mean CKA over layers (seeds pooled); `question_stability` "
-                                      "the same for the question variant.")
+            section.figure(
+                plots.lines(t["question_variant"], "layer", "cka", ylabel="CKA question vs variant"),
+                f"Per-layer CKA between each question and the same question + `{p.question_suffix.strip()}`.",
+                "cka_question_variant",
+            )
+        section.table(
+            t["stability"],
+            "Stability score: mean CKA over layers (seeds pooled); `question_stability` "
+            "the same for the question variant.",
+        )
         if t["seed_vs_seed"].empty:
             section.text("One seed per variant: no seed-vs-seed comparison (add seeds to the study).")
         else:
-            section.figure(plots.lines(t["seed_vs_seed"], "layer", "cka", ylabel="CKA seed vs seed"),
-                           "Per-layer CKA between seeds of the same variant.", "cka_seeds")
+            section.figure(
+                plots.lines(t["seed_vs_seed"], "layer", "cka", ylabel="CKA seed vs seed"),
+                "Per-layer CKA between seeds of the same variant.",
+                "cka_seeds",
+            )
         cross = t["variant_vs_variant"]
         for (a, b), f in cross.groupby(["a", "b"], sort=False):
             grid = f.pivot(index="layer_a", columns="layer_b", values="cka")
             grid.index = [f"{a} L{i}" for i in grid.index]
             grid.columns = [f"{b} L{j}" for j in grid.columns]
-            section.figure(plots.heatmap(grid, "CKA", fmt="{:.2f}"), f"CKA between every layer of {a} and of {b} "
-                           f"(seed {study.seeds[0]}, clean images).", f"cka_{a}_vs_{b}")
+            section.figure(
+                plots.heatmap(grid, "CKA", fmt="{:.2f}"),
+                f"CKA between every layer of {a} and of {b} (seed {study.seeds[0]}, clean images).",
+                f"cka_{a}_vs_{b}",
+            )
         diag = cross[cross["layer_a"] == cross["layer_b"]]
-        section.table(diag.drop(columns=["layer_b"]).rename(columns={"layer_a": "layer"}),
-                      "Variant vs variant at the same layer (clean images).")
+        section.table(
+            diag.drop(columns=["layer_b"]).rename(columns={"layer_a": "layer"}),
+            "Variant vs variant at the same layer (clean images).",
+        )
         return section

@@ -15,7 +15,9 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
     """True where no other row is at most as costly and strictly better, or cheaper and at least as good."""
     front = []
     for _, r in frame.iterrows():
-        dominated = ((frame[cost] <= r[cost]) & (frame[value] > r[value])) | ((frame[cost] < r[cost]) & (frame[value] >= r[value]))
+        dominated = ((frame[cost] <= r[cost]) & (frame[value] > r[value])) | (
+            (frame[cost] < r[cost]) & (frame[value] >= r[value])
+        )
         front.append(not bool(dominated.any()))
     return pd.Series(front, index=frame.index)
 
@@ -32,10 +34,16 @@ def variant_costs(study: StudyData, n_probe: int) -> pd.DataFrame:
         batch = probe_batch(model, cfg, n_probe)
         n = batch.input_ids.shape[0]
         cost = measure_prefill(model, batch, repeats=3, decode_tokens=4)
-        rows.append({"variant": v, "routing": cfg.model.routing.id,
-                     "prefill_gflops_per_prompt": cost["counted_prefill_gflops"] / n,
-                     "analytic_gflops_per_prompt": cost["analytic_prefill_gflops"] / n,
-                     "prefill_s": cost["prefill_s"], "decode_token_s": cost["decode_token_s"]})
+        rows.append(
+            {
+                "variant": v,
+                "routing": cfg.model.routing.id,
+                "prefill_gflops_per_prompt": cost["counted_prefill_gflops"] / n,
+                "analytic_gflops_per_prompt": cost["analytic_prefill_gflops"] / n,
+                "prefill_s": cost["prefill_s"],
+                "decode_token_s": cost["decode_token_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -54,7 +62,9 @@ class RoutingCost(Analysis):
         clean = study.results[study.results["mode"] == "clean"]
         acc = clean.groupby("variant", sort=False)["correct"].mean().rename("accuracy")
         per_task = clean.groupby(["variant", "task"], sort=False)["correct"].mean().unstack("task")
-        table = costs.merge(acc, left_on="variant", right_index=True).merge(per_task, left_on="variant", right_index=True)
+        table = costs.merge(acc, left_on="variant", right_index=True).merge(
+            per_task, left_on="variant", right_index=True
+        )
         base = table["prefill_gflops_per_prompt"].max()
         table["flops_ratio"] = table["prefill_gflops_per_prompt"] / base
         table["pareto"] = pareto_front(table, "prefill_gflops_per_prompt", "accuracy")
@@ -64,8 +74,11 @@ class RoutingCost(Analysis):
             "per-token decode latency are medians on this machine. Accuracy: all clean evaluation items. The Pareto "
             "front holds the variants no other variant beats at lower or equal cost."
         )
-        section.figure(_pareto_figure(table), "Accuracy against prefill FLOPs (relative to the most expensive variant); "
-                       "the line joins the Pareto front.", "routing_pareto")
+        section.figure(
+            _pareto_figure(table),
+            "Accuracy against prefill FLOPs (relative to the most expensive variant); the line joins the Pareto front.",
+            "routing_pareto",
+        )
         section.table(table, "Cost and accuracy per variant (first seed).")
         return section
 

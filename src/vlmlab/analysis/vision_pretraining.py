@@ -24,12 +24,17 @@ def pretraining_table(study: StudyData) -> pd.DataFrame:
             held = [v for k, v in vp.items() if k.startswith("heldout_top1/")]  # images never trained on, if any
             tops = held or [v for k, v in vp.items() if k.startswith("train_top1/")]
             f = clean[(clean["variant"] == variant) & (clean["seed"] == seed)]
-            rows.append({"variant": variant, "seed": seed,
-                         "pretrain_top1": float(np.mean(tops)) if tops else float("nan"),
-                         "top1_on": "held-out" if held else ("train" if tops else ""),
-                         "params_vision": (train.get("parameters") or {}).get("vision"),
-                         "vlm_accuracy": float(f["correct"].mean()) if len(f) else float("nan"),
-                         **{t: float(g["correct"].mean()) for t, g in f.groupby("task", sort=False)}})
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "pretrain_top1": float(np.mean(tops)) if tops else float("nan"),
+                    "top1_on": "held-out" if held else ("train" if tops else ""),
+                    "params_vision": (train.get("parameters") or {}).get("vision"),
+                    "vlm_accuracy": float(f["correct"].mean()) if len(f) else float("nan"),
+                    **{t: float(g["correct"].mean()) for t, g in f.groupby("task", sort=False)},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -57,8 +62,13 @@ class VisionPretraining(Analysis):
         fig, ax = plt.subplots(figsize=(5.6, 3.8))
         cmap = colours(study.variants)
         for _, r in table.iterrows():
-            ax.scatter(r["pretrain_top1"], r["vlm_accuracy"], color=cmap[r["variant"]], s=50,
-                       label=r["variant"] if r["seed"] == study.seeds[0] else None)
+            ax.scatter(
+                r["pretrain_top1"],
+                r["vlm_accuracy"],
+                color=cmap[r["variant"]],
+                s=50,
+                label=r["variant"] if r["seed"] == study.seeds[0] else None,
+            )
         ax.set_xlabel("vision-pretraining top-1 (mean over heads)")
         ax.set_ylabel("VLM accuracy (all tasks, clean)")
         ax.grid(alpha=0.3)
@@ -69,6 +79,7 @@ class VisionPretraining(Analysis):
         valid = table.dropna(subset=["pretrain_top1", "vlm_accuracy"])
         if len(valid) >= 3:
             rho, p = spearmanr(valid["pretrain_top1"], valid["vlm_accuracy"])
-            section.text(f"Spearman ρ between pretraining top-1 and VLM accuracy over {len(valid)} runs: {rho:+.2f} "
-                         f"(p {p:.3g}).")
+            section.text(
+                f"Spearman ρ between pretraining top-1 and VLM accuracy over {len(valid)} runs: {rho:+.2f} (p {p:.3g})."
+            )
         return section

@@ -15,7 +15,9 @@ from vlmlab.progress import console
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlmlab", description="Controlled backbone studies of vision-language models.")
+    parser = argparse.ArgumentParser(
+        prog="vlmlab", description="Controlled backbone studies of vision-language models."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a run from a YAML config (then evaluate it)")
@@ -31,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", metavar="TASK[:SPLIT]", help="evaluate these instead of the config's")
     p.add_argument("--limit", type=int, help="at most this many items per --task")
     p.add_argument("--blind", action="store_true", help="replace every image by a constant (visual-reliance baseline)")
-    p.add_argument("--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)")
+    p.add_argument(
+        "--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)"
+    )
     p.set_defaults(func=commands.cmd_eval)
 
-    p = sub.add_parser("export", help="write a trained run in a standard format (hf-llava: LlavaForConditionalGeneration)")
+    p = sub.add_parser(
+        "export", help="write a trained run in a standard format (hf-llava: LlavaForConditionalGeneration)"
+    )
     p.add_argument("run_dir")
     p.add_argument("out", help="output directory (must not exist or be empty)")
     p.add_argument("--format", choices=["hf-llava"], default="hf-llava")
@@ -43,26 +49,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-llava", help="make a LLaVA-format HF checkpoint a run dir (eval, attention, analyses)")
     p.add_argument("checkpoint", help="local dir of a LlavaForConditionalGeneration checkpoint (e.g. llava-1.5-7b-hf)")
     p.add_argument("out", help="run directory to create (must not exist or be empty)")
-    p.add_argument("--template", choices=["native", "vicuna", "llama3"], default="native",
-                   help="prompt format (default: the checkpoint's own chat template)")
+    p.add_argument(
+        "--template",
+        choices=["native", "vicuna", "llama3"],
+        default="native",
+        help="prompt format (default: the checkpoint's own chat template)",
+    )
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin weights (pickle) if there are no safetensors")
-    p.add_argument("--eval", action="append", metavar="TASK[:SPLIT][@PATH]",
-                   help="evaluation task written into the run's data.eval (repeatable), e.g. pope:test@/data/pope")
+    p.add_argument(
+        "--eval",
+        action="append",
+        metavar="TASK[:SPLIT][@PATH]",
+        help="evaluation task written into the run's data.eval (repeatable), e.g. pope:test@/data/pope",
+    )
     p.set_defaults(func=commands.cmd_import_llava)
 
     p = sub.add_parser("backbones", help="list every registered part id by kind")
     p.set_defaults(func=commands.cmd_backbones)
 
-    p = sub.add_parser("pretrain-lm", help="pretrain the tiny LLaMA ladder on the offline corpus (cached; prints bits/byte)")
-    p.add_argument("ids", nargs="*", default=["llama1-tiny", "llama2-tiny", "llama3-tiny"], metavar="ID",
-                   help="rungs to build (default: the whole ladder)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a backbone field for every rung, e.g. hidden_size=64 or pretrain.tokens=200000")
+    p = sub.add_parser(
+        "pretrain-lm", help="pretrain the tiny LLaMA ladder on the offline corpus (cached; prints bits/byte)"
+    )
+    p.add_argument(
+        "ids",
+        nargs="*",
+        default=["llama1-tiny", "llama2-tiny", "llama3-tiny"],
+        metavar="ID",
+        help="rungs to build (default: the whole ladder)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a backbone field for every rung, e.g. hidden_size=64 or pretrain.tokens=200000",
+    )
     p.set_defaults(func=commands.cmd_pretrain_lm)
 
     p = sub.add_parser("pretrain-vision", help="matched vision pretraining of a study's towers (cached; prints top-1)")
-    p.add_argument("spec", nargs="?", default="demo-vision", help="study whose towers to pretrain (default demo-vision)")
+    p.add_argument(
+        "spec", nargs="?", default="demo-vision", help="study whose towers to pretrain (default demo-vision)"
+    )
     p.add_argument("--out", help="the study directory its runs will use (default runs/<name>)")
     p.set_defaults(func=commands.cmd_pretrain_vision)
 
@@ -72,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a controlled study: control check, train + evaluate every variant, combine")
     p.add_argument("spec", help="study YAML, or the name of a built-in study (demo, demo-quick)")
     p.add_argument("--out", help="study directory (default runs/<name>)")
-    p.add_argument("--only", action="append", metavar="VARIANT", help="run only this variant (repeatable; one cluster job each)")
+    p.add_argument(
+        "--only", action="append", metavar="VARIANT", help="run only this variant (repeatable; one cluster job each)"
+    )
     p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
     p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
     p.set_defaults(func=commands.cmd_study)
@@ -81,17 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_dir")
     p.set_defaults(func=commands.cmd_report)
 
-    p = sub.add_parser("analyze", help="run analyses on a finished study: analysis/<id>.json + figures, refreshed report")
+    p = sub.add_parser(
+        "analyze", help="run analyses on a finished study: analysis/<id>.json + figures, refreshed report"
+    )
     p.add_argument("study_dir")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--only", metavar="IDS", help="comma-separated analysis ids (default: the spec's analyses)")
     group.add_argument("--all", action="store_true", help="every registered analysis")
     p.set_defaults(func=commands.cmd_analyze)
 
-    p = sub.add_parser("attention", help="text→image attention share per LLM layer of a trained run, and its saturation layer")
+    p = sub.add_parser(
+        "attention", help="text→image attention share per LLM layer of a trained run, and its saturation layer"
+    )
     p.add_argument("run_dir")
     p.add_argument("--n-probe", type=int, default=256, help="probe items from the run's evaluation tasks (default 256)")
-    p.add_argument("--threshold", type=float, default=0.1, help="saturation: share below this from a layer on (default 0.1)")
+    p.add_argument(
+        "--threshold", type=float, default=0.1, help="saturation: share below this from a layer on (default 0.1)"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=commands.cmd_attention)
 
@@ -106,8 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-limit", type=int, default=0, help="also evaluate each strategy on N items per task")
     b.set_defaults(func=commands.cmd_bench_routing)
 
-    b = benches.add_parser("vision", help="forward latency and activation memory of each vision tower as the image grows")
-    b.add_argument("spec", nargs="?", default="demo-vision", help="study whose vision factor names the towers (default demo-vision)")
+    b = benches.add_parser(
+        "vision", help="forward latency and activation memory of each vision tower as the image grows"
+    )
+    b.add_argument(
+        "spec",
+        nargs="?",
+        default="demo-vision",
+        help="study whose vision factor names the towers (default demo-vision)",
+    )
     b.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512], metavar="PX")
     b.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
     b.add_argument("--repeats", type=int, default=3)
@@ -116,9 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: the built-in study of LLM generations on easy-VQA + shapes-world")
     p.add_argument("--quick", action="store_true", help="a smaller version for a first look (a few minutes)")
-    p.add_argument("--study", choices=["llm", "vision", "routing"], default="llm",
-                   help="llm: study A, LLM generations (default); vision: study B, ViT vs Vim vs VMamba; "
-                        "routing: study C, full vs FastV vs DPVR on the llm demo's gen3 model")
+    p.add_argument(
+        "--study",
+        choices=["llm", "vision", "routing"],
+        default="llm",
+        help="llm: study A, LLM generations (default); vision: study B, ViT vs Vim vs VMamba; "
+        "routing: study C, full vs FastV vs DPVR on the llm demo's gen3 model",
+    )
     p.add_argument("--out", help="study directory (default runs/demo or runs/demo-quick)")
     p.set_defaults(func=commands.cmd_demo)
 
@@ -129,8 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, required=True, help="number of scenes")
     g.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     g.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    g.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
-                   help="fractions of scenes per split (default 0.8 0.1 0.1)")
+    g.add_argument(
+        "--split-fractions",
+        type=float,
+        nargs=3,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of scenes per split (default 0.8 0.1 0.1)",
+    )
     g.set_defaults(func=commands.cmd_data_shapes_world)
     g = gens.add_parser("check", help="load a dataset and decode every image (a bad record or image: one line, exit 1)")
     g.add_argument("task", metavar="TASK[:SPLIT]", help="task id (vlmlab tasks) and split (default test)")
@@ -150,4 +202,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
-

@@ -33,7 +33,9 @@ def cmd_train(args) -> int:
     result = trainer.run_training()
     main_process = trainer.accelerator.is_main_process  # under accelerate launch / torchrun: one process reports
     if main_process:
-        console.print(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}")
+        console.print(
+            f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}"
+        )
     if not args.no_eval and cfg.data.eval:
         metrics = evaluate_run(out, model=result.model.eval(), cfg=trainer.cfg)  # items shared out over the processes
         if main_process:
@@ -63,8 +65,12 @@ def cmd_export(args) -> int:
     from vlmlab.interop.llava_export import export_hf_llava
 
     out = export_hf_llava(args.run_dir, args.out)
-    console.print(f"wrote {out} (load with transformers: LlavaForConditionalGeneration.from_pretrained / "
-                  "AutoProcessor.from_pretrained)", soft_wrap=True, highlight=False)
+    console.print(
+        f"wrote {out} (load with transformers: LlavaForConditionalGeneration.from_pretrained / "
+        "AutoProcessor.from_pretrained)",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 
@@ -76,10 +82,14 @@ def cmd_import_llava(args) -> int:
         spec, _, path = spec.partition("@")
         task, _, split = spec.partition(":")
         evals.append({"task": task, "split": split or "test", **({"path": path} if path else {})})
-    out = import_llava(args.checkpoint, args.out, template=args.template, dtype=args.dtype,
-                       allow_pickle=args.allow_pickle, evals=evals)
-    console.print(f"wrote run {out}: now `vlmlab eval {out}`, `vlmlab attention {out}` (on its data.eval)",
-                  soft_wrap=True, highlight=False)
+    out = import_llava(
+        args.checkpoint, args.out, template=args.template, dtype=args.dtype, allow_pickle=args.allow_pickle, evals=evals
+    )
+    console.print(
+        f"wrote run {out}: now `vlmlab eval {out}`, `vlmlab attention {out}` (on its data.eval)",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 
@@ -112,21 +122,29 @@ def cmd_pretrain_lm(args) -> int:
     for part_id in args.ids:
         cls = LLM_BACKBONES.get(part_id, key="pretrain-lm")
         if not hasattr(cls, "pretrained_backbone"):
-            raise UserError(f"pretrain-lm: {part_id!r} is not a tiny rung (it loads its own pretrained weights)", exit_code=2)
+            raise UserError(
+                f"pretrain-lm: {part_id!r} is not a tiny rung (it loads its own pretrained weights)", exit_code=2
+            )
         try:
             params = cls.Params(**raw)
         except ValidationError as exc:
             raise config_error(exc, prefix="--set") from None
         rows.append(cls.pretrained_backbone(params))
     console.print("LM ladder (held-out bits per byte: lower is better)", highlight=False)
-    console.print(f"{'rung':<13}{'non-emb':>9}{'params':>9}{'vocab':>7}{'ctx':>6}{'tokens':>8}{'epochs':>8}"
-                  f"{'built':>8}{'bits/byte':>10}", highlight=False)
+    console.print(
+        f"{'rung':<13}{'non-emb':>9}{'params':>9}{'vocab':>7}{'ctx':>6}{'tokens':>8}{'epochs':>8}"
+        f"{'built':>8}{'bits/byte':>10}",
+        highlight=False,
+    )
     for b in rows:
         r = b.record
         built = f"{r['seconds']:.0f} s" if b.built_now else "cached"
-        console.print(f"{r['backbone']:<13}{r['parameters']['non_embedding'] / 1e6:>8.2f}M{r['parameters']['total'] / 1e6:>8.2f}M"
-                      f"{r['vocab_size']:>7}{r['architecture']['context']:>6}{r['tokens_seen'] / 1e6:>7.2f}M{r['epochs']:>8.2f}"
-                      f"{built:>8}{r['heldout']['bits_per_byte']:>10.4f}", highlight=False)
+        console.print(
+            f"{r['backbone']:<13}{r['parameters']['non_embedding'] / 1e6:>8.2f}M{r['parameters']['total'] / 1e6:>8.2f}M"
+            f"{r['vocab_size']:>7}{r['architecture']['context']:>6}{r['tokens_seen'] / 1e6:>7.2f}M{r['epochs']:>8.2f}"
+            f"{built:>8}{r['heldout']['bits_per_byte']:>10.4f}",
+            highlight=False,
+        )
     for b in rows:
         console.print(f"{b.record['backbone']}: {b.path}", soft_wrap=True, highlight=False)
     return 0
@@ -138,16 +156,23 @@ def cmd_pretrain_vision(args) -> int:
 
     with progress() as bar:
         rows = pretrain_study_towers(resolve_study_path(args.spec), args.out, bar)
-    console.print("matched vision pretraining (mean top-1 over the attributes; held-out = images never trained on)",
-                  highlight=False)
-    console.print(f"{'variant':<12}{'seed':>5}{'tower':>8}{'params':>10}{'images':>8}{'train':>8}{'held-out':>10}{'time':>9}",
-                  highlight=False)
+    console.print(
+        "matched vision pretraining (mean top-1 over the attributes; held-out = images never trained on)",
+        highlight=False,
+    )
+    console.print(
+        f"{'variant':<12}{'seed':>5}{'tower':>8}{'params':>10}{'images':>8}{'train':>8}{'held-out':>10}{'time':>9}",
+        highlight=False,
+    )
     for r in rows:
         held = mean_top1(r, "heldout_top1/")
         time_s = "cached" if r.get("cached") else f"{r['seconds']:.0f} s"
-        console.print(f"{r['variant']:<12}{r['seed']:>5}{r['tower']:>8}{r['parameters']:>10,}{r.get('images', 0):>8}"
-                      f"{mean_top1(r, 'train_top1/') or float('nan'):>8.3f}{held if held is not None else float('nan'):>10.3f}"
-                      f"{time_s:>9}", highlight=False)
+        console.print(
+            f"{r['variant']:<12}{r['seed']:>5}{r['tower']:>8}{r['parameters']:>10,}{r.get('images', 0):>8}"
+            f"{mean_top1(r, 'train_top1/') or float('nan'):>8.3f}{held if held is not None else float('nan'):>10.3f}"
+            f"{time_s:>9}",
+            highlight=False,
+        )
     return 0
 
 
@@ -189,8 +214,11 @@ def cmd_study(args) -> int:
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)
         names = list(dict.fromkeys(v.name for v in study.variants))
-        console.print(f"control check passed: {len(names)} variants x {len(study.spec.seeds)} seeds, held-constant "
-                      f"fingerprint {study.control['config']['fingerprint']}", soft_wrap=True)
+        console.print(
+            f"control check passed: {len(names)} variants x {len(study.spec.seeds)} seeds, held-constant "
+            f"fingerprint {study.control['config']['fingerprint']}",
+            soft_wrap=True,
+        )
         if args.script:
             write_text(args.script, job_script(spec_path, study))
             console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)
@@ -198,7 +226,9 @@ def cmd_study(args) -> int:
     study = run_study(spec_path, args.out, only=args.only)
     if study.dir.results.is_file() and not args.only:
         _print_study_summary(study.dir.path)
-        console.print(f"results: {study.dir.results}  summary: {study.dir.summary}  (report: vlmlab report {study.dir.path})")
+        console.print(
+            f"results: {study.dir.results}  summary: {study.dir.summary}  (report: vlmlab report {study.dir.path})"
+        )
     return 0
 
 
@@ -222,8 +252,10 @@ def cmd_analyze(args) -> int:
     elif args.all:
         only = [a for a, _ in ANALYSES.items()]
     html_path, _ = build_report(args.study_dir, only=only)
-    console.print(f"wrote {Path(args.study_dir) / 'analysis'}/*.json and the figures beside them; refreshed {html_path}",
-                  soft_wrap=True)
+    console.print(
+        f"wrote {Path(args.study_dir) / 'analysis'}/*.json and the figures beside them; refreshed {html_path}",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -231,13 +263,20 @@ def cmd_attention(args) -> int:
     from vlmlab.analysis.attention import RECORD, attention_profile
 
     record = attention_profile(args.run_dir, n_probe=args.n_probe, threshold=args.threshold, batch_size=args.batch_size)
-    console.print(f"text → image attention share per layer ({record['items']} probe items, {record['image_tokens']} "
-                  "vision tokens; mean over heads, text positions, items; head range in brackets)", highlight=False)
+    console.print(
+        f"text → image attention share per layer ({record['items']} probe items, {record['image_tokens']} "
+        "vision tokens; mean over heads, text positions, items; head range in brackets)",
+        highlight=False,
+    )
     for i, (s, lo, hi) in enumerate(zip(record["share"], record["head_min"], record["head_max"])):
         console.print(f"  layer {i:>3}  {s:.4f}  [{lo:.4f}, {hi:.4f}]  " + "#" * round(40 * s), highlight=False)
     sat = record["saturation_layer"]
-    console.print(f"saturation layer (share < {record['threshold']} from here on): {sat if sat is not None else 'none'}; "
-                  f"wrote {Path(args.run_dir) / RECORD}", highlight=False, soft_wrap=True)
+    console.print(
+        f"saturation layer (share < {record['threshold']} from here on): {sat if sat is not None else 'none'}; "
+        f"wrote {Path(args.run_dir) / RECORD}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -246,21 +285,34 @@ def cmd_bench_routing(args) -> int:
 
     r = bench_routing(args.run_dir, args.fastv_layer, args.fastv_ratio, args.dpvr_layer, args.n_probe, args.eval_limit)
     g = r["geometry"]
-    console.print(f"{r['probe_items']} prompts, {g['vision']} vision + ~{g['text']} text tokens, {g['layers']} layers, "
-                  f"{r['device']}; ratios against full", highlight=False)
+    console.print(
+        f"{r['probe_items']} prompts, {g['vision']} vision + ~{g['text']} text tokens, {g['layers']} layers, "
+        f"{r['device']}; ratios against full",
+        highlight=False,
+    )
     memory = r["strategies"][0]["peak_mib"] is not None  # CUDA only
-    console.print(f"{'strategy':<28}{'GFLOPs':>10}{'ratio':>7}{'analytic':>9}{'prefill':>8}{'decode':>7}"
-                  + ("{:>11}{:>7}".format("peak MiB", "ratio") if memory else "")
-                  + ("{:>7}".format("acc") if args.eval_limit else ""), highlight=False)
+    console.print(
+        f"{'strategy':<28}{'GFLOPs':>10}{'ratio':>7}{'analytic':>9}{'prefill':>8}{'decode':>7}"
+        + ("{:>11}{:>7}".format("peak MiB", "ratio") if memory else "")
+        + ("{:>7}".format("acc") if args.eval_limit else ""),
+        highlight=False,
+    )
     for s in r["strategies"]:
-        console.print(f"{s['strategy']:<28}{s['counted_prefill_gflops']:>10.3f}{s['counted_prefill_ratio']:>7.3f}"
-                      f"{s['analytic_prefill_ratio']:>9.3f}{s['prefill_ratio']:>8.3f}{s['decode_token_ratio']:>7.3f}"
-                      + (f"{s['peak_mib']:>11.1f}{s['peak_ratio']:>7.3f}" if memory else "")
-                      + (f"{s['accuracy']:>7.3f}" if args.eval_limit else ""), highlight=False)
+        console.print(
+            f"{s['strategy']:<28}{s['counted_prefill_gflops']:>10.3f}{s['counted_prefill_ratio']:>7.3f}"
+            f"{s['analytic_prefill_ratio']:>9.3f}{s['prefill_ratio']:>8.3f}{s['decode_token_ratio']:>7.3f}"
+            + (f"{s['peak_mib']:>11.1f}{s['peak_ratio']:>7.3f}" if memory else "")
+            + (f"{s['accuracy']:>7.3f}" if args.eval_limit else ""),
+            highlight=False,
+        )
     p = r["paper_geometry"]
-    console.print(f"paper geometry (576 vision + 60 text tokens, 32 layers, route after {p['dpvr_layer']}): analytic "
-                  f"prefill FLOPs DPVR/full {p['dpvr_over_full']:.3f}, FastV(K=2, R=0.5)/full {p['fastv_K2_R0.5_over_full']:.3f}; "
-                  f"wrote {Path(args.run_dir) / 'routing_bench.json'}", highlight=False, soft_wrap=True)
+    console.print(
+        f"paper geometry (576 vision + 60 text tokens, 32 layers, route after {p['dpvr_layer']}): analytic "
+        f"prefill FLOPs DPVR/full {p['dpvr_over_full']:.3f}, FastV(K=2, R=0.5)/full {p['fastv_K2_R0.5_over_full']:.3f}; "
+        f"wrote {Path(args.run_dir) / 'routing_bench.json'}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -273,17 +325,30 @@ def cmd_bench_vision(args) -> int:
     out = Path(args.out)
     measured = table.dropna(subset=["forward_ms"]) if "forward_ms" in table else table
     for row in measured.itertuples():
-        console.print(f"{row.tower:<10}{row.side:>5} px {row.tokens:>6} tokens {row.forward_ms:>9.1f} ms "
-                      f"{row.activation_mib:>9.1f} MiB", highlight=False)
+        console.print(
+            f"{row.tower:<10}{row.side:>5} px {row.tokens:>6} tokens {row.forward_ms:>9.1f} ms "
+            f"{row.activation_mib:>9.1f} MiB",
+            highlight=False,
+        )
     if "skipped" in table:
         for row in table[table["skipped"].notna()].itertuples():
             console.print(f"{row.tower:<10}{row.side:>5} px skipped: {row.skipped}", highlight=False)
     grow = growth(table)
     for row in grow.itertuples():
-        console.print(f"{row.tower}: {row.from_px} -> {row.to_px} px costs {row.time_x:.1f}x the time and "
-                      f"{row.activation_x:.1f}x the activation memory", highlight=False)
-    io.write_json(out / "vision_bench.json", {"spec": args.spec, "batch": args.batch, "rows": table.to_dict(orient="records"),
-                                              "growth": grow.to_dict(orient="records")})
+        console.print(
+            f"{row.tower}: {row.from_px} -> {row.to_px} px costs {row.time_x:.1f}x the time and "
+            f"{row.activation_x:.1f}x the activation memory",
+            highlight=False,
+        )
+    io.write_json(
+        out / "vision_bench.json",
+        {
+            "spec": args.spec,
+            "batch": args.batch,
+            "rows": table.to_dict(orient="records"),
+            "growth": grow.to_dict(orient="records"),
+        },
+    )
     io.write_bytes(out / "vision_bench.png", figure_png(plot(table), dpi=120))
     console.print(f"wrote {out / 'vision_bench.json'} and {out / 'vision_bench.png'}", soft_wrap=True, highlight=False)
     return 0
@@ -295,15 +360,22 @@ def cmd_demo(args) -> int:
 
     if args.quick and args.study != "llm":
         raise UserError("--quick is the small version of the LLM-generation study (--study llm)", exit_code=2)
-    name = {"llm": "demo-quick" if args.quick else "demo", "vision": "demo-vision", "routing": "demo-routing"}[args.study]
+    name = {"llm": "demo-quick" if args.quick else "demo", "vision": "demo-vision", "routing": "demo-routing"}[
+        args.study
+    ]
     out = Path(args.out or f"runs/{name}")
     study = run_study(resolve_study_path(name), out)
     html_path, _ = build_report(out)
     _print_study_summary(out)
     analyses = ", ".join(a.id for a in study.spec.analyses)
-    console.print(f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
-                  f"the control check, training curves, costs and the analyses ({analyses}).", soft_wrap=True)
-    console.print(f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True)
+    console.print(
+        f"\n[bold]Open {html_path}[/bold] for the figures: accuracy per task and category with 95% CIs, "
+        f"the control check, training curves, costs and the analyses ({analyses}).",
+        soft_wrap=True,
+    )
+    console.print(
+        f"Per-item records: {study.dir.results} (one row per item, variant, seed and evaluation mode).", soft_wrap=True
+    )
     return 0
 
 
@@ -336,8 +408,11 @@ def cmd_data_shapes_world(args) -> int:
     counts = generate(args.out, args.seed, args.n, args.size, tuple(args.split_fractions))
     seconds = time.perf_counter() - t0
     questions = sum(counts[f"{s}_questions"] for s in SPLITS)
-    console.print(f"wrote {counts['scenes']} scenes (train/val/test {counts['train_scenes']}/{counts['val_scenes']}/"
-                  f"{counts['test_scenes']}) and {questions} questions to {args.out} in {seconds:.1f}s", soft_wrap=True)
+    console.print(
+        f"wrote {counts['scenes']} scenes (train/val/test {counts['train_scenes']}/{counts['val_scenes']}/"
+        f"{counts['test_scenes']}) and {questions} questions to {args.out} in {seconds:.1f}s",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -353,9 +428,13 @@ def cmd_data_check(args) -> int:
     except ValidationError as exc:
         raise config_error(exc, prefix="data") from None
     report = check_dataset(source)
-    console.print(f"{args.task}: {report['items']} items over {report['images']} images, all readable; "
-                  f"categories {report['categories']}; answers {report['answer_types']}; "
-                  f"image sizes {report['image_sizes']}", soft_wrap=True, highlight=False)
+    console.print(
+        f"{args.task}: {report['items']} items over {report['images']} images, all readable; "
+        f"categories {report['categories']}; answers {report['answer_types']}; "
+        f"image sizes {report['image_sizes']}",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 

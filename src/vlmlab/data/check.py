@@ -24,8 +24,10 @@ def check_dataset(source: DataSource, image: ImageConfig | None = None) -> dict[
             size = load_image(path).size
             if path in declared and tuple(declared[path].image_size) != size:
                 item = declared[path]
-                raise DataError(f"{path}: is {size[0]}x{size[1]} but item {item.item_id} measures its box in "
-                                f"{item.image_size[0]}x{item.image_size[1]} (the box would land in the wrong place)")
+                raise DataError(
+                    f"{path}: is {size[0]}x{size[1]} but item {item.item_id} measures its box in "
+                    f"{item.image_size[0]}x{item.image_size[1]} (the box would land in the wrong place)"
+                )
             sizes[size] += 1
             bar.advance(job)
     return {

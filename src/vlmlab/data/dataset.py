@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,17 +29,23 @@ class Batch:
     labels: torch.Tensor | None  # (B, T) or None for generation
     indices: list[int]  # dataset indices of the rows
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(
-            move(self.input_ids), move(self.attention_mask), move(self.image_mask),
-            move(self.pixel_values), move(self.labels), self.indices,
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.image_mask),
+            move(self.pixel_values),
+            move(self.labels),
+            self.indices,
         )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return dict(
-            input_ids=self.input_ids, attention_mask=self.attention_mask,
-            image_mask=self.image_mask, pixel_values=self.pixel_values,
+            input_ids=self.input_ids,
+            attention_mask=self.attention_mask,
+            image_mask=self.image_mask,
+            pixel_values=self.pixel_values,
         )
 
 
@@ -70,7 +76,9 @@ class VQADataset(torch.utils.data.Dataset):
         self.answers: list[list[int]] = []
         for item in self.items:
             if item.question not in prompt_cache:
-                prompt_cache[item.question] = _expand_image(llm.encode_prompt(item.question), llm.image_token_id, num_image_tokens)
+                prompt_cache[item.question] = _expand_image(
+                    llm.encode_prompt(item.question), llm.image_token_id, num_image_tokens
+                )
             self.prompts.append(prompt_cache[item.question])
             if with_answers:
                 if item.answer not in answer_cache:

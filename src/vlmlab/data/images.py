@@ -62,8 +62,12 @@ def project_box(box, width: int, height: int, size: int, geometry: str) -> list[
         raise ValueError(f"unknown image geometry {geometry!r}")
     scale, left, top = letterbox_geometry(width, height, size)
     sx, sy = round(width * scale) / width, round(height * scale) / height  # the pasted image's real scale
-    return [100 * (left + x1 * sx) / size, 100 * (top + y1 * sy) / size,
-            100 * (left + x2 * sx) / size, 100 * (top + y2 * sy) / size]
+    return [
+        100 * (left + x1 * sx) / size,
+        100 * (top + y1 * sy) / size,
+        100 * (left + x2 * sx) / size,
+        100 * (top + y2 * sy) / size,
+    ]
 
 
 def format_box(box) -> str:

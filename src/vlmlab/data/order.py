@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -19,7 +19,16 @@ class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
     Resuming at step k only needs k: no sampler state to save.
     """
 
-    def __init__(self, n_items: int, global_batch: int, seed: int, total_steps: int, start_step: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n_items: int,
+        global_batch: int,
+        seed: int,
+        total_steps: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if global_batch % world:
             raise ValueError("global batch must divide evenly across processes")
         self.n = n_items
@@ -76,14 +85,23 @@ def stage_steps(stage: StageConfig, n_items: int, micro_batch: int, grad_accum: 
     return max(1, math.ceil(stage.epochs * micro_per_epoch / grad_accum))
 
 
-def stage_order(cfg: RunConfig, stage_index: int, n_items: int, start_step: int = 0, rank: int = 0, world: int = 1) -> tuple[SeededBatchOrder, int]:
+def stage_order(
+    cfg: RunConfig, stage_index: int, n_items: int, start_step: int = 0, rank: int = 0, world: int = 1
+) -> tuple[SeededBatchOrder, int]:
     """The batch order of a VQA stage and its number of optimizer steps (one place for trainer and control check)."""
     stage = cfg.train.stages[stage_index]
     micro = (stage.batch_size or cfg.train.batch_size) * world
     accum = cfg.train.grad_accum
     total = stage_steps(stage, n_items, micro, accum)
-    order = SeededBatchOrder(n_items, micro, seed=cfg.seed * 1000 + stage_index, total_steps=total * accum,
-                             start_step=start_step * accum, rank=rank, world=world)
+    order = SeededBatchOrder(
+        n_items,
+        micro,
+        seed=cfg.seed * 1000 + stage_index,
+        total_steps=total * accum,
+        start_step=start_step * accum,
+        rank=rank,
+        world=world,
+    )
     return order, total
 
 
@@ -91,5 +109,6 @@ def training_order_fingerprints(cfg: RunConfig, item_ids: Sequence[str]) -> list
     """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order)."""
     return [
         order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids))[0])
-        for s, stage in enumerate(cfg.train.stages) if stage.name != "vision-pretrain"
+        for s, stage in enumerate(cfg.train.stages)
+        if stage.name != "vision-pretrain"
     ]

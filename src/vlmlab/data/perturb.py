@@ -39,7 +39,7 @@ class Perturbation:
         return np.ascontiguousarray(padded[: image.shape[0], : image.shape[1]])
 
 
-def shift_box_answer(perturbation: "Perturbation | None", answer: str, size: int) -> str:
+def shift_box_answer(perturbation: Perturbation | None, answer: str, size: int) -> str:
     """A box answer (`[x1, y1, x2, y2]` in 0-99 of the processed image) moved with a `shift` perturbation, so
     grounding under shift is scored against where the object now is; other answers are returned as they are."""
     from vlmlab.metrics import parse_box
@@ -62,5 +62,7 @@ def parse_perturbation(spec: str) -> Perturbation:
     except ValueError:
         amount = float("nan")
     if kind not in KINDS or not value or not amount >= 0 or (kind == "shift" and amount != int(amount)):
-        raise UserError(f"--perturb {spec!r}: expected noise:SIGMA (e.g. noise:0.1) or shift:PIXELS (e.g. shift:4)", exit_code=2)
+        raise UserError(
+            f"--perturb {spec!r}: expected noise:SIGMA (e.g. noise:0.1) or shift:PIXELS (e.g. shift:4)", exit_code=2
+        )
     return Perturbation(kind, amount)

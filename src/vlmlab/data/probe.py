@@ -18,7 +18,9 @@ def probe_items(cfg, n_probe: int):
     return interleaved[:n_probe]
 
 
-def probe_dataset(model, cfg, n_probe: int, question_suffix: str = "", perturb: Perturbation | None = None) -> VQADataset:
+def probe_dataset(
+    model, cfg, n_probe: int, question_suffix: str = "", perturb: Perturbation | None = None
+) -> VQADataset:
     """The probe items as a prompt-only dataset for `model` (optionally reworded or with perturbed images)."""
     items = probe_items(cfg, n_probe)
     if question_suffix:

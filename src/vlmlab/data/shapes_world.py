@@ -13,8 +13,12 @@ from vlmlab.errors import UserError
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 PALETTE = {
-    "red": (220, 30, 30), "green": (30, 160, 50), "blue": (35, 80, 230),
-    "yellow": (245, 205, 15), "purple": (150, 50, 190), "cyan": (20, 195, 215),
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (35, 80, 230),
+    "yellow": (245, 205, 15),
+    "purple": (150, 50, 190),
+    "cyan": (20, 195, 215),
 }
 COLORS = tuple(PALETTE)
 BACKGROUND = (245, 245, 245)
@@ -27,8 +31,13 @@ SPATIAL_MARGIN = 0.125  # a relation holds when box centres differ by >= this fr
 SPLITS = ("train", "val", "test")
 RELATIONS = ("left of", "right of", "above", "below")
 FAMILIES = {
-    "color": "perception", "shape": "perception", "exist": "perception",
-    "count": "reasoning", "compare": "reasoning", "spatial": "reasoning", "conjunction": "reasoning",
+    "color": "perception",
+    "shape": "perception",
+    "exist": "perception",
+    "count": "reasoning",
+    "compare": "reasoning",
+    "spatial": "reasoning",
+    "conjunction": "reasoning",
     "ground": "grounding",
 }
 
@@ -116,7 +125,7 @@ def scene_labels(objects: list[dict]) -> dict[str, str]:
 
 # ----- questions -------------------------------------------------------------------------------
 def unique_name(obj: dict, objects: list[dict]) -> str | None:
-    """"red circle" when no other object is a red circle, else None (the name would be ambiguous)."""
+    """ "red circle" when no other object is a red circle, else None (the name would be ambiguous)."""
     same = sum(o["color"] == obj["color"] and o["shape"] == obj["shape"] for o in objects)
     return f"{obj['color']} {obj['shape']}" if same == 1 else None
 
@@ -149,7 +158,9 @@ def candidate_questions(objects: list[dict], size: int) -> dict[str, list[tuple[
             out["shape"].append((f"What shape is the {c} object?", shapes[colors.index(c)]))
         out["count"].append((f"How many {c} objects are there?", str(colors.count(c))))
         for s in SHAPES:
-            out["exist"].append((f"Is there a {c} {s}?", _yes(any(o["color"] == c and o["shape"] == s for o in objects))))
+            out["exist"].append(
+                (f"Is there a {c} {s}?", _yes(any(o["color"] == c and o["shape"] == s for o in objects)))
+            )
             loose = c in colors and s in shapes  # "a red shape and a circle" may or may not mean two objects:
             strict = any(a is not b for a in objects if a["color"] == c for b in objects if b["shape"] == s)
             if loose == strict:  # ask only when both readings give the same answer
@@ -219,15 +230,19 @@ def _check_args(seed: int, n: int, size: int, fractions) -> None:
     if not 32 <= size <= 4096:
         raise UserError(f"shapes-world: --size must be in 32..4096 (got {size})", exit_code=2)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise UserError(f"shapes-world: --split-fractions must be 3 non-negative numbers summing to 1 (got {list(fractions)})", exit_code=2)
+        raise UserError(
+            f"shapes-world: --split-fractions must be 3 non-negative numbers summing to 1 (got {list(fractions)})",
+            exit_code=2,
+        )
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def generate(out: str | Path, seed: int, n: int, size: int = 64,
-             fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, int]:
+def generate(
+    out: str | Path, seed: int, n: int, size: int = 64, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, int]:
     """Writes `out/` (images/*.png, scenes.jsonl, train/val/test.jsonl, meta.json); byte-identical per
     (seed, n, size, fractions). Scene i depends only on (seed, i, size). Returns counts."""
     _check_args(seed, n, size, fractions)
@@ -243,16 +258,37 @@ def generate(out: str | Path, seed: int, n: int, size: int = 64,
             scene_id, image = f"{i:0{width}d}", f"images/{i:0{width}d}.png"
             objects = sample_objects(rng, size)
             Image.fromarray(render(objects, size)).save(tmp / image, format="PNG", compress_level=6)
-            scenes.append({"scene_id": scene_id, "image": image, "split": splits[i], "width": size, "height": size,
-                           "objects": objects})
+            scenes.append(
+                {
+                    "scene_id": scene_id,
+                    "image": image,
+                    "split": splits[i],
+                    "width": size,
+                    "height": size,
+                    "objects": objects,
+                }
+            )
             for rec in scene_questions(rng, objects, size):
-                qa[splits[i]].append({"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id})
+                qa[splits[i]].append(
+                    {"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id}
+                )
         _write_jsonl(tmp / "scenes.jsonl", scenes)
         for split, records in qa.items():
             _write_jsonl(tmp / f"{split}.jsonl", records)
-        counts = {"scenes": n, **{f"{s}_scenes": splits.count(s) for s in SPLITS}, **{f"{s}_questions": len(r) for s, r in qa.items()}}
-        meta = {"generator": "shapes-world", "version": 1, "seed": seed, "n": n, "size": size,
-                "split_fractions": list(fractions), "counts": counts,
-                "box_text": "[x1, y1, x2, y2], each floor(v * 99 / size + 1/2) of the pixel box (right/bottom exclusive)"}
+        counts = {
+            "scenes": n,
+            **{f"{s}_scenes": splits.count(s) for s in SPLITS},
+            **{f"{s}_questions": len(r) for s, r in qa.items()},
+        }
+        meta = {
+            "generator": "shapes-world",
+            "version": 1,
+            "seed": seed,
+            "n": n,
+            "size": size,
+            "split_fractions": list(fractions),
+            "counts": counts,
+            "box_text": "[x1, y1, x2, y2], each floor(v * 99 / size + 1/2) of the pixel box (right/bottom exclusive)",
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return counts

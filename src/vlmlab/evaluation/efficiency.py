@@ -26,10 +26,17 @@ class Geometry:
     text: int
 
     @classmethod
-    def of(cls, llm, vision: int, text: int) -> "Geometry":
+    def of(cls, llm, vision: int, text: int) -> Geometry:
         c = llm.lm.config
-        return cls(c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
-                   c.num_key_value_heads, vision, text)
+        return cls(
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            vision,
+            text,
+        )
 
 
 PAPER = Geometry(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vision=576, text=60)
@@ -46,8 +53,9 @@ def layer_flops(g: Geometry, queries: int, keys: int) -> float:
     return 2.0 * queries * proj + 2.0 * 2 * queries * keys * d
 
 
-def analytic_prefill_flops(g: Geometry, routing: str, layer: int | None = None, ratio: float = 0.0,
-                           rank_by: str = "last-token") -> float:
+def analytic_prefill_flops(
+    g: Geometry, routing: str, layer: int | None = None, ratio: float = 0.0, rank_by: str = "last-token"
+) -> float:
     """Prefill FLOPs of the decoder layers (no LM head) under `full`, `fastv` (layer K, ratio R, ranked by the last
     token or all tokens) or `dpvr` (layer k)."""
     n = g.vision + g.text
@@ -60,8 +68,12 @@ def analytic_prefill_flops(g: Geometry, routing: str, layer: int | None = None, 
         ranking = 2.0 * (queries * d * d + n * d * d * g.kv_heads // g.heads + queries * n * d) if ratio > 0 else 0.0
         return layer * layer_flops(g, n, n) + ranking + (g.layers - layer) * layer_flops(g, kept, kept)
     if routing == "dpvr":
-        return (layer * layer_flops(g, n, n) + layer_flops(g, g.vision, g.vision)  # shared layers + branch
-                + (g.layers - 1 - layer) * layer_flops(g, g.text, g.text) + layer_flops(g, n, n))  # text-only + fused
+        return (
+            layer * layer_flops(g, n, n)
+            + layer_flops(g, g.vision, g.vision)  # shared layers + branch
+            + (g.layers - 1 - layer) * layer_flops(g, g.text, g.text)
+            + layer_flops(g, n, n)
+        )  # text-only + fused
     raise ValueError(f"unknown routing {routing!r}")
 
 
@@ -75,8 +87,9 @@ def counted_prefill_flops(model, batch) -> int:
 
     embeds = model.embed(batch.input_ids, batch.image_mask, batch.pixel_values)
     with torch.no_grad(), eager_attention(model.llm.lm), FlopCounterMode(display=False) as counter:
-        model.routing(model.llm, embeds, batch.attention_mask, position_ids_from_mask(batch.attention_mask),
-                      batch.image_mask)
+        model.routing(
+            model.llm, embeds, batch.attention_mask, position_ids_from_mask(batch.attention_mask), batch.image_mask
+        )
     return int(counter.get_total_flops())
 
 
@@ -110,8 +123,9 @@ def latency(model, batch, decode_tokens: int = 8, repeats: int = 5) -> dict[str,
             no_image = torch.zeros_like(mask[:, -1:], dtype=torch.bool)
             sync_device(device)
             t0 = time.perf_counter()
-            out = model.routing(llm, llm.embed_tokens(token[:, None]), mask, positions, no_image,
-                                past_key_values=cache, use_cache=True)
+            out = model.routing(
+                llm, llm.embed_tokens(token[:, None]), mask, positions, no_image, past_key_values=cache, use_cache=True
+            )
             token = llm.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
             sync_device(device)
             steps.append(time.perf_counter() - t0)
@@ -128,7 +142,9 @@ def peak_memory_mib(model, batch) -> float | None:
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     embeds = model.embed(batch.input_ids, batch.image_mask, batch.pixel_values)
-    model.routing(model.llm, embeds, batch.attention_mask, position_ids_from_mask(batch.attention_mask), batch.image_mask)
+    model.routing(
+        model.llm, embeds, batch.attention_mask, position_ids_from_mask(batch.attention_mask), batch.image_mask
+    )
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
@@ -142,15 +158,18 @@ def prompt_geometry(model, batch) -> Geometry:
 def routing_analytic_flops(routing, g: Geometry) -> float:
     """Analytic prefill FLOPs of one prompt under the strategy module `routing` (its id, layer and ratio)."""
     p = routing.params
-    return analytic_prefill_flops(g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0),
-                                  getattr(p, "rank_by", "last-token"))
+    return analytic_prefill_flops(
+        g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0), getattr(p, "rank_by", "last-token")
+    )
 
 
 def measure_prefill(model, batch, repeats: int = 5, decode_tokens: int = 8) -> dict[str, float | None]:
     """The cost of the model's current routing on one batch: counted and analytic prefill GFLOPs (whole batch),
     prefill and decode-step latency, CUDA peak memory."""
     n = batch.input_ids.shape[0]
-    return {"counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
-            "analytic_prefill_gflops": routing_analytic_flops(model.routing, prompt_geometry(model, batch)) * n / 1e9,
-            **latency(model, batch, decode_tokens=decode_tokens, repeats=repeats),
-            "peak_mib": peak_memory_mib(model, batch)}
+    return {
+        "counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
+        "analytic_prefill_gflops": routing_analytic_flops(model.routing, prompt_geometry(model, batch)) * n / 1e9,
+        **latency(model, batch, decode_tokens=decode_tokens, repeats=repeats),
+        "peak_mib": peak_memory_mib(model, batch),
+    }

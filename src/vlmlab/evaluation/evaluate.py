@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -22,13 +22,27 @@ from vlmlab.progress import progress
 from vlmlab.runs import RunDir
 
 RECORD_COLUMNS = [
-    "item_id", "task", "category", "question", "answer", "prediction", "score", "correct",
-    "confidence", "stopped", "blind", "perturb", "image",
+    "item_id",
+    "task",
+    "category",
+    "question",
+    "answer",
+    "prediction",
+    "score",
+    "correct",
+    "confidence",
+    "stopped",
+    "blind",
+    "perturb",
+    "image",
 ]
 
 
 def predict(
-    model: VisionLanguageModel, cfg: RunConfig, sources: Sequence[DataSource], blind: bool = False,
+    model: VisionLanguageModel,
+    cfg: RunConfig,
+    sources: Sequence[DataSource],
+    blind: bool = False,
     perturb: Perturbation | None = None,
 ) -> pd.DataFrame:
     """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS)."""
@@ -41,8 +55,15 @@ def predict(
             task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
             if perturb is not None and perturb.kind == "shift":  # gold boxes move with the image
                 items = [replace(it, answer=shift_box_answer(perturb, it.answer, cfg.data.image.size)) for it in items]
-            data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False,
-                              blind=blind, perturb=perturb)
+            data = VQADataset(
+                items,
+                model.llm,
+                cfg.data.image,
+                model.num_image_tokens,
+                with_answers=False,
+                blind=blind,
+                perturb=perturb,
+            )
             bs = cfg.eval.batch_size
             mode = " (blind)" if blind else f" ({perturb.tag})" if perturb else ""
             job = bar.add_task(f"eval {source.task}/{source.split}{mode}", total=len(data), info="")
@@ -56,13 +77,24 @@ def predict(
                     item = items[idx]
                     prediction = model.llm.decode(gen.token_ids[row_i])
                     score = task.score(prediction, item)
-                    rows.append({
-                        "_order": (i, idx), "item_id": item.item_id, "task": item.task, "category": item.category,
-                        "question": item.question, "answer": item.answer, "prediction": prediction,
-                        "score": float(score), "correct": bool(score >= 1.0), "confidence": gen.confidence[row_i],
-                        "stopped": gen.stopped[row_i], "blind": blind,
-                        "perturb": perturb.tag if perturb else "", "image": item.image,
-                    })
+                    rows.append(
+                        {
+                            "_order": (i, idx),
+                            "item_id": item.item_id,
+                            "task": item.task,
+                            "category": item.category,
+                            "question": item.question,
+                            "answer": item.answer,
+                            "prediction": prediction,
+                            "score": float(score),
+                            "correct": bool(score >= 1.0),
+                            "confidence": gen.confidence[row_i],
+                            "stopped": gen.stopped[row_i],
+                            "blind": blind,
+                            "perturb": perturb.tag if perturb else "",
+                            "image": item.image,
+                        }
+                    )
                 bar.advance(job, len(batch.indices))
     if world > 1:  # every process returns all records, in the order one process would have produced them
         gathered: list = [None] * world
@@ -70,7 +102,6 @@ def predict(
         rows = [row for part in gathered for row in part]
     rows.sort(key=lambda row: row["_order"])
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
-
 
 
 def summarize(records: pd.DataFrame) -> dict:
@@ -98,7 +129,11 @@ def accuracy_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
 
 
 def evaluate_run(
-    run_dir: str | Path, sources: Sequence[DataSource] | None = None, blind: bool = False, model=None, cfg=None,
+    run_dir: str | Path,
+    sources: Sequence[DataSource] | None = None,
+    blind: bool = False,
+    model=None,
+    cfg=None,
     perturb: Perturbation | None = None,
 ) -> dict:
     """Evaluate a trained run; writes predictions[_MODE].parquet and metrics[_MODE].json atomically
@@ -106,7 +141,9 @@ def evaluate_run(
     from vlmlab.runs import load_run_model
 
     if blind and perturb is not None:
-        raise UserError("--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2)
+        raise UserError(
+            "--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2
+        )
     run = RunDir(run_dir)
     if model is None:
         model, cfg = load_run_model(run.path, device="cuda" if torch.cuda.is_available() else "cpu")

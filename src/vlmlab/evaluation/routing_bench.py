@@ -25,8 +25,15 @@ def strategies(model, fastv_layer: int, fastv_ratio: float, dpvr_layer: int) -> 
     return out
 
 
-def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float = 0.5, dpvr_layer: int | None = None,
-                  n_probe: int = 64, eval_limit: int = 0, repeats: int = 5) -> dict:
+def bench_routing(
+    run_dir: str | Path,
+    fastv_layer: int = 2,
+    fastv_ratio: float = 0.5,
+    dpvr_layer: int | None = None,
+    n_probe: int = 64,
+    eval_limit: int = 0,
+    repeats: int = 5,
+) -> dict:
     from vlmlab.data.probe import probe_batch
     from vlmlab.evaluation.evaluate import predict
     from vlmlab.io import write_json
@@ -54,14 +61,22 @@ def bench_routing(run_dir: str | Path, fastv_layer: int = 2, fastv_ratio: float 
     base = table.iloc[0]
     for col in ("counted_prefill_gflops", "analytic_prefill_gflops", "prefill_s", "decode_token_s", "peak_mib"):
         table[col.replace("_gflops", "").replace("_s", "").replace("_mib", "") + "_ratio"] = (
-            table[col] / base[col] if base[col] is not None else None)
+            table[col] / base[col] if base[col] is not None else None
+        )
     paper_k = 18
     record = {
-        "run": str(run_dir), "device": device, "probe_items": batch.input_ids.shape[0], "geometry": geometry.__dict__,
+        "run": str(run_dir),
+        "device": device,
+        "probe_items": batch.input_ids.shape[0],
+        "geometry": geometry.__dict__,
         "strategies": table.to_dict(orient="records"),
-        "paper_geometry": {**PAPER.__dict__, "dpvr_layer": paper_k,
-                           "dpvr_over_full": analytic_prefill_flops(PAPER, "dpvr", paper_k) / analytic_prefill_flops(PAPER, "full"),
-                           "fastv_K2_R0.5_over_full": analytic_prefill_flops(PAPER, "fastv", 2, 0.5) / analytic_prefill_flops(PAPER, "full")},
+        "paper_geometry": {
+            **PAPER.__dict__,
+            "dpvr_layer": paper_k,
+            "dpvr_over_full": analytic_prefill_flops(PAPER, "dpvr", paper_k) / analytic_prefill_flops(PAPER, "full"),
+            "fastv_K2_R0.5_over_full": analytic_prefill_flops(PAPER, "fastv", 2, 0.5)
+            / analytic_prefill_flops(PAPER, "full"),
+        },
     }
     write_json(Path(run_dir) / "routing_bench.json", record)
     return record

@@ -106,13 +106,17 @@ def bench_vision(spec_path: str | Path, sizes: list[int], batch: int = 1, repeat
                     bar.advance(job)
                     continue
                 images = torch.randn(batch, 3, side, side, device=device)
-                rows.append({
-                    "tower": name, "side": side, "tokens": encoder.num_tokens,
-                    "parameters": sum(p.numel() for p in encoder.parameters()),
-                    "forward_ms": 1000 * forward_seconds(encoder, images, repeats),
-                    "activation_mib": activation_mib(encoder, images),
-                    "cuda_peak_mib": cuda_peak_mib(encoder, images),
-                })
+                rows.append(
+                    {
+                        "tower": name,
+                        "side": side,
+                        "tokens": encoder.num_tokens,
+                        "parameters": sum(p.numel() for p in encoder.parameters()),
+                        "forward_ms": 1000 * forward_seconds(encoder, images, repeats),
+                        "activation_mib": activation_mib(encoder, images),
+                        "cuda_peak_mib": cuda_peak_mib(encoder, images),
+                    }
+                )
                 bar.advance(job)
     return pd.DataFrame(rows)
 
@@ -122,8 +126,15 @@ def growth(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for tower, t in table.dropna(subset=["forward_ms"]).groupby("tower", sort=False):
         first, last = t.iloc[0], t.iloc[-1]
-        out.append({"tower": tower, "from_px": int(first.side), "to_px": int(last.side),
-                    "time_x": last.forward_ms / first.forward_ms, "activation_x": last.activation_mib / first.activation_mib})
+        out.append(
+            {
+                "tower": tower,
+                "from_px": int(first.side),
+                "to_px": int(last.side),
+                "time_x": last.forward_ms / first.forward_ms,
+                "activation_x": last.activation_mib / first.activation_mib,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -135,7 +146,10 @@ def plot(table: pd.DataFrame):
     towers = list(dict.fromkeys(measured["tower"]))
     cmap = colours(towers)
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
-    for ax, col, label in ((axes[0], "forward_ms", "forward (ms)"), (axes[1], "activation_mib", "activations kept for backward (MiB)")):
+    for ax, col, label in (
+        (axes[0], "forward_ms", "forward (ms)"),
+        (axes[1], "activation_mib", "activations kept for backward (MiB)"),
+    ):
         for tower in towers:
             t = measured[measured["tower"] == tower]
             ax.plot(t["side"], t[col], marker="o", ms=3, color=cmap[tower], label=tower)

@@ -24,9 +24,14 @@ def why_not_llava(model: VisionLanguageModel, cfg: RunConfig) -> str | None:
     if m.vision.id != "vit" or m.vision.params.family not in FAMILIES:
         kind = m.vision.params.family if m.vision.id == "vit" else m.vision.id
         return f"model.vision is {kind!r}: LLaVA's vision tower here is a CLIP or SigLIP transformer"
-    if m.vision.params.family == "siglip" and model.vision.feature_layer in (-1, model.vision.tower.config.num_hidden_layers):
-        return ("model.vision.feature_layer -1 reads SigLIP's post-LayerNorm output, which LLaVA never does; "
-                "train with feature_layer -2 (LLaVA's choice)")
+    if m.vision.params.family == "siglip" and model.vision.feature_layer in (
+        -1,
+        model.vision.tower.config.num_hidden_layers,
+    ):
+        return (
+            "model.vision.feature_layer -1 reads SigLIP's post-LayerNorm output, which LLaVA never does; "
+            "train with feature_layer -2 (LLaVA's choice)"
+        )
     if m.projector.id != "gelu-mlp" or m.projector.params.norm:
         return f"model.projector is {m.projector.id!r}{' with norm' if m.projector.params.norm else ''}: LLaVA's connector is `gelu-mlp` without norm"
     if any(stage.lora is not None for stage in cfg.train.stages):
@@ -47,9 +52,14 @@ def to_llava(model: VisionLanguageModel, cfg: RunConfig):
     has_cls = FAMILIES[cfg.model.vision.params.family]
     strategy = "default" if has_cls and not vision.use_cls else "full"
     config = LlavaConfig(
-        vision_config=vision.tower.config.to_dict(), text_config=lm.config.to_dict(),
-        image_token_index=model.llm.image_token_id, image_seq_length=vision.num_tokens, projector_hidden_act="gelu",
-        vision_feature_select_strategy=strategy, vision_feature_layer=vision.feature_layer, multimodal_projector_bias=True,
+        vision_config=vision.tower.config.to_dict(),
+        text_config=lm.config.to_dict(),
+        image_token_index=model.llm.image_token_id,
+        image_seq_length=vision.num_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=strategy,
+        vision_feature_layer=vision.feature_layer,
+        multimodal_projector_bias=True,
     )
     llava = LlavaForConditionalGeneration(config).eval()
     if model.llm.image_token_id >= lm.get_input_embeddings().num_embeddings:
@@ -66,7 +76,9 @@ def to_llava(model: VisionLanguageModel, cfg: RunConfig):
             if module is llava.model.language_model and "embed_tokens.weight" in state:
                 rows = state["embed_tokens.weight"]
                 emb = module.embed_tokens.weight
-                emb[: rows.shape[0]] = rows  # extra rows (the image token) are never read: masked_scatter overwrites them
+                emb[: rows.shape[0]] = (
+                    rows  # extra rows (the image token) are never read: masked_scatter overwrites them
+                )
                 state = {k: v for k, v in state.items() if k != "embed_tokens.weight"}
                 missing, unexpected = module.load_state_dict(state, strict=False)
                 missing = [k for k in missing if k != "embed_tokens.weight"]
@@ -93,11 +105,20 @@ def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
         size, image = model.vision.image_size, cfg.data.image
         processor = LlavaProcessor(
             image_processor=CLIPImageProcessor(
-                do_resize=True, size={"height": size, "width": size}, do_center_crop=False, resample=3,  # PIL bicubic, as vlmlab.data.images
-                do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(image.mean),
-                image_std=list(image.std), do_convert_rgb=True,
+                do_resize=True,
+                size={"height": size, "width": size},
+                do_center_crop=False,
+                resample=3,  # PIL bicubic, as vlmlab.data.images
+                do_rescale=True,
+                rescale_factor=1 / 255,
+                do_normalize=True,
+                image_mean=list(image.mean),
+                image_std=list(image.std),
+                do_convert_rgb=True,
             ),
-            tokenizer=tokenizer, patch_size=model.vision.patch_size, image_token="<image>",
+            tokenizer=tokenizer,
+            patch_size=model.vision.patch_size,
+            image_token="<image>",
             vision_feature_select_strategy=llava.config.vision_feature_select_strategy,
             num_additional_image_tokens=1 if FAMILIES[cfg.model.vision.params.family] else 0,
             chat_template=model.llm.prompt.chat_template,

@@ -33,13 +33,21 @@ def read_llava_config(path: Path) -> dict[str, Any]:
     vision_type = config.get("vision_config", {}).get("model_type")
     if vision_type not in VISION_FAMILIES:
         raise UserError(f"{file}: vision tower {vision_type!r} is not a CLIP or SigLIP transformer")
-    if config.get("projector_hidden_act", "gelu") != "gelu" or not isinstance(config.get("vision_feature_layer", -2), int):
+    if config.get("projector_hidden_act", "gelu") != "gelu" or not isinstance(
+        config.get("vision_feature_layer", -2), int
+    ):
         raise UserError(f"{file}: only a GELU projector and a single vision_feature_layer are supported")
     return config
 
 
-def import_llava(path: str | Path, out: str | Path, template: str = "native", dtype: str = "float32",
-                 allow_pickle: bool = False, evals: list[dict[str, Any]] | None = None) -> Path:
+def import_llava(
+    path: str | Path,
+    out: str | Path,
+    template: str = "native",
+    dtype: str = "float32",
+    allow_pickle: bool = False,
+    evals: list[dict[str, Any]] | None = None,
+) -> Path:
     """Convert the checkpoint at `path` into a run dir at `out` (written to a temp dir, then renamed)."""
     from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
@@ -52,7 +60,8 @@ def import_llava(path: str | Path, out: str | Path, template: str = "native", dt
     out = io.require_fresh_dir(out, "output directory")
     try:
         llava = LlavaForConditionalGeneration.from_pretrained(
-            path, dtype=DTYPES[dtype], **safetensors_only(path, allow_pickle, "--allow-pickle"))
+            path, dtype=DTYPES[dtype], **safetensors_only(path, allow_pickle, "--allow-pickle")
+        )
         tokenizer = AutoTokenizer.from_pretrained(path)
         processor = AutoProcessor.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
@@ -73,21 +82,31 @@ def import_llava(path: str | Path, out: str | Path, template: str = "native", dt
         config_from_dict(cfg)  # e.g. an unknown --eval task: one line, before anything is renamed into place
         io.write_yaml(run.config, cfg)
         proj = llava.model.multi_modal_projector
-        weights = {f"projector.net.{i}.{k}": v.detach().contiguous()
-                   for i, layer in ((0, proj.linear_1), (2, proj.linear_2)) for k, v in layer.state_dict().items()}
+        weights = {
+            f"projector.net.{i}.{k}": v.detach().contiguous()
+            for i, layer in ((0, proj.linear_1), (2, proj.linear_2))
+            for k, v in layer.state_dict().items()
+        }
         run.final.mkdir(parents=True)
         from safetensors.torch import save_file
 
         save_file(weights, str(run.final / ckpt.WEIGHTS))
-        (run.final / ckpt.STATE).write_text(json.dumps({
-            "done": True, PARTS_KEY: ["vision", "llm"], "training_fingerprint": training_fingerprint(cfg),
-        }))
+        (run.final / ckpt.STATE).write_text(
+            json.dumps(
+                {
+                    "done": True,
+                    PARTS_KEY: ["vision", "llm"],
+                    "training_fingerprint": training_fingerprint(cfg),
+                }
+            )
+        )
         io.write_json(tmp / "imported.json", {"source": str(path.resolve()), "llava_config": config})
     return out
 
 
-def run_config(config: dict[str, Any], image_processor, out: Path, template: str, dtype: str,
-               evals: list[dict[str, Any]]) -> dict[str, Any]:
+def run_config(
+    config: dict[str, Any], image_processor, out: Path, template: str, dtype: str, evals: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The vlmlab config of the imported model: parts read from `out/parts`, LLaVA's image size and statistics."""
     vision = config["vision_config"]
     family = VISION_FAMILIES[vision["model_type"]]
@@ -97,13 +116,24 @@ def run_config(config: dict[str, Any], image_processor, out: Path, template: str
         "name": out.name,
         "seed": 0,
         "model": {
-            "vision": {"id": "vit", "family": family, "path": str((out / "parts" / "vision").resolve()),
-                       "feature_layer": config.get("vision_feature_layer", -2), "use_cls": family == "clip" and strategy == "full"},
+            "vision": {
+                "id": "vit",
+                "family": family,
+                "path": str((out / "parts" / "vision").resolve()),
+                "feature_layer": config.get("vision_feature_layer", -2),
+                "use_cls": family == "clip" and strategy == "full",
+            },
             "projector": {"id": "gelu-mlp"},
             "llm": {"id": "hf", "path": str((out / "parts" / "llm").resolve()), "template": template, "dtype": dtype},
             "routing": {"id": "full"},
         },
-        "data": {"eval": evals, "image": {"size": size, "geometry": "resize",
-                                       "mean": [float(x) for x in getattr(image_processor, "image_mean", [0.5] * 3)],
-                                       "std": [float(x) for x in getattr(image_processor, "image_std", [0.5] * 3)]}},
+        "data": {
+            "eval": evals,
+            "image": {
+                "size": size,
+                "geometry": "resize",
+                "mean": [float(x) for x in getattr(image_processor, "image_mean", [0.5] * 3)],
+                "std": [float(x) for x in getattr(image_processor, "image_std", [0.5] * 3)],
+            },
+        },
     }

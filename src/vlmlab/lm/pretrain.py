@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,14 +36,16 @@ class Backbone:
 
 def backbone_dir(part_id: str, architecture: dict[str, Any], recipe: PretrainRecipe, corpus: Corpus) -> Path:
     """`$VLMLAB_CACHE/backbones/<id>-<hash>`; the hash covers everything that decides the weights."""
-    key = content_hash({
-        "id": part_id,
-        "architecture": architecture,
-        "recipe": recipe.model_dump(mode="json"),
-        "corpus": corpus.version,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    })
+    key = content_hash(
+        {
+            "id": part_id,
+            "architecture": architecture,
+            "recipe": recipe.model_dump(mode="json"),
+            "corpus": corpus.version,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+    )
     return cache_root() / "backbones" / f"{part_id}-{key}"
 
 
@@ -139,7 +142,8 @@ def pretrain(lm: PreTrainedModel, tokenizer, docs: list[str], recipe: PretrainRe
     no_decay = [p for p in lm.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr, betas=(0.9, 0.95),
+        lr=recipe.lr,
+        betas=(0.9, 0.95),
     )
     steps, warmup = recipe.steps, max(1, int(recipe.warmup_ratio * recipe.steps))
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -39,11 +39,15 @@ def build_model(
         part = "model.routing"
         routing = ROUTING.get(m.routing.id)(llm, m.routing.params)
     except (MemoryError, torch.OutOfMemoryError) as exc:
-        raise UserError(f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields") from None
+        raise UserError(
+            f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields"
+        ) from None
     except RuntimeError as exc:
         if "allocate" not in str(exc):
             raise
-        raise UserError(f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields") from None
+        raise UserError(
+            f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields"
+        ) from None
     return VisionLanguageModel(vision, projector, llm, routing)
 
 

@@ -19,6 +19,8 @@ def safetensors_only(path: Path, allow_pickle: bool, key: str) -> dict:
     if not any(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
-            raise UserError(f"{path / pickles[0]}: pickle weights can run code when loaded; convert them to "
-                            f"safetensors, or set {key}.allow_pickle: true if you trust this file")
+            raise UserError(
+                f"{path / pickles[0]}: pickle weights can run code when loaded; convert them to "
+                f"safetensors, or set {key}.allow_pickle: true if you trust this file"
+            )
     return {"use_safetensors": True}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -36,6 +37,9 @@ def build_if_it_fits(factory: Callable[[], M], key: str, bytes_per_param: int = 
         n = sum(p.numel() for p in factory().parameters())
     need, free = n * bytes_per_param, available_bytes()
     if free is not None and need > free:
-        raise ConfigError(key, f"{n / 1e6:,.0f}M parameters need {need / 2**30:,.1f} GiB for the weights alone, more "
-                               f"than the {free / 2**30:,.1f} GiB available; lower its size fields (hidden_size, num_layers, ...)")
+        raise ConfigError(
+            key,
+            f"{n / 1e6:,.0f}M parameters need {need / 2**30:,.1f} GiB for the weights alone, more "
+            f"than the {free / 2**30:,.1f} GiB available; lower its size fields (hidden_size, num_layers, ...)",
+        )
     return factory()

@@ -48,15 +48,15 @@ class Section:
     blocks: list[Text | Table | Figure] = field(default_factory=list)
     anchor: str = ""
 
-    def text(self, text: str) -> "Section":
+    def text(self, text: str) -> Section:
         self.blocks.append(Text(text))
         return self
 
-    def table(self, frame: pd.DataFrame, caption: str = "") -> "Section":
+    def table(self, frame: pd.DataFrame, caption: str = "") -> Section:
         self.blocks.append(Table(frame, caption))
         return self
 
-    def figure(self, fig, caption: str, name: str) -> "Section":
+    def figure(self, fig, caption: str, name: str) -> Section:
         """Add a matplotlib figure (closed after rendering to PNG)."""
         self.blocks.append(Figure(figure_png(fig), caption, name))
         return self
@@ -99,7 +99,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
+        "<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -116,22 +117,32 @@ class Report:
         return section
 
     def to_html(self) -> str:
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
-                 f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        parts = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
+            f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>",
+        ]
         if self.subtitle:
             parts.append(f"<p>{_inline_html(self.subtitle)}</p>")
-        parts.append("<nav><ul>" + "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in self.sections) + "</ul></nav>")
+        parts.append(
+            "<nav><ul>"
+            + "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in self.sections)
+            + "</ul></nav>"
+        )
         for s in self.sections:
             parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
             for b in s.blocks:
                 if isinstance(b, Text):
                     parts.append(f"<p>{_inline_html(b.text)}</p>")
                 elif isinstance(b, Table):
-                    parts.append(_html_table(b.frame) + (f"<p><em>{_inline_html(b.caption)}</em></p>" if b.caption else ""))
+                    parts.append(
+                        _html_table(b.frame) + (f"<p><em>{_inline_html(b.caption)}</em></p>" if b.caption else "")
+                    )
                 else:
                     data = base64.b64encode(b.png).decode()
-                    parts.append(f"<figure><img alt='{html.escape(b.caption)}' src='data:image/png;base64,{data}'>"
-                                 f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>")
+                    parts.append(
+                        f"<figure><img alt='{html.escape(b.caption)}' src='data:image/png;base64,{data}'>"
+                        f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>"
+                    )
             parts.append("</section>")
         parts.append("</body></html>")
         return "\n".join(parts)

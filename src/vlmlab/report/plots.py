@@ -17,9 +17,18 @@ def colours(variants: list[str]) -> dict[str, tuple]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
 
 
-def grouped_bars(frame: pd.DataFrame, group: str, value: str, low: str | None = None, high: str | None = None,
-                 ylabel: str = "", ax=None, title: str = "", variants: list[str] | None = None,
-                 colour_of: dict[str, tuple] | None = None):
+def grouped_bars(
+    frame: pd.DataFrame,
+    group: str,
+    value: str,
+    low: str | None = None,
+    high: str | None = None,
+    ylabel: str = "",
+    ax=None,
+    title: str = "",
+    variants: list[str] | None = None,
+    colour_of: dict[str, tuple] | None = None,
+):
     """Bars of `value` per `group` (x) and variant (colour), with error bars from the `low`/`high` columns.
 
     `colour_of` overrides the colour of some bars' series (e.g. a comparison drawn in its level's colour)."""
@@ -39,7 +48,12 @@ def grouped_bars(frame: pd.DataFrame, group: str, value: str, low: str | None = 
             err = np.vstack([vals - sub[low].to_numpy(dtype=float), sub[high].to_numpy(dtype=float) - vals])
             err = np.nan_to_num(np.clip(err, 0, None))
         ax.bar(x + (i - (len(variants) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=v, color=cmap[v])
-    ax.set_xticks(x, groups, rotation=20 if max(len(str(g)) for g in groups) > 10 else 0, ha="right" if max(len(str(g)) for g in groups) > 10 else "center")
+    ax.set_xticks(
+        x,
+        groups,
+        rotation=20 if max(len(str(g)) for g in groups) > 10 else 0,
+        ha="right" if max(len(str(g)) for g in groups) > 10 else "center",
+    )
     ax.set_ylabel(ylabel)
     ax.axhline(0, color="#444", lw=0.6)
     if title:
@@ -59,10 +73,19 @@ def per_category(summary: pd.DataFrame, variants: list[str]):
     rows = int(np.ceil(len(tasks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        grouped_bars(summary[summary["task"] == task], "category", "accuracy", "ci_low", "ci_high",
-                     ylabel="accuracy", ax=ax, title=task, variants=variants)
+        grouped_bars(
+            summary[summary["task"] == task],
+            "category",
+            "accuracy",
+            "ci_low",
+            "ci_high",
+            ylabel="accuracy",
+            ax=ax,
+            title=task,
+            variants=variants,
+        )
         ax.set_ylim(0, 1.05)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncols=min(6, len(variants)), fontsize=8, bbox_to_anchor=(0.5, 1.02))
@@ -91,8 +114,14 @@ def training_curves(logs: dict[str, list[dict]], variants: list[str]):
             prev_step = rec["step"]
             xs.append(offset + rec["step"])
             ys.append(rec["loss"])
-        ax.plot(xs, ys, color=cmap[variant], lw=1.2, ls="-" if variant not in labelled else "--",
-                label=None if variant in labelled else variant)
+        ax.plot(
+            xs,
+            ys,
+            color=cmap[variant],
+            lw=1.2,
+            ls="-" if variant not in labelled else "--",
+            label=None if variant in labelled else variant,
+        )
         labelled.add(variant)
     for b in sorted(boundaries):
         ax.axvline(b, color="#888", ls=":", lw=0.8)
@@ -130,8 +159,13 @@ def cost_bars(info: pd.DataFrame, variants: list[str]):
 def upset(patterns: pd.DataFrame, variants: list[str], top: int = 16):
     """UpSet-style plot: bars = items per correctness pattern, dot matrix = which variants solve them."""
     frame = patterns.head(top)
-    fig, (bars, dots) = plt.subplots(2, 1, figsize=(max(5.0, 0.45 * len(frame) + 2.5), 2.6 + 0.3 * len(variants)),
-                                     sharex=True, gridspec_kw={"height_ratios": [3, max(1, 0.35 * len(variants))]})
+    fig, (bars, dots) = plt.subplots(
+        2,
+        1,
+        figsize=(max(5.0, 0.45 * len(frame) + 2.5), 2.6 + 0.3 * len(variants)),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, max(1, 0.35 * len(variants))]},
+    )
     x = np.arange(len(frame))
     bars.bar(x, frame["items"], color="#4c72b0")
     for i, v in enumerate(frame["items"]):
@@ -183,7 +217,9 @@ def lines(frame: pd.DataFrame, x: str, y: str, ylabel: str = ""):
         sub = frame[frame["variant"] == v]
         groups = list(sub.groupby(split, sort=False)) if split else [(None, sub)]
         for k, (_, g) in enumerate(groups):
-            ax.plot(g[x], g[y], marker="o", ms=3, color=cmap[v], ls="-" if k == 0 else "--", label=v if k == 0 else None)
+            ax.plot(
+                g[x], g[y], marker="o", ms=3, color=cmap[v], ls="-" if k == 0 else "--", label=v if k == 0 else None
+            )
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel or y)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -109,8 +109,13 @@ def order_settings(variant: Variant) -> dict[str, Any]:
     """The resolved keys that decide a run's data order: the training data, batch sizes, stage lengths."""
     r = variant.resolved
     stages = [{k: st[k] for k in ("name", "epochs", "max_steps", "batch_size")} for st in r["train"]["stages"]]
-    return {"data.train": r["data"]["train"], "batch_size": r["train"]["batch_size"],
-            "grad_accum": r["train"]["grad_accum"], "stages": stages, "seed": r["seed"]}
+    return {
+        "data.train": r["data"]["train"],
+        "batch_size": r["train"]["batch_size"],
+        "grad_accum": r["train"]["grad_accum"],
+        "stages": stages,
+        "seed": r["seed"],
+    }
 
 
 def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:

@@ -61,20 +61,29 @@ class StudyData:
                 vp = train.get("vision_pretrain", {})
                 vision_s = 0.0 if vp.get("cached") else float(vp.get("seconds", 0.0))
                 lm = train.get("llm_pretraining") or {}
-                rows.append({
-                    "variant": variant, "seed": seed, "train_steps": train.get("steps"),
-                    "train_s": train.get("seconds"), "vision_pretrain_s": vision_s,
-                    "vqa_stages_s": None if train.get("seconds") is None else train["seconds"] - vision_s,
-                    "samples_per_s": train.get("samples_per_s"),
-                    "params_llm": params.get("llm"), "params_vision": params.get("vision"),
-                    "params_projector": params.get("projector"),
-                    "trainable_max": max((sum(t.values()) for t in train.get("trainable", {}).values()), default=None),
-                    "eval_s": done.get("eval_seconds"),
-                    "vision_pretrain": "cached" if train.get("vision_pretrain", {}).get("cached") else
-                                       ("trained" if train.get("vision_pretrain") else "none"),
-                    "llm_bits_per_byte": lm.get("heldout_bits_per_byte"),
-                    "llm_pretrain_tokens": lm.get("tokens_seen"),
-                })
+                rows.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "train_steps": train.get("steps"),
+                        "train_s": train.get("seconds"),
+                        "vision_pretrain_s": vision_s,
+                        "vqa_stages_s": None if train.get("seconds") is None else train["seconds"] - vision_s,
+                        "samples_per_s": train.get("samples_per_s"),
+                        "params_llm": params.get("llm"),
+                        "params_vision": params.get("vision"),
+                        "params_projector": params.get("projector"),
+                        "trainable_max": max(
+                            (sum(t.values()) for t in train.get("trainable", {}).values()), default=None
+                        ),
+                        "eval_s": done.get("eval_seconds"),
+                        "vision_pretrain": "cached"
+                        if train.get("vision_pretrain", {}).get("cached")
+                        else ("trained" if train.get("vision_pretrain") else "none"),
+                        "llm_bits_per_byte": lm.get("heldout_bits_per_byte"),
+                        "llm_pretrain_tokens": lm.get("tokens_seen"),
+                    }
+                )
         return pd.DataFrame(rows)
 
 
@@ -90,13 +99,20 @@ def load_study_data(path: str | Path) -> StudyData:
     path = Path(path)
     for name in ("study.yaml", "control.json", "results.parquet", "summary.csv"):
         if not (path / name).is_file():
-            hint = " (run `vlmlab study` until every variant is complete)" if name in ("results.parquet", "summary.csv") else ""
+            hint = (
+                " (run `vlmlab study` until every variant is complete)"
+                if name in ("results.parquet", "summary.csv")
+                else ""
+            )
             raise UserError(f"{path / name}: not found; {path} is not a finished study{hint}")
     _check_complete(path)
     spec = study_spec_from_dict(yaml.safe_load((path / "study.yaml").read_text()), str(path / "study.yaml"))
     return StudyData(
-        path=path, spec=spec, control=json.loads((path / "control.json").read_text()),
-        results=pd.read_parquet(path / "results.parquet"), summary=pd.read_csv(path / "summary.csv"),
+        path=path,
+        spec=spec,
+        control=json.loads((path / "control.json").read_text()),
+        results=pd.read_parquet(path / "results.parquet"),
+        summary=pd.read_csv(path / "summary.csv"),
     )
 
 
@@ -109,4 +125,6 @@ def _check_complete(path: Path) -> None:
     files = read_json(marker).get("files", {})
     for name in ("results.parquet", "summary.csv"):
         if files.get(name) != file_sha256(path / name):
-            raise UserError(f"{path / name}: not the file complete.json vouches for (changed or half-replaced; {rerun})")
+            raise UserError(
+                f"{path / name}: not the file complete.json vouches for (changed or half-replaced; {rerun})"
+            )

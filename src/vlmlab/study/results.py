@@ -16,7 +16,16 @@ if TYPE_CHECKING:
 
 BOOTSTRAP_SAMPLES = 1000
 SUMMARY_COLUMNS = [
-    "variant", "mode", "task", "category", "accuracy", "seed_std", "ci_low", "ci_high", "seeds", "n",
+    "variant",
+    "mode",
+    "task",
+    "category",
+    "accuracy",
+    "seed_std",
+    "ci_low",
+    "ci_high",
+    "seeds",
+    "n",
     "format_error_rate",
 ]
 
@@ -32,7 +41,7 @@ def modes(spec) -> list[tuple[str, bool, str | None]]:
     return out
 
 
-def combine(study: "Study") -> pd.DataFrame:
+def combine(study: Study) -> pd.DataFrame:
     """Every variant's records of every mode, with variant, seed, mode and one column per factor."""
     frames = []
     for v in study.variants:
@@ -79,16 +88,25 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         accs = [s.mean() for s in per_seed]
         low, high = _bootstrap_ci(per_seed, rng)
         boxes = frame["gold_box"]
-        rows.append({
-            "variant": variant, "mode": mode, "task": task, "category": category,
-            "accuracy": float(np.mean(accs)), "seed_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
-            "ci_low": low, "ci_high": high, "seeds": len(per_seed), "n": int(round(np.mean([len(s) for s in per_seed]))),
-            "format_error_rate": float(frame.loc[boxes, "format_error"].mean()) if boxes.any() else float("nan"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "mode": mode,
+                "task": task,
+                "category": category,
+                "accuracy": float(np.mean(accs)),
+                "seed_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "seeds": len(per_seed),
+                "n": int(round(np.mean([len(s) for s in per_seed]))),
+                "format_error_rate": float(frame.loc[boxes, "format_error"].mean()) if boxes.any() else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def write_results(study: "Study") -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
     the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
     from vlmlab.study.runner import variant_inputs
@@ -99,8 +117,11 @@ def write_results(study: "Study") -> tuple[pd.DataFrame, pd.DataFrame]:
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
-    io.write_json(study.dir.complete, {
-        "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants},
-        "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary)},
-    })
+    io.write_json(
+        study.dir.complete,
+        {
+            "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants},
+            "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary)},
+        },
+    )
     return results, summary

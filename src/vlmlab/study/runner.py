@@ -13,11 +13,11 @@ import yaml
 
 from vlmlab import io
 from vlmlab.distributed import barrier, is_main_process
-from vlmlab.errors import UserError
-from vlmlab.progress import console
-from vlmlab.models.routing.auto_layer import resolve_auto_layer
-from vlmlab.runs import RunDir, init_run
 from vlmlab.environment import environment
+from vlmlab.errors import UserError
+from vlmlab.models.routing.auto_layer import resolve_auto_layer
+from vlmlab.progress import console
+from vlmlab.runs import RunDir, init_run
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.spec import StudySpec, Variant, build_analysis, expand_variants, load_study_spec
 
@@ -157,13 +157,20 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
     else:
         result = Trainer(v.cfg, vdir, resume=run.config.is_file(), vision_cache=study.dir.vision_cache).run_training()
         model, cfg = result.model, v.cfg
-        _write_main(vdir / TRAIN_INFO, {
-            "steps": result.steps, "seconds": result.seconds, "samples_per_s": result.samples_per_s,
-            "trainable": result.trainable, "vision_pretrain": result.vision_pretrain,
-            "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters())
-                           for g in ("vision", "projector", "llm")},
-            "llm_pretraining": model.llm.pretraining,
-        })
+        _write_main(
+            vdir / TRAIN_INFO,
+            {
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "samples_per_s": result.samples_per_s,
+                "trainable": result.trainable,
+                "vision_pretrain": result.vision_pretrain,
+                "parameters": {
+                    g: sum(p.numel() for p in getattr(model, g).parameters()) for g in ("vision", "projector", "llm")
+                },
+                "llm_pretraining": model.llm.pretraining,
+            },
+        )
     model.eval()
     t_eval = time.perf_counter()
     evaluate_run(vdir, model=model, cfg=cfg)
@@ -171,8 +178,14 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
         evaluate_run(vdir, model=model, cfg=cfg, blind=True)
     for p in study.spec.eval.perturb:
         evaluate_run(vdir, model=model, cfg=cfg, perturb=parse_perturbation(p))
-    done = {"inputs": variant_inputs(v, study.spec), "variant": v.name, "seed": v.seed, "levels": v.levels,
-            "eval_seconds": time.perf_counter() - t_eval, "seconds": time.perf_counter() - t0}
+    done = {
+        "inputs": variant_inputs(v, study.spec),
+        "variant": v.name,
+        "seed": v.seed,
+        "levels": v.levels,
+        "eval_seconds": time.perf_counter() - t_eval,
+        "seconds": time.perf_counter() - t0,
+    }
     _write_main(vdir / DONE, done)
     return done
 
@@ -185,8 +198,11 @@ def _write_main(path: Path, record: dict[str, Any]) -> None:
 def job_script(spec_path: str | Path, study: Study) -> str:
     """A shell script with one command per variant (submit each line as a cluster job), then the combine step."""
     spec_arg, out = str(spec_path), str(study.dir.path)
-    lines = ["#!/usr/bin/env bash", f"# {study.spec.name}: one job per variant; run them anywhere that sees {out}/.",
-             "set -euo pipefail"]
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# {study.spec.name}: one job per variant; run them anywhere that sees {out}/.",
+        "set -euo pipefail",
+    ]
     for name in dict.fromkeys(v.name for v in study.variants):
         lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}")
     lines.append("# when every job has finished: combine the records and write the report")

@@ -14,8 +14,22 @@ from vlmlab.config import DataSource, RunConfig, builtin_config, config_from_dic
 from vlmlab.errors import ConfigError, UserError
 
 RESERVED_NAMES = {
-    "item_id", "task", "category", "question", "answer", "prediction", "score", "correct", "confidence",
-    "stopped", "blind", "perturb", "image", "variant", "seed", "mode",
+    "item_id",
+    "task",
+    "category",
+    "question",
+    "answer",
+    "prediction",
+    "score",
+    "correct",
+    "confidence",
+    "stopped",
+    "blind",
+    "perturb",
+    "image",
+    "variant",
+    "seed",
+    "mode",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -80,7 +94,7 @@ class StudySpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _levels_set_declared_keys(self) -> "StudySpec":
+    def _levels_set_declared_keys(self) -> StudySpec:
         for fname, factor in self.factors.items():
             if fname in RESERVED_NAMES:
                 raise ConfigError(f"factors.{fname}", f"{fname!r} is a results column; name the factor otherwise")
@@ -91,8 +105,11 @@ class StudySpec(Strict):
                     raise ConfigError(where, "level names use letters, digits and . _ + -")
                 extra, missing = set(overrides) - declared, declared - set(overrides)
                 if extra:
-                    raise ConfigError(where, f"sets {', '.join(sorted(extra))}, which factor {fname!r} does not declare "
-                                             f"(keys: {', '.join(factor.keys)})")
+                    raise ConfigError(
+                        where,
+                        f"sets {', '.join(sorted(extra))}, which factor {fname!r} does not declare "
+                        f"(keys: {', '.join(factor.keys)})",
+                    )
                 if missing:
                     raise ConfigError(where, f"does not set {', '.join(sorted(missing))}, declared by factor {fname!r}")
         if self.variants != "cross":
@@ -101,8 +118,10 @@ class StudySpec(Strict):
                     raise ConfigError(f"variants.{i}", f"name one level of every factor ({', '.join(self.factors)})")
                 for fname, level in combo.items():
                     if level not in self.factors[fname].levels:
-                        raise ConfigError(f"variants.{i}.{fname}", f"unknown level {level!r} "
-                                                                    f"(known: {', '.join(self.factors[fname].levels)})")
+                        raise ConfigError(
+                            f"variants.{i}.{fname}",
+                            f"unknown level {level!r} (known: {', '.join(self.factors[fname].levels)})",
+                        )
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("seeds", "seeds repeat")
         return self

@@ -115,7 +115,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any],
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer_state: dict[str, Any],
     weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one.
@@ -154,7 +157,9 @@ def remove_partial(run_dir: Path) -> None:
         if not folder.is_dir():
             continue
         for leftover in folder.glob(".*"):
-            if leftover.is_dir() and (leftover.name.startswith((".step-", ".final.")) or leftover.name == ".tokenizer.tmp"):
+            if leftover.is_dir() and (
+                leftover.name.startswith((".step-", ".final.")) or leftover.name == ".tokenizer.tmp"
+            ):
                 shutil.rmtree(leftover, ignore_errors=True)
             elif leftover.is_file() and leftover.name.endswith(".tmp"):
                 leftover.unlink(missing_ok=True)

@@ -33,12 +33,17 @@ def configure(acc: Accelerator, cfg, model: torch.nn.Module) -> None:
         return
     engine = "DeepSpeed" if deepspeed(acc) else "FSDP"
     if cfg.train.checkpoint_every:
-        raise ConfigError("train.checkpoint_every", f"mid-stage checkpoints hold the full optimizer state, which vlmlab "
-                          f"gathers only without {engine}; remove the key (each stage still ends with a checkpoint)")
+        raise ConfigError(
+            "train.checkpoint_every",
+            f"mid-stage checkpoints hold the full optimizer state, which vlmlab "
+            f"gathers only without {engine}; remove the key (each stage still ends with a checkpoint)",
+        )
     if deepspeed(acc):
         if cfg.train.on_nonfinite.policy == "skip":
-            raise ConfigError("train.on_nonfinite.policy", "skip is not possible under DeepSpeed, whose engine applies "
-                              "the step inside backward; use stop")
+            raise ConfigError(
+                "train.on_nonfinite.policy",
+                "skip is not possible under DeepSpeed, whose engine applies the step inside backward; use stop",
+            )
         ds = acc.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
         ds["gradient_accumulation_steps"] = cfg.train.grad_accum
@@ -66,11 +71,14 @@ def before_prepare(acc: Accelerator, model: torch.nn.Module) -> None:
         return
     plugin = acc.state.fsdp_plugin
     wanted = plugin.vlmlab_wrap
-    names = sorted({type(m).__name__ for m in model.modules()
-                    if any(base.__name__ in wanted for base in type(m).__mro__)})
+    names = sorted(
+        {type(m).__name__ for m in model.modules() if any(base.__name__ in wanted for base in type(m).__mro__)}
+    )
     if wanted and not names:
-        raise ConfigError("fsdp_transformer_layer_cls_to_wrap", f"none of {', '.join(wanted)} is in this model "
-                          f"(its blocks: {', '.join(sorted(block_classes(model)))})")
+        raise ConfigError(
+            "fsdp_transformer_layer_cls_to_wrap",
+            f"none of {', '.join(wanted)} is in this model (its blocks: {', '.join(sorted(block_classes(model)))})",
+        )
     plugin.transformer_cls_names_to_wrap = names or None
 
 

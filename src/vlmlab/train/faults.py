@@ -62,7 +62,9 @@ class NonFiniteGuard:
 def likely_cause(stage_key: str, lr: dict[str, float], factor: float, mixed_precision: str) -> str:
     """What to try first, as config keys: the stage's learning rates (and where the schedule stood), the precision."""
     rates = ", ".join(f"{g} {v:g}" for g, v in lr.items() if v > 0) or "none"
-    tips = [f"learning rate too high ({stage_key}.lr: {rates}, at {factor:.2f}x by the schedule; lower it or raise train.warmup_ratio)"]
+    tips = [
+        f"learning rate too high ({stage_key}.lr: {rates}, at {factor:.2f}x by the schedule; lower it or raise train.warmup_ratio)"
+    ]
     if mixed_precision != "no":
         tips.append(f"{mixed_precision} overflow (try train.mixed_precision: no)")
     else:

@@ -45,7 +45,15 @@ def build_optimizer(model: VisionLanguageModel, stage: StageConfig, train: Train
         no_decay = [p for n, p in params if not (p.ndim >= 2 and "norm" not in n)]
         for plist, wd in ((decay, train.weight_decay), (no_decay, 0.0)):
             if plist:
-                param_groups.append({"params": plist, "lr": lr, "initial_lr": lr, "weight_decay": wd, "name": f"{group}/{'decay' if wd else 'no_decay'}"})
+                param_groups.append(
+                    {
+                        "params": plist,
+                        "lr": lr,
+                        "initial_lr": lr,
+                        "weight_decay": wd,
+                        "name": f"{group}/{'decay' if wd else 'no_decay'}",
+                    }
+                )
     if not param_groups:
         raise ValueError(f"stage {stage.name!r} trains nothing: every learning rate is 0")
     return torch.optim.AdamW(param_groups, betas=train.betas)

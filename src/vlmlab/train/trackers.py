@@ -47,8 +47,11 @@ def flat_scalars(tree: Any, prefix: str = "") -> dict[str, Any]:
 def log(accelerator, record: dict[str, Any], step: int) -> None:
     """The numeric fields of a train-log record, as `<stage>/<field>` at the run's global optimizer step."""
     stage = record.get("stage", "train")
-    values = {f"{stage}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-              and k not in ("step", "elapsed_s")}
+    values = {
+        f"{stage}/{k}": v
+        for k, v in record.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "elapsed_s")
+    }
     values.update({f"{stage}/lr/{g}": lr for g, lr in record.get("lr", {}).items()})
     if values:
         accelerator.log(values, step=step)

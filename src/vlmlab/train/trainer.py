@@ -25,8 +25,7 @@ from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
 from vlmlab.train import checkpoint as ckpt
-from vlmlab.train import engines
-from vlmlab.train import trackers
+from vlmlab.train import engines, trackers
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
 from vlmlab.train.vision_pretrain import ordered_image_labels, run_vision_stage
@@ -67,7 +66,9 @@ class Trainer:
             raise ConfigError("train.stages", "missing: no training stages configured")
         if self.run.config.is_file():
             if not self.resume:
-                raise UserError(f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out")
+                raise UserError(
+                    f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out"
+                )
             saved = config_from_dict(yaml.safe_load(self.run.config.read_text()))
             if saved.resolved() != self.cfg.resolved():
                 key = _first_difference(saved.resolved(), self.cfg.resolved())
@@ -78,8 +79,9 @@ class Trainer:
         init = init_run(self.cfg)
         if init is not None:
             tok_dir = tok_dir or (init.tokenizer if init.tokenizer.is_dir() else None)
-        model = build_model(self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items),
-                            pretrained_weights=init is None)
+        model = build_model(
+            self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None
+        )
         if init is not None:
             if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
@@ -136,14 +138,29 @@ class Trainer:
         t0 = time.perf_counter()
         with progress(disable=not acc.is_main_process) as bar:
             for s in range(start_stage, len(cfg.train.stages)):
-                self._train_stage(model, data, s, start_step if s == start_stage else 0,
-                                  resume_from if s == start_stage else None, bar, result)
+                self._train_stage(
+                    model,
+                    data,
+                    s,
+                    start_step if s == start_stage else 0,
+                    resume_from if s == start_stage else None,
+                    bar,
+                    result,
+                )
         result.seconds = time.perf_counter() - t0
         # the run is complete once `final` exists; it names the config it was trained from
-        self._save(self.run.final, model, None, {
-            "stage": len(cfg.train.stages), "step": 0, "done": True, "log_lines": self.log_lines,
-            "training_fingerprint": training_fingerprint(cfg.resolved()),
-        })
+        self._save(
+            self.run.final,
+            model,
+            None,
+            {
+                "stage": len(cfg.train.stages),
+                "step": 0,
+                "done": True,
+                "log_lines": self.log_lines,
+                "training_fingerprint": training_fingerprint(cfg.resolved()),
+            },
+        )
         acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
         if cfg.train.trackers:
             acc.end_training()
@@ -171,10 +188,15 @@ class Trainer:
         engines.after_freezing(acc, model)
         optimizer = build_optimizer(model, stage, cfg.train)
         accum = cfg.train.grad_accum
-        order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes)
+        order, total = stage_order(
+            cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=acc.num_processes
+        )
         micro = order.global_batch  # samples per micro-step over all processes
-        self.global_step = start_step + sum(stage_order(cfg, i, len(data), world=acc.num_processes)[1] for i in range(s)
-                                            if cfg.train.stages[i].name != "vision-pretrain")
+        self.global_step = start_step + sum(
+            stage_order(cfg, i, len(data), world=acc.num_processes)[1]
+            for i in range(s)
+            if cfg.train.stages[i].name != "vision-pretrain"
+        )
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)
@@ -187,7 +209,9 @@ class Trainer:
         wrapped.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
 
-        job = bar.add_task(f"{stage.name} (stage {s + 1}/{len(self.cfg.train.stages)})", total=total, completed=start_step, info="")
+        job = bar.add_task(
+            f"{stage.name} (stage {s + 1}/{len(self.cfg.train.stages)})", total=total, completed=start_step, info=""
+        )
         step, loss_sum, loss_n = start_step, 0.0, 0
         guard = self.guard
         timed_from, timed_samples, t_start = None, 0, time.perf_counter()
@@ -203,7 +227,10 @@ class Trainer:
             for i, batch in enumerate(group):
                 batch = batch.to(acc.device)
                 last = i == accum - 1
-                with acc.no_sync(wrapped) if not last else contextlib.nullcontext(), engines.accumulation_boundary(acc, last):
+                with (
+                    acc.no_sync(wrapped) if not last else contextlib.nullcontext(),
+                    engines.accumulation_boundary(acc, last),
+                ):
                     with acc.autocast():
                         out = wrapped(**batch.model_inputs(), labels=batch.labels)
                     guard.micro_loss(out.loss_sum)
@@ -240,11 +267,15 @@ class Trainer:
             if step % cfg.train.log_every == 0 or step == total:
                 mean_loss = loss_sum / loss_n if loss_n else float("nan")
                 bar.update(job, info=f"loss {mean_loss:.4f}")
-                self._log({
-                    "stage": stage.name, "step": step, "loss": mean_loss,
-                    "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
-                    "elapsed_s": time.perf_counter() - t_start,
-                })
+                self._log(
+                    {
+                        "stage": stage.name,
+                        "step": step,
+                        "loss": mean_loss,
+                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                        "elapsed_s": time.perf_counter() - t_start,
+                    }
+                )
                 loss_sum, loss_n = 0.0, 0
             bar.update(job, completed=step)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total:
@@ -258,14 +289,25 @@ class Trainer:
 
     def _pretrain_vision(self, model, data, s, bar, result) -> None:
         result.vision_pretrain = run_vision_stage(
-            self.cfg, s, model.vision, data, lambda: ordered_image_labels(self.sources), self.accelerator.device, bar,
-            study_cache=self.vision_cache, write_cache=self.accelerator.is_main_process,
+            self.cfg,
+            s,
+            model.vision,
+            data,
+            lambda: ordered_image_labels(self.sources),
+            self.accelerator.device,
+            bar,
+            study_cache=self.vision_cache,
+            write_cache=self.accelerator.is_main_process,
         )
 
     def _record_environment(self) -> None:
         """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""
         env, path = environment(), self.run.environment
-        record = io.read_json(path) if self.resume and path.is_file() else {"seed": self.cfg.seed, "trained_on": env, "resumed_on": []}
+        record = (
+            io.read_json(path)
+            if self.resume and path.is_file()
+            else {"seed": self.cfg.seed, "trained_on": env, "resumed_on": []}
+        )
         if env != record["trained_on"] and env not in record["resumed_on"]:
             record["resumed_on"].append(env)
         io.write_json(path, record)
@@ -278,9 +320,17 @@ class Trainer:
             trackers.log(self.accelerator, record, self.global_step)
 
     def _checkpoint(self, model, optimizer, stage: int, step: int) -> None:
-        self._save(self.run.checkpoints / f"step-{stage:02d}{step:08d}", model, optimizer, {
-            "stage": stage, "step": step, "nonfinite_skipped": self.guard.skipped, "log_lines": self.log_lines,
-        })
+        self._save(
+            self.run.checkpoints / f"step-{stage:02d}{step:08d}",
+            model,
+            optimizer,
+            {
+                "stage": stage,
+                "step": step,
+                "nonfinite_skipped": self.guard.skipped,
+                "log_lines": self.log_lines,
+            },
+        )
         if self.accelerator.is_main_process:
             ckpt.prune_checkpoints(self.run.path, keep=2)
 
@@ -300,8 +350,12 @@ def _accelerator(mixed_precision: str, log_with: list[str], run_dir: Path) -> Ac
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard"))
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
-                       log_with=list(log_with) or None, project_config=project)
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed_precision,
+        log_with=list(log_with) or None,
+        project_config=project,
+    )
 
 
 def _first_difference(a, b, prefix: str = "") -> str:

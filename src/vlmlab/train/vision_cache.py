@@ -23,12 +23,20 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
     if any(st.name != "vision-pretrain" for st in cfg.train.stages[:stage_index]):
         return None
     r = cfg.resolved()
-    train = {k: v for k, v in r["train"].items()
-             if k not in ("stages", "log_every", "checkpoint_every", "threads", "trackers", "on_nonfinite")}
+    train = {
+        k: v
+        for k, v in r["train"].items()
+        if k not in ("stages", "log_every", "checkpoint_every", "threads", "trackers", "on_nonfinite")
+    }
     own_data = cfg.train.stages[stage_index].data is not None  # then the run's training data plays no part
     payload = {
-        "vision": r["model"]["vision"], "image": r["data"]["image"], "data": None if own_data else r["data"]["train"],
-        "seed": r["seed"], "stages": r["train"]["stages"][: stage_index + 1], "train": train, "torch": torch.__version__,
+        "vision": r["model"]["vision"],
+        "image": r["data"]["image"],
+        "data": None if own_data else r["data"]["train"],
+        "seed": r["seed"],
+        "stages": r["train"]["stages"][: stage_index + 1],
+        "train": train,
+        "torch": torch.__version__,
     }
     return content_hash(payload)
 

@@ -64,8 +64,15 @@ class ImageArrays:
 
 
 def pretrain_vision(
-    vision: VisionEncoder, data, image_labels: dict[str, dict[str, str]], stage: StageConfig,
-    cfg: RunConfig, seed: int, device: torch.device, bar, heldout: dict[str, dict[str, str]] | None = None,
+    vision: VisionEncoder,
+    data,
+    image_labels: dict[str, dict[str, str]],
+    stage: StageConfig,
+    cfg: RunConfig,
+    seed: int,
+    device: torch.device,
+    bar,
+    heldout: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, float]:
     """Train `vision` (in place) to classify each image's attributes (`data.image_array(path)` gives the pixels);
     returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1."""
@@ -97,11 +104,13 @@ def pretrain_vision(
             if step >= total:
                 break
             idx = perm[k * batch_size : (k + 1) * batch_size]
-            pixels = normalize(_augment(images[idx.numpy()], stage.augment, rng), cfg.data.image.mean, cfg.data.image.std)
+            pixels = normalize(
+                _augment(images[idx.numpy()], stage.augment, rng), cfg.data.image.mean, cfg.data.image.std
+            )
             pooled = vision(torch.from_numpy(pixels).to(device)).tokens.mean(1)
             target = labels[idx].to(device)
             loss = 0.0
-            for j, (attr, head) in enumerate(heads.items()):
+            for j, (_attr, head) in enumerate(heads.items()):
                 logits = head(pooled)
                 loss = loss + F.cross_entropy(logits, target[:, j], ignore_index=IGNORE)
                 if step >= total - per_epoch:  # accuracy over the last epoch's batches
@@ -180,8 +189,17 @@ def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
     return train, heldout
 
 
-def run_vision_stage(cfg: RunConfig, s: int, vision, data, default_labels, device, bar,
-                     study_cache: Path | None = None, write_cache: bool = True) -> dict:
+def run_vision_stage(
+    cfg: RunConfig,
+    s: int,
+    vision,
+    data,
+    default_labels,
+    device,
+    bar,
+    study_cache: Path | None = None,
+    write_cache: bool = True,
+) -> dict:
     """Run vision-pretrain stage `s` on `vision` in place, or load its result from the cache.
 
     A stage with its own `data` is cached under `$VLMLAB_CACHE/vision-pretrain` (the tower depends on
@@ -231,12 +249,29 @@ def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
             continue
         done.add(ident)
         torch.manual_seed(cfg.seed)  # as build_model: the tower is the first part built under the run's seed
-        tower = VISION_ENCODERS.get(cfg.model.vision.id).from_params(cfg.model.vision.params, image_size=cfg.data.image.size)
+        tower = VISION_ENCODERS.get(cfg.model.vision.id).from_params(
+            cfg.model.vision.params, image_size=cfg.data.image.size
+        )
         torch.manual_seed(cfg.seed * 1000 + s)  # as the trainer at the start of a stage
-        metrics = run_vision_stage(cfg, s, tower.to(device), None, lambda: ordered_image_labels(load_training_sources(cfg)),
-                                   device, bar, study_cache=study.dir.vision_cache)
-        rows.append({"variant": v.name, "seed": v.seed, "tower": cfg.model.vision.id,
-                     "parameters": sum(p.numel() for p in tower.parameters()), **metrics})
+        metrics = run_vision_stage(
+            cfg,
+            s,
+            tower.to(device),
+            None,
+            lambda cfg=cfg: ordered_image_labels(load_training_sources(cfg)),
+            device,
+            bar,
+            study_cache=study.dir.vision_cache,
+        )
+        rows.append(
+            {
+                "variant": v.name,
+                "seed": v.seed,
+                "tower": cfg.model.vision.id,
+                "parameters": sum(p.numel() for p in tower.parameters()),
+                **metrics,
+            }
+        )
     return rows
 
 

@@ -35,9 +35,14 @@ class ImageFolder(Task):
                     resolved = image.resolve()
                     if not resolved.is_relative_to(root):
                         raise DataError(f"{image}: links outside the dataset directory {root}")
-                    yield VQAItem(item_id=f"{split}-{class_dir.name}/{image.name}", task="image-folder",
-                                  category=class_dir.name, question=QUESTION, answer=class_dir.name,
-                                  image=str(resolved))
+                    yield VQAItem(
+                        item_id=f"{split}-{class_dir.name}/{image.name}",
+                        task="image-folder",
+                        category=class_dir.name,
+                        question=QUESTION,
+                        answer=class_dir.name,
+                        image=str(resolved),
+                    )
 
         return take(items(), limit, f"{split_dir}: no images in class folders")
 

@@ -11,8 +11,12 @@ from typing import Any, TypeVar
 from vlmlab.errors import ConfigError, DataError
 
 _KIND_NAMES = {
-    str: "a string", int: "an integer", list: "a list", dict: "a JSON object",
-    (int, float): "a number", (str, int): "a string or an integer",
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "a JSON object",
+    (int, float): "a number",
+    (str, int): "a string or an integer",
 }
 
 

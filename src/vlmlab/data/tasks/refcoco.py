@@ -49,14 +49,19 @@ class RefCOCO(Task):
                 if ref["split"] == split:
                     yield from ref_items(ref, where, root / "images", images, boxes, categories, split)
 
-        return take(items(), limit, lambda: f"{refs_file}: no refs in split {split!r} "
-                                            f"(present: {', '.join(sorted(present)) or 'none'})")
+        return take(
+            items(),
+            limit,
+            lambda: f"{refs_file}: no refs in split {split!r} (present: {', '.join(sorted(present)) or 'none'})",
+        )
 
     def score(self, prediction: str, item: VQAItem) -> float:
         return box_hit(prediction, item.answer, IOU_THRESHOLD)
 
 
-def ref_items(ref: dict, where: str, image_dir: Path, images: dict, boxes: dict, categories: dict, split: str) -> list[VQAItem]:
+def ref_items(
+    ref: dict, where: str, image_dir: Path, images: dict, boxes: dict, categories: dict, split: str
+) -> list[VQAItem]:
     """One item per sentence of a ref; the answer is the box relative to the original image (resize)."""
     ref_id = field(ref, "ref_id", (str, int), where)
     image_id = field(ref, "image_id", int, where)

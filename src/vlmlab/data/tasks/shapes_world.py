@@ -23,10 +23,14 @@ class ShapesWorld(Task):
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         if path is None:
-            raise ConfigError("path", "shapes-world needs the directory written by `vlmlab data shapes-world --out DIR`")
+            raise ConfigError(
+                "path", "shapes-world needs the directory written by `vlmlab data shapes-world --out DIR`"
+            )
         root = Path(path)
         if not root.is_dir():
-            raise DataError(f"{root}: shapes-world data directory not found (write it with `vlmlab data shapes-world --out {root}`)")
+            raise DataError(
+                f"{root}: shapes-world data directory not found (write it with `vlmlab data shapes-world --out {root}`)"
+            )
         if split not in self.splits:
             raise ConfigError("split", f"shapes-world has splits {', '.join(self.splits)}, not {split!r}")
         return read_items(root / f"{split}.jsonl", split, limit, task="shapes-world")

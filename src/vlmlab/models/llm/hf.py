@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError
@@ -12,8 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlmlab.errors import UserError
 from vlmlab.models.llm.base import LanguageBackbone
-from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.models.llm.prompts import FORMATS, VICUNA, PromptFormat
+from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.registry import PartParams, register_llm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,7 +36,7 @@ class HFCausalLM(LanguageBackbone):
     @classmethod
     def build(
         cls,
-        params: "HFCausalLM.Params",
+        params: HFCausalLM.Params,
         *,
         tokenizer_dir: str | Path | None = None,
         texts: Iterable[str] | None = None,

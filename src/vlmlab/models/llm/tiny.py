@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -21,13 +22,21 @@ class TinyParams(PartParams):
     """Size knobs (held constant in a study) + the fields that make a generation (they travel with the id)."""
 
     identity_fields: ClassVar[tuple[str, ...]] = (
-        "context", "rope_theta", "queries_per_kv", "vocab_size", "tokenizer", "template", "pretrain",
+        "context",
+        "rope_theta",
+        "queries_per_kv",
+        "vocab_size",
+        "tokenizer",
+        "template",
+        "pretrain",
     )
     # size: set these per study, the same for every rung
     hidden_size: int = Field(128, ge=8, le=16384)
     num_layers: int = Field(4, ge=1, le=256)
     num_heads: int = Field(4, ge=1, le=256)
-    intermediate_size: int | None = Field(None, ge=1, le=65536)  # None: LLaMA's 8/3 x hidden (+ what GQA saves), rounded to 8
+    intermediate_size: int | None = Field(
+        None, ge=1, le=65536
+    )  # None: LLaMA's 8/3 x hidden (+ what GQA saves), rounded to 8
     # `pretrained`: the rung's LM pretraining (cached); `random`: random init + a tokenizer fit to the VQA texts
     init: Literal["pretrained", "random"] = "pretrained"
     tokenizer_path: str | None = None  # init random only: use this tokenizer instead of fitting one
@@ -95,7 +104,6 @@ class TinyLlama(LanguageBackbone):
         llm = cls(load_backbone_lm(backbone.path).train(), tokenizer, FORMATS[params.template])
         llm.pretraining = summary(backbone.record)
         return llm
-
 
     @classmethod
     def pretrained_backbone(cls, params: TinyParams):

@@ -18,15 +18,20 @@ def resolve_auto_layer(cfg: RunConfig) -> RunConfig:
     if routing.id != "dpvr" or routing.params.layer != "auto":
         return cfg
     if not cfg.model.init_from:
-        raise ConfigError("model.routing.layer", "auto needs model.init_from: the trained model whose attention "
-                                                 "profile gives the saturation layer")
+        raise ConfigError(
+            "model.routing.layer",
+            "auto needs model.init_from: the trained model whose attention profile gives the saturation layer",
+        )
     record = _profile(Path(cfg.model.init_from), routing.params.threshold)
     k, share = record["saturation_layer"], record["share"]
     if k is None:
         lowest = min(range(len(share)), key=share.__getitem__)
-        raise ConfigError("model.routing.layer", f"auto: the text→image share of {cfg.model.init_from} never stays "
-                                                 f"below {routing.params.threshold} (lowest {share[lowest]:.3f} at layer "
-                                                 f"{lowest}); set the layer, or raise model.routing.threshold")
+        raise ConfigError(
+            "model.routing.layer",
+            f"auto: the text→image share of {cfg.model.init_from} never stays "
+            f"below {routing.params.threshold} (lowest {share[lowest]:.3f} at layer "
+            f"{lowest}); set the layer, or raise model.routing.threshold",
+        )
     k = min(max(k, 1), len(share) - 1)  # DPVR needs at least one shared layer and the last layer for fusion
     raw = cfg.resolved()
     raw["model"]["routing"]["layer"] = k

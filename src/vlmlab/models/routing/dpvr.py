@@ -54,10 +54,15 @@ class DualPathRouting(RoutingStrategy):
         super().__init__(llm, params)
         n = llm.num_layers
         if params.layer == "auto":
-            raise ConfigError("model.routing.layer", "auto is resolved from model.init_from's attention profile by "
-                                                     "`vlmlab train` / `vlmlab study` (vlmlab.models.routing.auto_layer)")
+            raise ConfigError(
+                "model.routing.layer",
+                "auto is resolved from model.init_from's attention profile by "
+                "`vlmlab train` / `vlmlab study` (vlmlab.models.routing.auto_layer)",
+            )
         if not 1 <= params.layer <= n - 1:
-            raise ConfigError("model.routing.layer", f"{params.layer} must be in [1, {n - 1}] for an LLM with {n} layers")
+            raise ConfigError(
+                "model.routing.layer", f"{params.layer} must be in [1, {n - 1}] for an LLM with {n} layers"
+            )
         self.branch = copy.deepcopy(llm.decoder.layers[params.layer])
         for module in self.branch.modules():  # share the LLM's config: one attention implementation for both
             if hasattr(module, "config"):
@@ -74,14 +79,16 @@ class DualPathRouting(RoutingStrategy):
         for p in self.branch.parameters():
             p.requires_grad_(True)
 
-    def forward(self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False):
+    def forward(
+        self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False
+    ):
         run = LayerRunner(llm)
         k, last = self.params.layer, run.num_layers - 1
         cache = past_key_values
         state = getattr(cache, "_vlmlab_dpvr", None) if cache is not None else None
         if state is not None:  # decoding: new (text) tokens after a routed prefill
             hidden = run.run(inputs_embeds, position_ids, attention_mask, range(0, k), cache, use_cache)
-            text_keys = torch.cat([state.text_mask, attention_mask[:, state.prefill_len:]], dim=1)
+            text_keys = torch.cat([state.text_mask, attention_mask[:, state.prefill_len :]], dim=1)
             hidden = run.run(hidden, position_ids, text_keys, range(k, last), cache, use_cache)
             hidden = run.run(hidden, position_ids, attention_mask, range(last, last + 1), cache, use_cache)
             return BaseModelOutputWithPast(last_hidden_state=run.norm(hidden), past_key_values=cache)
@@ -95,8 +102,14 @@ class DualPathRouting(RoutingStrategy):
             vision = run.apply([self.branch], vision, vision_pos, ones)  # no cache: the branch runs once, at prefill
             fused = fused.scatter(1, image_idx[..., None].expand(-1, -1, hidden.shape[-1]), vision)
         text_mask = gather_tokens(attention_mask, text_idx)
-        text = run.run(gather_tokens(hidden, text_idx), gather_tokens(position_ids, text_idx), text_mask,
-                       range(k, last), cache, use_cache)
+        text = run.run(
+            gather_tokens(hidden, text_idx),
+            gather_tokens(position_ids, text_idx),
+            text_mask,
+            range(k, last),
+            cache,
+            use_cache,
+        )
         fused = fused.scatter(1, text_idx[..., None].expand(-1, -1, hidden.shape[-1]), text)
         out = run.run(fused, position_ids, attention_mask, range(last, last + 1), cache, use_cache)
         if use_cache and cache is not None:

@@ -54,8 +54,12 @@ class LayerRunner:
         mask = attention_mask_4d(key_valid, hidden.shape[1], hidden.dtype, self.implementation)
         for layer in modules:
             hidden = layer(
-                hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache if use_cache else None,
-                use_cache=use_cache, position_embeddings=embeddings,
+                hidden,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache if use_cache else None,
+                use_cache=use_cache,
+                position_embeddings=embeddings,
             )
         return hidden
 

@@ -47,20 +47,28 @@ class FastV(RoutingStrategy):
         if params.layer >= llm.num_layers:
             raise ConfigError("model.routing.layer", f"{params.layer} but the LLM has {llm.num_layers} layers")
 
-    def forward(self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False):
+    def forward(
+        self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False
+    ):
         run = LayerRunner(llm)
         k, n = self.params.layer, run.num_layers
         state = getattr(past_key_values, "_vlmlab_fastv", None) if past_key_values is not None else None
         if state is not None:  # decoding: new tokens after a pruned prefill
             hidden = run.run(inputs_embeds, position_ids, attention_mask, range(0, k), past_key_values, use_cache)
-            pruned_mask = torch.cat([state.kept_mask, attention_mask[:, state.prefill_len:]], dim=1)
+            pruned_mask = torch.cat([state.kept_mask, attention_mask[:, state.prefill_len :]], dim=1)
             hidden = run.run(hidden, position_ids, pruned_mask, range(k, n), past_key_values, use_cache)
             return BaseModelOutputWithPast(last_hidden_state=run.norm(hidden), past_key_values=past_key_values)
         hidden = run.run(inputs_embeds, position_ids, attention_mask, range(0, k), past_key_values, use_cache)
         keep = self.kept_positions(run, hidden, position_ids, attention_mask, image_mask)
         kept_mask = gather_tokens(attention_mask, keep)
-        kept = run.run(gather_tokens(hidden, keep), gather_tokens(position_ids, keep), kept_mask,
-                       range(k, n), past_key_values, use_cache)
+        kept = run.run(
+            gather_tokens(hidden, keep),
+            gather_tokens(position_ids, keep),
+            kept_mask,
+            range(k, n),
+            past_key_values,
+            use_cache,
+        )
         out = hidden.scatter(1, keep[..., None].expand(-1, -1, hidden.shape[-1]), kept)
         if use_cache and past_key_values is not None:
             past_key_values._vlmlab_fastv = _Pruned(kept_mask, attention_mask.shape[1])

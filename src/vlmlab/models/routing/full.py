@@ -13,7 +13,9 @@ class FullRouting(RoutingStrategy):
     class Params(PartParams):
         pass
 
-    def forward(self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False):
+    def forward(
+        self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False
+    ):
         return llm.decoder(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

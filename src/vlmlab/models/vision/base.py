@@ -30,5 +30,5 @@ class VisionEncoder(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> "VisionEncoder":  # pragma: no cover - interface
+    def from_params(cls, params, image_size: int) -> VisionEncoder:  # pragma: no cover - interface
         raise NotImplementedError

@@ -31,10 +31,12 @@ class MambaMixer(nn.Module):
         self.inner, self.d_state, self.dt_rank = inner, d_state, math.ceil(dim / 16)
         self.directions = 2 if bidirectional else 1
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
-        self.conv = nn.ModuleList(nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
-                                  for _ in range(self.directions))
-        self.x_proj = nn.ModuleList(nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
-                                    for _ in range(self.directions))
+        self.conv = nn.ModuleList(
+            nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1) for _ in range(self.directions)
+        )
+        self.x_proj = nn.ModuleList(
+            nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False) for _ in range(self.directions)
+        )
         self.dt_proj = nn.ModuleList(nn.Linear(self.dt_rank, inner) for _ in range(self.directions))
         for proj in self.dt_proj:
             with torch.no_grad():
@@ -52,8 +54,15 @@ class MambaMixer(nn.Module):
             ui = F.silu(self.conv[i](ui)[..., :length])
             dt, B, C = self.x_proj[i](ui.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
             delta = (dt @ self.dt_proj[i].weight.T).transpose(1, 2)
-            yi = selective_scan(ui, delta, -torch.exp(self.A_log[i]), B.transpose(1, 2), C.transpose(1, 2), self.D[i],
-                                delta_bias=self.dt_proj[i].bias)
+            yi = selective_scan(
+                ui,
+                delta,
+                -torch.exp(self.A_log[i]),
+                B.transpose(1, 2),
+                C.transpose(1, 2),
+                self.D[i],
+                delta_bias=self.dt_proj[i].bias,
+            )
             y = y + (yi if i == 0 else yi.flip(-1))
         return self.out_proj((y * F.silu(z)).transpose(1, 2))
 
@@ -103,7 +112,14 @@ class SS2D(nn.Module):
         dt, B, C = proj.split([self.dt_rank, self.d_state, self.d_state], dim=2)
         delta = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)
         length = h * w
-        y = selective_scan(xs.reshape(b, -1, length), delta.reshape(b, -1, length), -torch.exp(self.A_log),
-                           B, C, self.D, delta_bias=self.dt_proj_bias.reshape(-1))
+        y = selective_scan(
+            xs.reshape(b, -1, length),
+            delta.reshape(b, -1, length),
+            -torch.exp(self.A_log),
+            B,
+            C,
+            self.D,
+            delta_bias=self.dt_proj_bias.reshape(-1),
+        )
         y = cross_merge(y.view(b, self.directions, self.inner, length), h, w).permute(0, 2, 3, 1)
         return self.out_proj(self.out_norm(y) * F.silu(z))

@@ -26,22 +26,31 @@ class VimEncoder(VisionEncoder):
         d_state: int = Field(16, ge=1, le=1024)
         expand: int = Field(2, ge=1, le=16)
 
-    def __init__(self, params: "VimEncoder.Params", image_size: int):
+    def __init__(self, params: VimEncoder.Params, image_size: int):
         super().__init__()
         side = image_size // params.patch_size
-        self.image_size, self.embed_dim, self.num_tokens, self.grid = image_size, params.hidden_size, side * side, (side, side)
+        self.image_size, self.embed_dim, self.num_tokens, self.grid = (
+            image_size,
+            params.hidden_size,
+            side * side,
+            (side, side),
+        )
         self.patch = nn.Conv2d(3, params.hidden_size, params.patch_size, stride=params.patch_size)
         self.pos = nn.Parameter(torch.zeros(1, side * side, params.hidden_size))
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.norms = nn.ModuleList(nn.LayerNorm(params.hidden_size) for _ in range(params.num_layers))
-        self.mixers = nn.ModuleList(MambaMixer(params.hidden_size, params.d_state, params.expand, bidirectional=True)
-                                    for _ in range(params.num_layers))
+        self.mixers = nn.ModuleList(
+            MambaMixer(params.hidden_size, params.d_state, params.expand, bidirectional=True)
+            for _ in range(params.num_layers)
+        )
         self.final_norm = nn.LayerNorm(params.hidden_size)
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> "VimEncoder":
+    def from_params(cls, params, image_size: int) -> VimEncoder:
         if image_size % params.patch_size:
-            raise ConfigError("model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}")
+            raise ConfigError(
+                "model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}"
+            )
         return build_if_it_fits(lambda: cls(params, image_size), "model.vision")
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:
@@ -90,14 +99,16 @@ class VMambaEncoder(VisionEncoder):
     class Params(PartParams):
         patch_size: int = Field(4, ge=1, le=1024)
         hidden_size: int = Field(32, ge=8, le=16384)  # stage-1 width
-        depths: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 1, 2], min_length=1, max_length=8)
+        depths: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+            default_factory=lambda: [1, 1, 2], min_length=1, max_length=8
+        )
         tap_stage: int = Field(3, ge=1)
         d_state: int = Field(8, ge=1, le=1024)
         mlp_ratio: float = Field(2.0, ge=0, le=16)  # 0 = VSSM v0 blocks (no MLP), as in the official release
         path: str | None = None  # an official VMamba release file (.safetensors, or .pth with allow_pickle)
         allow_pickle: bool = False
 
-    def __init__(self, params: "VMambaEncoder.Params", image_size: int):
+    def __init__(self, params: VMambaEncoder.Params, image_size: int):
         super().__init__()
         tap = params.tap_stage
         side = image_size // params.patch_size // 2 ** (tap - 1)
@@ -108,19 +119,25 @@ class VMambaEncoder(VisionEncoder):
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
         for s in range(tap):
-            dim = params.hidden_size * 2 ** s
+            dim = params.hidden_size * 2**s
             if s:
                 self.merges.append(PatchMerging(dim // 2))
-            self.stages.append(nn.Sequential(*(VSSBlock(dim, params.d_state, params.mlp_ratio) for _ in range(params.depths[s]))))
+            self.stages.append(
+                nn.Sequential(*(VSSBlock(dim, params.d_state, params.mlp_ratio) for _ in range(params.depths[s])))
+            )
         self.out_norm = nn.LayerNorm(self.embed_dim)
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> "VMambaEncoder":
+    def from_params(cls, params, image_size: int) -> VMambaEncoder:
         if params.tap_stage > len(params.depths):
-            raise ConfigError("model.vision.tap_stage", f"{params.tap_stage} but only {len(params.depths)} stages (depths)")
+            raise ConfigError(
+                "model.vision.tap_stage", f"{params.tap_stage} but only {len(params.depths)} stages (depths)"
+            )
         stride = params.patch_size * 2 ** (params.tap_stage - 1)
         if image_size % stride:
-            raise ConfigError("data.image.size", f"{image_size} is not divisible by patch_size x 2^(tap_stage-1) = {stride}")
+            raise ConfigError(
+                "data.image.size", f"{image_size} is not divisible by patch_size x 2^(tap_stage-1) = {stride}"
+            )
         tower = build_if_it_fits(lambda: cls(params, image_size), "model.vision")
         if params.path is not None:
             from vlmlab.models.vision.vmamba_official import load_official_vmamba

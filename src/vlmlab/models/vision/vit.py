@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
 from pydantic import Field
+from safetensors import SafetensorError
 
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.local_checkpoint import safetensors_only
@@ -58,7 +58,7 @@ class ViTEncoder(VisionEncoder):
         self.num_tokens = self.grid[0] * self.grid[1] + int(self.use_cls)
 
     @classmethod
-    def from_params(cls, params: "ViTEncoder.Params", image_size: int) -> "ViTEncoder":
+    def from_params(cls, params: ViTEncoder.Params, image_size: int) -> ViTEncoder:
         import transformers
 
         config_name, model_name, _ = _FAMILIES[params.family]
@@ -72,12 +72,18 @@ class ViTEncoder(VisionEncoder):
             except (OSError, ValueError, KeyError, SafetensorError) as exc:
                 raise UserError(f"{path}: cannot load vision tower ({str(exc).splitlines()[0]})") from None
             if int(tower.config.image_size) != image_size:
-                raise ConfigError("data.image.size", f"{image_size} but the vision tower at {path} expects {tower.config.image_size}")
+                raise ConfigError(
+                    "data.image.size", f"{image_size} but the vision tower at {path} expects {tower.config.image_size}"
+                )
         else:
             if image_size % params.patch_size:
-                raise ConfigError("model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}")
+                raise ConfigError(
+                    "model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}"
+                )
             if params.hidden_size % params.num_heads:
-                raise ConfigError("model.vision.num_heads", f"{params.num_heads} does not divide hidden_size {params.hidden_size}")
+                raise ConfigError(
+                    "model.vision.num_heads", f"{params.num_heads} does not divide hidden_size {params.hidden_size}"
+                )
             config = getattr(transformers, config_name)(
                 image_size=image_size,
                 patch_size=params.patch_size,

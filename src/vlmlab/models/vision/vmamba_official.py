@@ -20,9 +20,16 @@ import torch
 from vlmlab.errors import UserError
 
 _SS2D = {  # official SS2D parameter -> vlmlab SS2D parameter
-    "in_proj.weight": "in_proj.weight", "conv2d.weight": "conv.weight", "conv2d.bias": "conv.bias",
-    "x_proj_weight": "x_proj_weight", "dt_projs_weight": "dt_proj_weight", "dt_projs_bias": "dt_proj_bias",
-    "A_logs": "A_log", "Ds": "D", "out_norm.weight": "out_norm.weight", "out_norm.bias": "out_norm.bias",
+    "in_proj.weight": "in_proj.weight",
+    "conv2d.weight": "conv.weight",
+    "conv2d.bias": "conv.bias",
+    "x_proj_weight": "x_proj_weight",
+    "dt_projs_weight": "dt_proj_weight",
+    "dt_projs_bias": "dt_proj_bias",
+    "A_logs": "A_log",
+    "Ds": "D",
+    "out_norm.weight": "out_norm.weight",
+    "out_norm.bias": "out_norm.bias",
     "out_proj.weight": "out_proj.weight",
 }
 _BLOCK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.(ln_1|self_attention)\.(.+)")
@@ -63,8 +70,10 @@ def read_official_state(path: Path, allow_pickle: bool) -> dict[str, torch.Tenso
 
         return load_file(str(path))
     if not allow_pickle:
-        raise UserError(f"{path}: pickle weights can run code when loaded; convert them to safetensors, or set "
-                        "model.vision.allow_pickle: true if you trust this file")
+        raise UserError(
+            f"{path}: pickle weights can run code when loaded; convert them to safetensors, or set "
+            "model.vision.allow_pickle: true if you trust this file"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
@@ -90,13 +99,17 @@ def load_official_vmamba(tower: torch.nn.Module, path: str | Path, allow_pickle:
         if name not in own:
             raise UserError(f"{path}: unexpected tensor {key!r} (is it a VSSM v0 release? does mlp_ratio: 0 match?)")
         if own[name].shape != tensor.shape:
-            raise UserError(f"{path}: {key} has shape {tuple(tensor.shape)} but model.vision's {name} has "
-                            f"{tuple(own[name].shape)} (check hidden_size, depths, d_state, patch_size)")
+            raise UserError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} but model.vision's {name} has "
+                f"{tuple(own[name].shape)} (check hidden_size, depths, d_state, patch_size)"
+            )
         mapped[name] = tensor
     initialised = [n for n in own if n not in mapped]
     if any(not n.startswith("out_norm.") for n in initialised):
         first = next(n for n in initialised if not n.startswith("out_norm."))
-        raise UserError(f"{path}: provides no weights for {first!r} (and {len(initialised) - 1} more); "
-                        "the tower has more blocks or parts than the release (depths, mlp_ratio: 0)")
+        raise UserError(
+            f"{path}: provides no weights for {first!r} (and {len(initialised) - 1} more); "
+            "the tower has more blocks or parts than the release (depths, mlp_ratio: 0)"
+        )
     tower.load_state_dict(mapped, strict=False)
     return {"unused": unused, "initialised": initialised}
