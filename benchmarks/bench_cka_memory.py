@@ -29,7 +29,10 @@ def main() -> int:
         shutil.rmtree(cache)  # measure the capture too, not only the comparisons
 
     from vlmlab.analysis.representations import Representations
+    from vlmlab.parts import load_builtin_parts
     from vlmlab.study.data import load_study_data
+
+    load_builtin_parts()
 
     study = load_study_data(study_dir)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

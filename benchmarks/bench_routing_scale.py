@@ -27,7 +27,10 @@ os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
 
 from vlmlab.cli import main as vlmlab  # noqa: E402
 from vlmlab.config import config_from_dict  # noqa: E402
+from vlmlab.parts import load_builtin_parts  # noqa: E402
 from vlmlab.train.trainer import Trainer  # noqa: E402
+
+load_builtin_parts()
 
 TINY_CLIP_336 = {
     "name": "tiny-clip-336",

@@ -25,7 +25,10 @@ from vlmlab.config import load_config, parse_overrides  # noqa: E402
 from vlmlab.data.shapes_world import generate  # noqa: E402
 from vlmlab.evaluation.evaluate import evaluate_run  # noqa: E402
 from vlmlab.metrics import box_iou, parse_box, random_box_baseline  # noqa: E402
+from vlmlab.parts import load_builtin_parts  # noqa: E402
 from vlmlab.train.trainer import Trainer  # noqa: E402
+
+load_builtin_parts()
 
 
 def main() -> None:

@@ -61,13 +61,15 @@ def scan_vs_transformers() -> None:
 
 
 def cost_vs_resolution() -> None:
+    from vlmlab.parts import load_builtin_parts
     from vlmlab.registry import VISION_ENCODERS
 
+    load_builtin_parts()
     vm, vit = VISION_ENCODERS.get("vmamba"), VISION_ENCODERS.get("vit")
     rows = []
     for side in (32, 64, 128):  # 64, 256, 1024 patches of 4 px
-        vmamba = vm.from_params(vm.Params(patch_size=4, hidden_size=32, depths=[2], tap_stage=1, d_state=8), side)
-        vitm = vit.from_params(vit.Params(patch_size=4, hidden_size=64, num_layers=2, num_heads=4), side)
+        vmamba = vm.build(vm.Params(patch_size=4, hidden_size=32, depths=[2], tap_stage=1, d_state=8), image_size=side)
+        vitm = vit.build(vit.Params(patch_size=4, hidden_size=64, num_layers=2, num_heads=4), image_size=side)
         img = torch.randn(2, 3, side, side)
         with torch.no_grad():
             rows.append(

@@ -31,8 +31,11 @@ from vlmlab.data.order import SeededBatchOrder  # noqa: E402
 from vlmlab.data.sources import load_source  # noqa: E402
 from vlmlab.evaluation.evaluate import evaluate_run  # noqa: E402
 from vlmlab.models.build import build_model  # noqa: E402
+from vlmlab.parts import load_builtin_parts  # noqa: E402
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer  # noqa: E402
 from vlmlab.train.trainer import Trainer, tokenizer_texts  # noqa: E402
+
+load_builtin_parts()
 
 
 def plain_loop_samples_per_s(cfg, steps: int) -> float:

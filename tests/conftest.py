@@ -9,9 +9,13 @@ import tempfile
 import pytest
 import torch
 
+from vlmlab.parts import load_builtin_parts
+
 os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
 os.environ.setdefault("VLMLAB_CACHE", tempfile.mkdtemp(prefix="vlmlab-test-cache-"))
 torch.set_num_threads(2)
+
+load_builtin_parts()  # the application edge: what the CLI does at start-up
 
 TINY = {
     "name": "tiny",

@@ -19,7 +19,7 @@ def test_vit_families_give_tokens_and_grid(family, has_cls, use_cls):
     params = cls.Params(
         family=family, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, use_cls=use_cls, feature_layer=-2
     )
-    enc = cls.from_params(params, image_size=32)
+    enc = cls.build(params, image_size=32)
     feats = enc(torch.randn(3, 3, 32, 32))
     n = 16 + int(use_cls and has_cls)
     assert feats.tokens.shape == (3, n, 32) and enc.num_tokens == n
@@ -29,7 +29,7 @@ def test_vit_families_give_tokens_and_grid(family, has_cls, use_cls):
 @pytest.mark.parametrize("part_id,n_linear", [("linear", 1), ("gelu-mlp", 2), ("fused-gelu-mlp", 3)])
 def test_projectors(part_id, n_linear):
     cls = PROJECTORS.get(part_id)
-    proj = cls(24, 40, cls.Params())
+    proj = cls.build(cls.Params(), vision_dim=24, llm_dim=40)
     assert proj(torch.randn(2, 5, 24)).shape == (2, 5, 40)
     assert sum(isinstance(m, torch.nn.Linear) for m in proj.modules()) == n_linear
     if part_id == "fused-gelu-mlp":  # Linear(d -> 4d) first, as in study B
@@ -87,17 +87,15 @@ def test_whole_model_builds_for_every_llm(tiny_raw):
 
 def test_vit_loads_a_local_pretrained_tower(tmp_path):
     cls = VISION_ENCODERS.get("vit")
-    built = cls.from_params(
-        cls.Params(family="clip", patch_size=8, hidden_size=32, num_layers=2, num_heads=2), image_size=32
-    )
+    built = cls.build(cls.Params(family="clip", patch_size=8, hidden_size=32, num_layers=2, num_heads=2), image_size=32)
     built.tower.save_pretrained(tmp_path)
-    loaded = cls.from_params(cls.Params(family="clip", path=str(tmp_path), feature_layer=-2), image_size=32)
+    loaded = cls.build(cls.Params(family="clip", path=str(tmp_path), feature_layer=-2), image_size=32)
     x = torch.randn(2, 3, 32, 32)
     expected = built.tower(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
     torch.testing.assert_close(loaded.eval()(x).tokens, expected)
     from vlmlab.errors import ConfigError, UserError
 
     with pytest.raises(ConfigError, match="data.image.size"):
-        cls.from_params(cls.Params(family="clip", path=str(tmp_path)), image_size=64)
+        cls.build(cls.Params(family="clip", path=str(tmp_path)), image_size=64)
     with pytest.raises(UserError, match="config.json missing"):
-        cls.from_params(cls.Params(family="clip", path=str(tmp_path / "nope")), image_size=32)
+        cls.build(cls.Params(family="clip", path=str(tmp_path / "nope")), image_size=32)

@@ -129,7 +129,7 @@ def test_an_imagenet_style_folder_pretrains_a_tower_that_generalises(tmp_path, t
     ]
     cfg = config_from_dict(tiny_raw)
     torch.manual_seed(0)
-    tower = VISION_ENCODERS.get("vit").from_params(cfg.model.vision.params, image_size=32)
+    tower = VISION_ENCODERS.get("vit").build(cfg.model.vision.params, image_size=32)
     with progress(disable=True) as bar:
         metrics = run_vision_stage(cfg, 0, tower, None, dict, torch.device("cpu"), bar)
     assert metrics["images"] == 36 and metrics["heldout_images"] == 15

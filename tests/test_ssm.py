@@ -60,7 +60,7 @@ def test_cross_scan_and_merge_are_inverse_up_to_the_four_copies():
 
 def test_vim_gives_a_token_grid_and_every_parameter_learns():
     cls = VISION_ENCODERS.get("vim")
-    enc = cls.from_params(cls.Params(patch_size=8, hidden_size=32, num_layers=2, d_state=4), image_size=32)
+    enc = cls.build(cls.Params(patch_size=8, hidden_size=32, num_layers=2, d_state=4), image_size=32)
     feats = enc(torch.randn(2, 3, 32, 32))
     assert feats.tokens.shape == (2, 16, 32) and feats.grid == (4, 4) and enc.num_tokens == 16
     feats.tokens.pow(2).mean().backward()
@@ -69,23 +69,19 @@ def test_vim_gives_a_token_grid_and_every_parameter_learns():
 
 def test_vmamba_stage_shapes_tap_and_gradients():
     cls = VISION_ENCODERS.get("vmamba")
-    enc = cls.from_params(
-        cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=3, d_state=4), image_size=32
-    )
+    enc = cls.build(cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=3, d_state=4), image_size=32)
     maps = enc.stage_maps(torch.randn(2, 3, 32, 32))
     assert [tuple(m.shape) for m in maps] == [(2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 64)]
     feats = enc(torch.randn(2, 3, 32, 32))
     assert feats.tokens.shape == (2, 4, 64) and enc.embed_dim == 64 and feats.grid == (2, 2)
     feats.tokens.pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
-    two = cls.from_params(
-        cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=2, d_state=4), image_size=32
-    )
+    two = cls.build(cls.Params(patch_size=4, hidden_size=16, depths=[1, 1, 1], tap_stage=2, d_state=4), image_size=32)
     assert two.num_tokens == 16 and len(two.stages) == 2  # stages after the tapped one are not built
     from vlmlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tap_stage"):
-        cls.from_params(cls.Params(depths=[1, 1], tap_stage=3), image_size=32)
+        cls.build(cls.Params(depths=[1, 1], tap_stage=3), image_size=32)
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def _tower(path, tap, depths=DEPTHS, **extra):
         path=str(path),
         **extra,
     )
-    return VMambaEncoder.from_params(params, image_size=64)
+    return VMambaEncoder.build(params, image_size=64)
 
 
 @pytest.mark.parametrize("tap", [3, 4])
@@ -129,4 +129,4 @@ def test_a_tower_that_does_not_match_the_release_is_one_line(tmp_path, change, m
     )
     fields.update(change)
     with pytest.raises(UserError, match=message):
-        VMambaEncoder.from_params(VMambaEncoder.Params(**fields), image_size=64)
+        VMambaEncoder.build(VMambaEncoder.Params(**fields), image_size=64)

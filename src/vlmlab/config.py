@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from vlmlab.errors import ConfigError, UserError
+from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
 
 MODULE_GROUPS = ("vision", "projector", "llm", "routing")
@@ -38,7 +38,7 @@ class PartSpec(BaseModel):
         try:
             self._params = cls.Params(**(self.model_extra or {}))
         except ValidationError as exc:
-            raise config_error(exc, prefix=key) from None
+            raise validation_error(exc, prefix=key) from None
 
     def resolved(self) -> dict[str, Any]:
         return {"id": self.id, **self.params.model_dump(mode="json")}
@@ -168,23 +168,6 @@ class RunConfig(Strict):
         return out
 
 
-def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
-    """The first pydantic error as a ConfigError naming its dotted key (under `prefix`)."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    key = ".".join(p for p in (prefix, loc) if p)
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "missing required key"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], dict):
-        msg = f"{msg} (got {err['input']!r})"
-    return ConfigError(key, msg)
-
-
 def resolve_parts(cfg: RunConfig) -> RunConfig:
     """Check each part's own fields against its registered class and the task ids against TASKS."""
     for name, registry in PART_REGISTRIES.items():
@@ -240,7 +223,7 @@ def config_from_dict(raw: Any, overrides: dict[str, Any] | None = None) -> RunCo
     try:
         cfg = RunConfig(**raw)
     except ValidationError as exc:
-        raise config_error(exc) from None
+        raise validation_error(exc) from None
     except TypeError as exc:  # non-string keys
         raise ConfigError("", f"bad config structure ({exc})") from None
     return resolve_parts(cfg)

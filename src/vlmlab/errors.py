@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in the user's config, paths or data. `exit_code` 2 is for config/usage errors."""
@@ -12,12 +14,45 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """A config key with a bad value; the message starts with the dotted key path."""
+    """A config key with a bad value. The key, the problem and where the config came from are data:
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}" if key else message, exit_code=2)
-        self.key = key
+    `key` is the dotted path (`model.llm.id`), `detail` what is wrong with it, `context` what holds the
+    config, outermost first (a file, a study variant). The message is `context: key: detail`."""
+
+    def __init__(self, key: str, detail: str, context: tuple[str, ...] = ()):
+        self.key, self.detail, self.context = key, detail, tuple(context)
+        where = ": ".join(p for p in (*self.context, key) if p)
+        super().__init__(f"{where}: {detail}" if where else detail, exit_code=2)
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same error for a config nested at `prefix` (`data.eval.0` + `path` -> `data.eval.0.path`)."""
+        key = ".".join(p for p in (prefix, self.key) if p)
+        return ConfigError(key, self.detail, self.context)
+
+    def within(self, context: str) -> ConfigError:
+        """The same error inside a larger whole (`study.yaml`, `variant gen3 (seed 0)`), named before the key."""
+        return ConfigError(self.key, self.detail, (context, *self.context))
 
 
 class DataError(UserError):
     """A dataset file or record that cannot be used; the message names the file (and line)."""
+
+
+def validation_error(exc: Any, prefix: str = "", context: tuple[str, ...] = ()) -> ConfigError:
+    """pydantic's first validation error as a ConfigError naming its dotted key (under `prefix`).
+
+    The one translation of validation errors: run configs, part fields, study specs, task YAMLs and
+    analysis fields all go through it, so every bad key reads the same way."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(p for p in (prefix, loc) if p)
+    kind, detail = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        detail = "unknown key"
+    elif kind == "missing":
+        detail = "missing required key"
+    else:
+        detail = detail.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if "input" in err and not isinstance(err["input"], dict):
+            detail = f"{detail} (got {err['input']!r})"
+    return ConfigError(key, detail, context)

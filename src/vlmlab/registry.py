@@ -1,4 +1,7 @@
-"""Registries of swappable parts keyed by short string ids; each part registers with one decorator."""
+"""Registries of swappable parts keyed by short string ids; each part registers with one decorator.
+
+This module is a leaf: it imports no part. The built-in parts fill the registries when the application
+edge calls `vlmlab.parts.load_builtin_parts()` (the CLI does at start-up, tests in their conftest)."""
 
 from __future__ import annotations
 
@@ -47,14 +50,12 @@ class Registry(Generic[T]):
         return list(self._parts)
 
     def get(self, part_id: str, key: str = "id") -> type[T]:
-        _load_builtin_parts()
         if part_id not in self._parts:
-            known = ", ".join(self._parts)
+            known = ", ".join(self._parts) or "none: call vlmlab.parts.load_builtin_parts() first"
             raise ConfigError(key, f"unknown {self.noun} {part_id!r} (known: {known})")
         return self._parts[part_id]
 
     def items(self) -> list[tuple[str, type[T]]]:
-        _load_builtin_parts()
         return list(self._parts.items())
 
 
@@ -80,22 +81,3 @@ ALL_REGISTRIES = {
     "tasks": TASKS,
     "analyses": ANALYSES,
 }
-
-_loaded = False
-
-
-def _load_builtin_parts() -> None:
-    """Import the modules whose decorators fill the registries (once)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import vlmlab.analysis  # noqa: F401
-    import vlmlab.data.tasks  # noqa: F401
-    import vlmlab.models.llm  # noqa: F401
-    import vlmlab.models.projectors  # noqa: F401
-    import vlmlab.models.routing  # noqa: F401
-    import vlmlab.models.vision  # noqa: F401
-    from vlmlab.data.tasks.declarative import register_declarative_tasks
-
-    register_declarative_tasks()  # task YAMLs, on top of the Python formats registered above

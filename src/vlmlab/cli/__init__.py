@@ -11,6 +11,7 @@ from rich.markup import escape
 from vlmlab.cli import commands
 from vlmlab.cli.commands import resolve_config_path, resolve_study_path  # noqa: F401 - public helpers
 from vlmlab.errors import UserError
+from vlmlab.parts import load_builtin_parts
 from vlmlab.progress import console
 
 
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_builtin_parts()
         return args.func(args)
     except UserError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # `[key]` is text

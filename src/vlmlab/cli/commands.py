@@ -112,7 +112,8 @@ def cmd_backbones(args) -> int:
 def cmd_pretrain_lm(args) -> int:
     from pydantic import ValidationError
 
-    from vlmlab.config import config_error, parse_overrides, set_dotted
+    from vlmlab.config import parse_overrides, set_dotted
+    from vlmlab.errors import validation_error
     from vlmlab.registry import LLM_BACKBONES
 
     raw: dict = {}  # the same backbone fields for every rung
@@ -128,7 +129,7 @@ def cmd_pretrain_lm(args) -> int:
         try:
             params = cls.Params(**raw)
         except ValidationError as exc:
-            raise config_error(exc, prefix="--set") from None
+            raise validation_error(exc, prefix="--set") from None
         rows.append(cls.pretrained_backbone(params))
     console.print("LM ladder (held-out bits per byte: lower is better)", highlight=False)
     console.print(
@@ -419,14 +420,15 @@ def cmd_data_shapes_world(args) -> int:
 def cmd_data_check(args) -> int:
     from pydantic import ValidationError
 
-    from vlmlab.config import DataSource, config_error
+    from vlmlab.config import DataSource
     from vlmlab.data.check import check_dataset
+    from vlmlab.errors import validation_error
 
     task, _, split = args.task.partition(":")
     try:
         source = DataSource(task=task, split=split or "test", limit=args.limit, path=args.path)
     except ValidationError as exc:
-        raise config_error(exc, prefix="data") from None
+        raise validation_error(exc, prefix="data") from None
     report = check_dataset(source)
     console.print(
         f"{args.task}: {report['items']} items over {report['images']} images, all readable; "

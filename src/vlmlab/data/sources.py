@@ -19,7 +19,7 @@ def load_source(source: DataSource, key: str, image: ImageConfig | None = None) 
     try:
         items = task.load(source.split, source.limit, source.path)
     except ConfigError as exc:
-        raise ConfigError(f"{key}.{exc.key}", str(exc).split(": ", 1)[1]) from None
+        raise exc.under(key) from None
     if image is not None:
         items = fit_box_answers(items, image)
     return task, items

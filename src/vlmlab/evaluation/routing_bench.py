@@ -13,15 +13,18 @@ from vlmlab.registry import ROUTING
 
 def strategies(model, fastv_layer: int, fastv_ratio: float, dpvr_layer: int) -> dict[str, torch.nn.Module]:
     """The run's own routing plus FastV (training-free) and DPVR (its branch as trained, or a fresh copy)."""
-    out = {"full": ROUTING.get("full")(model.llm, ROUTING.get("full").Params())}
+    full = ROUTING.get("full")
+    out = {"full": full.build(full.Params(), llm=model.llm)}
     fastv = ROUTING.get("fastv")
-    out[f"fastv K={fastv_layer} R={fastv_ratio}"] = fastv(model.llm, fastv.Params(layer=fastv_layer, ratio=fastv_ratio))
+    out[f"fastv K={fastv_layer} R={fastv_ratio}"] = fastv.build(
+        fastv.Params(layer=fastv_layer, ratio=fastv_ratio), llm=model.llm
+    )
     own = model.routing
     if getattr(own, "part_id", "") == "dpvr":
         out[f"dpvr k={own.params.layer} (trained)"] = own
     else:
         dpvr = ROUTING.get("dpvr")
-        out[f"dpvr k={dpvr_layer} (untrained branch)"] = dpvr(model.llm, dpvr.Params(layer=dpvr_layer))
+        out[f"dpvr k={dpvr_layer} (untrained branch)"] = dpvr.build(dpvr.Params(layer=dpvr_layer), llm=model.llm)
     return out
 
 

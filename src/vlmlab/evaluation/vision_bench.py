@@ -80,8 +80,7 @@ def bench_vision(spec_path: str | Path, sizes: list[int], batch: int = 1, repeat
     A size a tower cannot take (its stride does not divide it) is skipped with the reason."""
     from pydantic import ValidationError
 
-    from vlmlab.config import config_error
-    from vlmlab.errors import ConfigError
+    from vlmlab.errors import ConfigError, validation_error
     from vlmlab.registry import VISION_ENCODERS
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,12 +94,12 @@ def bench_vision(spec_path: str | Path, sizes: list[int], batch: int = 1, repeat
             try:
                 params = cls.Params(**{k: v for k, v in tower_cfg.items() if k != "id"})
             except ValidationError as exc:
-                raise config_error(exc, prefix=key) from None
+                raise validation_error(exc, prefix=key) from None
             for side in sizes:
                 bar.update(job, info=f"{name} {side}px")
                 torch.manual_seed(0)
                 try:
-                    encoder = cls.from_params(params, image_size=side).to(device).eval()
+                    encoder = cls.build(params, image_size=side).to(device).eval()
                 except ConfigError as exc:
                     rows.append({"tower": name, "side": side, "skipped": str(exc)})
                     bar.advance(job)

@@ -29,15 +29,17 @@ def build_model(
     m = cfg.model
     part = "model.vision"
     try:
-        vision = VISION_ENCODERS.get(m.vision.id).from_params(m.vision.params, image_size=cfg.data.image.size)
+        vision = VISION_ENCODERS.get(m.vision.id).build(m.vision.params, image_size=cfg.data.image.size)
         part = "model.llm"
         llm = LLM_BACKBONES.get(m.llm.id).build(
             m.llm.params, tokenizer_dir=tokenizer_dir, texts=texts, pretrained_weights=pretrained_weights
         )
         part = "model.projector"
-        projector = PROJECTORS.get(m.projector.id)(vision.embed_dim, llm.embed_dim, m.projector.params)
+        projector = PROJECTORS.get(m.projector.id).build(
+            m.projector.params, vision_dim=vision.embed_dim, llm_dim=llm.embed_dim
+        )
         part = "model.routing"
-        routing = ROUTING.get(m.routing.id)(llm, m.routing.params)
+        routing = ROUTING.get(m.routing.id).build(m.routing.params, llm=llm)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise UserError(
             f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields"

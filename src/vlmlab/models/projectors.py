@@ -19,9 +19,14 @@ class Projector(nn.Module):
         self.vision_dim = vision_dim
         self.llm_dim = llm_dim
         self.norm = nn.LayerNorm(vision_dim) if params.norm else nn.Identity()
-        self.net = self.build(vision_dim, llm_dim)
+        self.net = self.layers(vision_dim, llm_dim)
 
-    def build(self, vision_dim: int, llm_dim: int) -> nn.Module:  # pragma: no cover - interface
+    @classmethod
+    def build(cls, params: PartParams, *, vision_dim: int, llm_dim: int) -> Projector:
+        """The projector for `params` between the built vision encoder's and LLM's widths."""
+        return cls(vision_dim, llm_dim, params)
+
+    def layers(self, vision_dim: int, llm_dim: int) -> nn.Module:  # pragma: no cover - interface
         raise NotImplementedError
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -32,7 +37,7 @@ class Projector(nn.Module):
 class LinearProjector(Projector):
     """Linear(d_v -> D)."""
 
-    def build(self, vision_dim: int, llm_dim: int) -> nn.Module:
+    def layers(self, vision_dim: int, llm_dim: int) -> nn.Module:
         return nn.Linear(vision_dim, llm_dim)
 
 
@@ -40,7 +45,7 @@ class LinearProjector(Projector):
 class GeluMLPProjector(Projector):
     """Linear(d_v -> D) -> GELU -> Linear(D -> D), LLaVA-1.5's connector."""
 
-    def build(self, vision_dim: int, llm_dim: int) -> nn.Module:
+    def layers(self, vision_dim: int, llm_dim: int) -> nn.Module:
         return nn.Sequential(nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
 
 
@@ -48,7 +53,7 @@ class GeluMLPProjector(Projector):
 class FusedGeluMLPProjector(Projector):
     """Linear(d -> 4d) -> GELU -> Linear(4d -> D) -> GELU -> Linear(D -> D) (study B's stabilizer)."""
 
-    def build(self, vision_dim: int, llm_dim: int) -> nn.Module:
+    def layers(self, vision_dim: int, llm_dim: int) -> nn.Module:
         wide = 4 * vision_dim
         return nn.Sequential(
             nn.Linear(vision_dim, wide), nn.GELU(), nn.Linear(wide, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim)

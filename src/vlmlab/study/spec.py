@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlmlab.config import DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
-from vlmlab.errors import ConfigError, UserError
+from vlmlab.errors import ConfigError, UserError, validation_error
+from vlmlab.registry import ANALYSES
 
 RESERVED_NAMES = {
     "item_id",
@@ -148,14 +149,11 @@ class Variant:
 
 def build_analysis(spec: AnalysisSpec, key: str):
     """The registered analysis named by `spec`, its fields checked by its Params (errors name the key)."""
-    from vlmlab.config import config_error
-    from vlmlab.registry import ANALYSES
-
     cls = ANALYSES.get(spec.id, key=f"{key}.id")
     try:
         return cls(cls.Params(**(spec.model_extra or {})))
     except ValidationError as exc:
-        raise config_error(exc, prefix=key) from None
+        raise validation_error(exc, prefix=key) from None
 
 
 def load_study_spec(path: str | Path) -> tuple[StudySpec, Path]:
@@ -170,17 +168,9 @@ def study_spec_from_dict(raw: Any, source: str = "study") -> StudySpec:
     try:
         return StudySpec(**raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "missing required key"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {key}" if key else source, msg) from None
+        raise validation_error(exc, context=(source,)) from None
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc.key}", str(exc).split(": ", 1)[1]) from None
+        raise exc.within(source) from None
 
 
 def base_config(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
@@ -220,7 +210,7 @@ def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, st
             try:
                 cfg = config_from_dict(base, every)
             except ConfigError as exc:
-                raise ConfigError(f"variant {vname} (seed {seed}): {exc.key}", str(exc).split(": ", 1)[1]) from None
+                raise exc.within(f"variant {vname} (seed {seed})") from None
             variants.append(Variant(vname, combo, seed, overrides, cfg))
     if len({v.name for v in variants}) * len(spec.seeds) != len(variants):
         raise ConfigError("variants", "two variants have the same levels")

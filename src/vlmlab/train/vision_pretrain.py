@@ -249,9 +249,7 @@ def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
             continue
         done.add(ident)
         torch.manual_seed(cfg.seed)  # as build_model: the tower is the first part built under the run's seed
-        tower = VISION_ENCODERS.get(cfg.model.vision.id).from_params(
-            cfg.model.vision.params, image_size=cfg.data.image.size
-        )
+        tower = VISION_ENCODERS.get(cfg.model.vision.id).build(cfg.model.vision.params, image_size=cfg.data.image.size)
         torch.manual_seed(cfg.seed * 1000 + s)  # as the trainer at the start of a stage
         metrics = run_vision_stage(
             cfg,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.errors import ConfigError, UserError
+from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.metrics import METRICS
 from vlmlab.registry import TASKS
 
@@ -97,10 +97,7 @@ def read_spec(file: Path) -> TaskSpec:
     except yaml.YAMLError:
         raise UserError(f"{file}: not valid YAML", exit_code=2) from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{file}: {key}", msg) from None
+        raise validation_error(exc, context=(str(file),)) from None
     except TypeError:
         raise UserError(f"{file}: a task file must be a YAML mapping", exit_code=2) from None
 
@@ -110,8 +107,10 @@ def register_declarative_tasks() -> None:
     for file in task_files():
         spec = read_spec(file)
         if spec.format not in TASKS.ids():
-            raise ConfigError(f"{file}: format", f"unknown format {spec.format!r} (known: {', '.join(TASKS.ids())})")
+            raise ConfigError(
+                "format", f"unknown format {spec.format!r} (known: {', '.join(TASKS.ids())})", (str(file),)
+            )
         if spec.task in TASKS.ids():
-            raise ConfigError(f"{file}: task", f"task id {spec.task!r} is already registered")
+            raise ConfigError("task", f"task id {spec.task!r} is already registered", (str(file),))
         cls = type(spec.task, (DeclarativeTask,), {"spec": spec, "__doc__": spec.description or f"{spec.format} task"})
         TASKS.register(spec.task)(cls)

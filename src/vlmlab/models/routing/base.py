@@ -20,6 +20,11 @@ class RoutingStrategy(nn.Module):
         super().__init__()
         self.params = params
 
+    @classmethod
+    def build(cls, params, *, llm: LanguageBackbone) -> RoutingStrategy:
+        """The strategy for `params` over the built LLM (whose layers it drives, and may copy)."""
+        return cls(llm, params)
+
     def llm_weights_loaded(self, llm: LanguageBackbone) -> None:
         """Called when the LLM's weights were replaced after construction (`model.init_from`) while this
         strategy's own parameters were not in the checkpoint; strategies derived from LLM weights re-derive."""

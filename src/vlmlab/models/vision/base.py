@@ -17,7 +17,7 @@ class VisionFeatures:
 
 
 class VisionEncoder(nn.Module):
-    """Base class: subclasses set `embed_dim`, `num_tokens`, `image_size` and implement `forward`.
+    """Base class: subclasses set `embed_dim`, `num_tokens`, `image_size` and implement `forward` and `build`.
 
     Hierarchical encoders flatten the chosen stage's feature map into tokens and report its grid.
     """
@@ -30,5 +30,6 @@ class VisionEncoder(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> VisionEncoder:  # pragma: no cover - interface
+    def build(cls, params, *, image_size: int) -> VisionEncoder:  # pragma: no cover - interface
+        """The encoder for `params` (its registered fields) at the run's processed image side."""
         raise NotImplementedError

@@ -46,7 +46,7 @@ class VimEncoder(VisionEncoder):
         self.final_norm = nn.LayerNorm(params.hidden_size)
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> VimEncoder:
+    def build(cls, params, *, image_size: int) -> VimEncoder:
         if image_size % params.patch_size:
             raise ConfigError(
                 "model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}"
@@ -128,7 +128,7 @@ class VMambaEncoder(VisionEncoder):
         self.out_norm = nn.LayerNorm(self.embed_dim)
 
     @classmethod
-    def from_params(cls, params, image_size: int) -> VMambaEncoder:
+    def build(cls, params, *, image_size: int) -> VMambaEncoder:
         if params.tap_stage > len(params.depths):
             raise ConfigError(
                 "model.vision.tap_stage", f"{params.tap_stage} but only {len(params.depths)} stages (depths)"

@@ -58,7 +58,7 @@ class ViTEncoder(VisionEncoder):
         self.num_tokens = self.grid[0] * self.grid[1] + int(self.use_cls)
 
     @classmethod
-    def from_params(cls, params: ViTEncoder.Params, image_size: int) -> ViTEncoder:
+    def build(cls, params: ViTEncoder.Params, *, image_size: int) -> ViTEncoder:
         import transformers
 
         config_name, model_name, _ = _FAMILIES[params.family]
