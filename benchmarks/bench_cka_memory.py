@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,11 @@ def main() -> int:
     parser.add_argument("--n-probe", type=int, default=2000)
     args = parser.parse_args()
     study_dir = Path(args.study_dir)
-    for cache in study_dir.glob("variants/*/seed-*/representations"):
-        shutil.rmtree(cache)  # measure the capture too, not only the comparisons
+    for cache in study_dir.glob("variants/*/seed-*/measurements/representations-*.safetensors"):
+        cache.unlink()  # measure the capture too, not only the comparisons
 
     from vlmlab.analysis.representations import Representations
+    from vlmlab.measure.base import measure_all
     from vlmlab.parts import load_builtin_parts
     from vlmlab.study.data import load_study_data
 
@@ -37,7 +37,10 @@ def main() -> int:
     study = load_study_data(study_dir)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    tables = Representations(Representations.Params(n_probe=args.n_probe)).tables(study)
+    analysis = Representations(Representations.Params(n_probe=args.n_probe))
+    measured = analysis.measurements(study)
+    measure_all(measured)
+    tables = analysis.compute(study, measured).tables
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     layers = tables["clean_vs_perturbed"]["layer"].max()

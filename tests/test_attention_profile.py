@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from vlmlab.analysis.attention import eager_attention, image_attention_shares, saturation_layer, text_queries
+from vlmlab.measure.attention import AttentionProfile, image_attention_shares, text_queries
+from vlmlab.models.llm.base import eager_attention
+from vlmlab.models.routing.base import saturation_layer
 from vlmlab.models.vlm import position_ids_from_mask
 
 
@@ -56,7 +58,14 @@ def test_attention_cli_writes_the_profile(tmp_path, tiny_cfg, capsys):
 
     Trainer(tiny_cfg, tmp_path / "run", resume=False).run_training()
     assert main(["attention", str(tmp_path / "run"), "--n-probe", "8", "--threshold", "0.9"]) == 0
-    record = json.loads((tmp_path / "run" / "attention.json").read_text())
+    measured = AttentionProfile(tmp_path / "run", n_probe=8)
+    assert measured.path.parent == tmp_path / "run" / "measurements" and measured.path.name.startswith("attention-")
+    record = json.loads(measured.path.read_text())
     assert record["items"] == 8 and len(record["share"]) == 2 and all(0 <= s <= 1 for s in record["share"])
-    assert record["saturation_layer"] == saturation_layer(record["share"], 0.9)
+    assert measured.profile(0.9)["saturation_layer"] == saturation_layer(record["share"], 0.9)
     assert "saturation layer" in capsys.readouterr().err
+    # stored under its inputs: asking again (another batch size, another threshold) reads it, measures nothing
+    stamp = measured.path.stat().st_mtime_ns
+    assert main(["attention", str(tmp_path / "run"), "--n-probe", "8", "--batch-size", "3", "--threshold", "0.5"]) == 0
+    assert measured.path.stat().st_mtime_ns == stamp and "measured before" in capsys.readouterr().err
+    assert AttentionProfile(tmp_path / "run", n_probe=9).path != measured.path  # other parameters, another artifact

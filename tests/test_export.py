@@ -204,4 +204,4 @@ def test_routing_cost_benchmark_at_a_scaled_shape_runs_end_to_end(tmp_path, monk
     assert record["geometry"]["layers"] == 3 and record["geometry"]["vision"] == 576
     ratios = {s["strategy"].split()[0]: s["counted_prefill_ratio"] for s in record["strategies"]}
     assert ratios["full"] == 1.0 and ratios["fastv"] < 1.0 and ratios["dpvr"] < 1.0
-    assert (tmp_path / "scale" / "imported" / "attention.json").is_file()
+    assert list((tmp_path / "scale" / "imported" / "measurements").glob("attention-profile-*.json"))

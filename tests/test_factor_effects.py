@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _analysis import computed_section
 from vlmlab.analysis.factor_effects import FactorEffects, level_deltas, verdict
 from vlmlab.study.data import StudyData
 from vlmlab.study.spec import study_spec_from_dict
@@ -63,8 +64,8 @@ def test_section_states_a_verdict_per_task():
         for llm in ("gen1", "gen3")
     ]
     rows += [(llm, "big", 0, "a", "q0", 1) for llm in ("gen1", "gen3")]
-    section = FactorEffects(FactorEffects.Params()).run(_study(rows))
-    from vlmlab.report.document import Figure, Text
+    section = computed_section(FactorEffects(FactorEffects.Params()), _study(rows))
+    from vlmlab.render.document import Figure, Text
 
     text = " ".join(b.text for b in section.blocks if isinstance(b, Text))
     assert "**gen3 − gen1**: `a` +0.492 (helps); `b` +0.500 (helps)." in text
@@ -100,6 +101,7 @@ def test_grounding_collapse_flags_random_level_and_unparsable_runs():
                 "item_id": f"q{i}",
                 "answer": gold,
                 "correct": i % 2 == 0,
+                "score": float(i % 2 == 0),
                 "format_error": False,
             }
         )
@@ -112,6 +114,7 @@ def test_grounding_collapse_flags_random_level_and_unparsable_runs():
                 "item_id": f"q{i}",
                 "answer": gold,
                 "correct": False,
+                "score": 0.0,
                 "format_error": i % 4 != 0,
             }
         )
@@ -139,7 +142,15 @@ def test_vision_pretraining_table_reads_each_runs_top1(tmp_path):
             )
         )
         rows += [
-            {"variant": v, "seed": 0, "mode": "clean", "task": "t", "item_id": f"q{i}", "correct": i < acc * 10}
+            {
+                "variant": v,
+                "seed": 0,
+                "mode": "clean",
+                "task": "t",
+                "item_id": f"q{i}",
+                "correct": i < acc * 10,
+                "score": float(i < acc * 10),
+            }
             for i in range(10)
         ]
     levels = {v: {"data.image.size": 32} for v in ("vit", "vim", "vmamba")}
@@ -151,7 +162,8 @@ def test_vision_pretraining_table_reads_each_runs_top1(tmp_path):
     assert table.loc["vim", "pretrain_top1"] == pytest.approx(0.6) and table.loc[
         "vit", "vlm_accuracy"
     ] == pytest.approx(0.8)
-    from vlmlab.report.document import Text
+    from vlmlab.render.document import Text
 
-    texts = [b.text for b in VisionPretraining(VisionPretraining.Params()).run(study).blocks if isinstance(b, Text)]
+    section = computed_section(VisionPretraining(VisionPretraining.Params()), study)
+    texts = [b.text for b in section.blocks if isinstance(b, Text)]
     assert any("Spearman ρ" in t and "+1.00" in t for t in texts)

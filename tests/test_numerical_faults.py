@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlmlab import checkpoint as ckpt
 from vlmlab import io
 from vlmlab.config import config_from_dict
 from vlmlab.runs import RunDir
-from vlmlab.train import checkpoint as ckpt
 from vlmlab.train import trainer as trainer_mod
 from vlmlab.train.faults import NumericalFault
 from vlmlab.train.trainer import Trainer

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _analysis import computed_section, round_trip
 from vlmlab.analysis.overlap import Overlap, correctness, intersections, pair_stats
 from vlmlab.study.data import StudyData
 from vlmlab.study.spec import study_spec_from_dict
@@ -75,7 +76,7 @@ def test_intersections_and_section_from_records():
     wide = correctness(study.results)
     table = intersections(wide)
     assert table["items"].sum() == 4 and table.iloc[0]["items"] == 1  # four distinct patterns, one item each
-    tables = Overlap(Overlap.Params()).tables(study)
-    assert len(tables["pairs"]) == 3 and tables["oracle"]["oracle_accuracy"].iloc[0] == 0.75
-    section = Overlap(Overlap.Params()).run(study)
+    result = round_trip(Overlap(Overlap.Params()).compute(study, []))
+    assert len(result.pairs) == 3 and result.oracle["oracle_accuracy"].iloc[0] == 0.75
+    section = computed_section(Overlap(Overlap.Params()), study)
     assert section.blocks

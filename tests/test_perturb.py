@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vlmlab.data.eval_mode import EvalMode
 from vlmlab.data.perturb import Perturbation, parse_perturbation
 from vlmlab.errors import UserError
 
@@ -48,15 +49,16 @@ def test_perturbed_eval_writes_its_own_records_and_the_drop(tiny_cfg, tmp_path):
     Trainer(tiny_cfg, tmp_path / "run").run_training()
     run = RunDir(tmp_path / "run")
     clean = evaluate_run(run.path)
-    noisy = evaluate_run(run.path, perturb=parse_perturbation("noise:0.2"))
-    records = pd.read_parquet(run.predictions(perturb="noise-0.2"))
+    noisy = evaluate_run(run.path, mode=EvalMode.parse("noise:0.2"))
+    records = pd.read_parquet(run.predictions(EvalMode.parse("noise:0.2")))
+    assert run.predictions(EvalMode.parse("noise:0.2")).name == "predictions_noise-0.2.parquet"
     assert (records["perturb"] == "noise-0.2").all() and len(records) == 24
     drop = noisy["perturbation_drop"]["easy-vqa"]
     assert drop["n"] == 24
     assert abs(drop["gap"] - (clean["overall"]["accuracy"] - noisy["overall"]["accuracy"])) < 1e-12
     assert run.predictions().is_file() and pd.read_parquet(run.predictions())["perturb"].eq("").all()
     with pytest.raises(UserError, match="exclude each other"):
-        evaluate_run(run.path, blind=True, perturb=parse_perturbation("shift:2"))
+        EvalMode(blind=True, perturbation=parse_perturbation("shift:2"))
 
 
 def test_a_shift_moves_the_gold_box_with_the_object():

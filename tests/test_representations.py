@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlmlab.analysis.representations import capture_last_token_states, linear_cka
+from vlmlab.analysis.representations import linear_cka
+from vlmlab.measure.representations import capture_last_token_states
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
+from vlmlab import checkpoint as ckpt
 from vlmlab import io
 from vlmlab.config import config_from_dict
 from vlmlab.evaluation.evaluate import evaluate_run
 from vlmlab.runs import RunDir
-from vlmlab.train import checkpoint as ckpt
 from vlmlab.train.trainer import Trainer
 
 

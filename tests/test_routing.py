@@ -165,25 +165,31 @@ def test_dpvr_trains_only_its_branch_when_the_llm_is_frozen(tiny_raw, tmp_path):
     ],
 )
 def test_counted_prefill_flops_match_the_analytic_formula(tiny_raw, routing):
-    from vlmlab.evaluation.efficiency import Geometry, analytic_prefill_flops, counted_prefill_flops
+    """Each strategy owns its analytic formula (`prefill_flops`); torch's count of the real forward agrees."""
+    from vlmlab.measure.cost import counted_prefill_flops
+    from vlmlab.models.routing.cost import Geometry
 
     tiny_raw["model"]["vision"]["patch_size"] = 4
     model, cfg = _model(tiny_raw, routing, layers=4)
     b = _batch(model, cfg, n=1)  # one prompt: no padding, so the token counts are exact
     n_image = int(b.image_mask.sum())
     g = Geometry.of(model.llm, vision=n_image, text=b.input_ids.shape[1] - n_image)
-    kind = routing["id"]
-    analytic = analytic_prefill_flops(
-        g, kind, routing.get("layer"), routing.get("ratio", 0.0), routing.get("rank_by", "last-token")
-    )
+    analytic = type(model.routing).prefill_flops(model.routing.params, g)
     assert counted_prefill_flops(model, b) == pytest.approx(analytic, rel=0.01)
 
 
 def test_paper_geometry_gives_the_papers_dpvr_saving():
-    from vlmlab.evaluation.efficiency import PAPER, analytic_prefill_flops
+    from vlmlab.measure.routing_bench import paper_ratios
+    from vlmlab.models.routing.cost import PAPER
+    from vlmlab.registry import ROUTING
 
-    ratio = analytic_prefill_flops(PAPER, "dpvr", 18) / analytic_prefill_flops(PAPER, "full")
+    dpvr, full = ROUTING.get("dpvr"), ROUTING.get("full")
+    ratio = dpvr.prefill_flops(dpvr.Params(layer=18), PAPER) / full.prefill_flops(full.Params(), PAPER)
     assert ratio == pytest.approx(0.66, abs=0.01)
+    # every registered strategy with a paper setting is reported at the paper's shape, DPVR at its k = 18
+    paper = paper_ratios()["strategies"]
+    assert paper["dpvr"] == {"params": {"layer": 18}, "over_full": pytest.approx(ratio)}
+    assert paper["fastv"]["params"] == {"layer": 2, "ratio": 0.5} and 0.5 < paper["fastv"]["over_full"] < 0.6
 
 
 def test_dpvr_starts_from_a_trained_full_run_with_its_branch_copied_from_the_trained_layer(tiny_raw, tmp_path):
@@ -245,14 +251,18 @@ def test_a_study_starting_from_a_missing_run_is_refused_before_anything_is_writt
     assert not (tmp_path / "out").exists()
 
 
-def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_path):
-    """`layer: auto` reads (or computes) the attention profile of model.init_from; the run names the k it used."""
+def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_path, monkeypatch, capsys):
+    """`layer: auto` is read off the stored attention profile of model.init_from: resolving a config is pure (a
+    missing profile is named, not measured); `vlmlab train` measures it first as its own step; the run names
+    the k it used."""
     import json
 
     import yaml
 
+    from vlmlab import runs
+    from vlmlab.cli import main
     from vlmlab.errors import ConfigError
-    from vlmlab.models.routing.auto_layer import resolve_auto_layer
+    from vlmlab.measure.resolve import MeasurementNeeded, resolve_config, resolve_with_measurements
     from vlmlab.train.trainer import Trainer
 
     tiny_raw["model"]["llm"]["num_layers"] = 4
@@ -262,34 +272,62 @@ def test_dpvr_layer_auto_is_the_saturation_layer_of_the_init_run(tiny_raw, tmp_p
         "model": {**tiny_raw["model"], "routing": {"id": "dpvr", "layer": "auto"}, "init_from": str(tmp_path / "full")},
     }
     raw["train"] = {**tiny_raw["train"], "stages": [{"name": "finetune", "max_steps": 1, "lr": {"routing": 1e-4}}]}
-
-    # no stored profile: it is measured now and kept; a threshold every layer is under gives k = 1 (clamped from 0)
     raw["model"]["routing"]["threshold"] = 0.99
-    cfg = resolve_auto_layer(config_from_dict(raw))
-    assert cfg.model.routing.params.layer == 1 and (tmp_path / "full" / "attention.json").is_file()
-    # a profile that saturates at layer 2 (as LLaVA's does at 18): k = 2, and the run's config.yaml says so
-    record = json.loads((tmp_path / "full" / "attention.json").read_text())
+
+    # no stored profile: resolution names the measurement it needs and loads no model
+    with monkeypatch.context() as patched:
+        patched.setattr(runs, "build_model", lambda *a, **k: pytest.fail("resolving a config built a model"))
+        with pytest.raises(MeasurementNeeded) as needed:
+            resolve_config(config_from_dict(raw))
+    assert needed.value.key == "model.routing.layer" and not needed.value.measurement.done()
+    # the trainer takes resolved configs only
+    with pytest.raises(ConfigError, match="auto is not resolved"):
+        Trainer(config_from_dict(raw), tmp_path / "never").run_training()
+    # measured as its own step and stored; a threshold every layer is under gives k = 1 (clamped from 0)
+    cfg = resolve_with_measurements(config_from_dict(raw))
+    profile = needed.value.measurement
+    assert cfg.model.routing.params.layer == 1 and profile.done()
+    # a profile that saturates at layer 2 (as LLaVA's does at 18): `vlmlab train` gives k = 2, named in config.yaml
+    record = json.loads(profile.path.read_text())
     record["share"] = [0.6, 0.3, 0.05, 0.02]
-    (tmp_path / "full" / "attention.json").write_text(json.dumps(record))
+    profile.path.write_text(json.dumps(record))
     raw["model"]["routing"]["threshold"] = 0.1
-    Trainer(config_from_dict(raw), tmp_path / "dpvr").run_training()
+    (tmp_path / "dpvr.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "dpvr.yaml"), "--out", str(tmp_path / "dpvr"), "--no-eval"]) == 0
     saved = yaml.safe_load((tmp_path / "dpvr" / "config.yaml").read_text())
     assert saved["model"]["routing"]["layer"] == 2
+    # a study over such variants: `--check` reads configs and existing files only; without the profile it names
+    # the measurement the runner will make before training, and builds no model
+    profile.path.unlink()
+    levels = {name: {"model.routing.threshold": t} for name, t in (("t10", 0.1), ("t50", 0.5))}
+    spec = {
+        "name": "auto",
+        "base": raw,
+        "factors": {"threshold": {"keys": ["model.routing.threshold"], "levels": levels}},
+    }
+    (tmp_path / "auto.yaml").write_text(yaml.safe_dump(spec))
+    with monkeypatch.context() as patched:
+        patched.setattr(runs, "build_model", lambda *a, **k: pytest.fail("`vlmlab study --check` built a model"))
+        assert main(["study", str(tmp_path / "auto.yaml"), "--out", str(tmp_path / "auto"), "--check"]) == 0
+    assert not profile.done() and not (tmp_path / "auto").exists()
+    err = capsys.readouterr().err
+    assert "control check passed: 2 variants" in err and "model.routing.layer will be read off the" in err
+    profile.path.write_text(json.dumps(record))
     # never below the threshold: one line naming the key, the run and its lowest share
     raw["model"]["routing"]["threshold"] = 0.01
     with pytest.raises(
         ConfigError, match=r"model.routing.layer: auto: .* never stays below 0.01 \(lowest 0.020 at layer 3\)"
     ):
-        resolve_auto_layer(config_from_dict(raw))
+        resolve_config(config_from_dict(raw))
     no_init = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
     with pytest.raises(ConfigError, match="auto needs model.init_from"):
-        resolve_auto_layer(config_from_dict(no_init))
+        resolve_config(config_from_dict(no_init))
 
 
 def test_fastv_all_tokens_ranking_is_the_mean_of_each_tokens_causal_attention(tiny_raw):
     """`rank_by: all-tokens` keeps the image tokens with the most attention averaged over every query (checked
     against eager attention's own weights at layer K), and with R = 0 still equals full."""
-    from vlmlab.analysis.attention import eager_attention
+    from vlmlab.models.llm.base import eager_attention
 
     tiny_raw["model"]["vision"]["patch_size"] = 4
     model, cfg = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5, "rank_by": "all-tokens"}, layers=3)

@@ -268,20 +268,23 @@ def test_only_and_job_script(tmp_path, tiny_raw, capsys):
 # ----- report ---------------------------------------------------------------------------------------------
 def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsys):
     out = tmp_path / "study"
-    run_study(
-        write_spec(
-            tmp_path,
-            tiny_raw,
-            seeds=[0, 1],
-            analyses=[
-                "factor-effects",
-                "visual-reliance",
-                {"id": "calibration", "n_bins": 10},
-                {"id": "attention-profile", "n_probe": 8},
-            ],
-        ),
-        out,
+    spec = write_spec(
+        tmp_path,
+        tiny_raw,
+        seeds=[0, 1],
+        analyses=[
+            "factor-effects",
+            "visual-reliance",
+            {"id": "calibration", "n_bins": 10},
+            {"id": "attention-profile", "n_probe": 8},
+        ],
     )
+    run_study(spec, out)
+    assert main(["report", str(out)]) == 0  # before any analysis is computed: placeholders, never a computation
+    html = (out / "report.html").read_text()
+    assert "<code>calibration</code>: not computed yet" in html and "<h2>Calibration</h2>" in html
+    assert main(["study", str(spec), "--out", str(out)]) == 0  # complete already: combines, then computes analyses
+    assert (out / "analysis" / "calibration.json").is_file()
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
     for title in (
@@ -348,7 +351,9 @@ def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw
     run_study(write_spec(tmp_path, tiny_raw), out)
     assert main(["analyze", str(out), "--only", "overlap,exclusive-capabilities,factor-effects"]) == 0
     record = json.loads((out / "analysis" / "overlap.json").read_text())
-    pairs = record["tables"][0]["rows"]
+    assert record["id"] == "overlap" and record["params"] == {"alpha": 0.05, "churn": 0.1}
+    frame = record["result"]["pairs"]["frame"]
+    pairs = [dict(zip(frame["columns"], row)) for row in frame["rows"]]
     wide = correctness(pd.read_parquet(out / "results.parquet"))
     expected = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy())
     assert len(pairs) == 1 and pairs[0]["a"] == "gen1" and pairs[0]["b"] == "gen3"
@@ -356,12 +361,39 @@ def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw
         assert pairs[0][key] == (pytest.approx(expected[key]) if isinstance(expected[key], float) else expected[key]), (
             key
         )
-    for f in record["figures"]:
-        assert (out / "analysis" / f["file"]).stat().st_size > 1000
     assert (out / "analysis" / "exclusive-capabilities.json").is_file()
     html = (out / "report.html").read_text()
     assert "<h2>Question-level overlap</h2>" in html and "<h2>Exclusive capabilities</h2>" in html
     assert main(["analyze", str(out), "--only", "nope"]) == 2
+
+
+def test_report_twice_is_byte_identical_and_runs_no_model(tmp_path, tiny_raw, monkeypatch):
+    """The report only renders saved results: rendering again gives the same bytes, and no model is built (the
+    attention profile and routing costs it shows were measured once, by `vlmlab analyze`)."""
+    from vlmlab import runs
+
+    out = tmp_path / "study"
+    analyses = [
+        "overlap",
+        "calibration",
+        {"id": "attention-profile", "n_probe": 8},
+        {"id": "routing-cost", "n_probe": 4},
+    ]
+    assert main(["study", str(write_spec(tmp_path, tiny_raw, analyses=analyses)), "--out", str(out)]) == 0
+    monkeypatch.setattr(runs, "build_model", lambda *a, **k: pytest.fail("the report built a model"))
+    assert main(["report", str(out)]) == 0
+    first = {p.name: p.read_bytes() for p in (out / "report.md", out / "report.html")}
+    figures = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}
+    assert main(["report", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "report.md", out / "report.html")} == first
+    assert {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")} == figures
+    assert (
+        "Accuracy against compute" in first["report.md"].decode() and "not computed" not in first["report.md"].decode()
+    )
+    # analyzing again finds every measurement stored (no model either) and gives the same results
+    saved = {p.name: p.read_bytes() for p in (out / "analysis").glob("*.json")}
+    assert main(["analyze", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "analysis").glob("*.json")} == saved
 
 
 def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, tiny_raw):
@@ -379,16 +411,16 @@ def test_representations_analysis_on_a_tiny_study_caches_its_features(tmp_path, 
     )
     assert main(["analyze", str(out)]) == 0
     record = json.loads((out / "analysis" / "representations.json").read_text())
-    tables = {t["caption"].split(":")[0]: t["rows"] for t in record["tables"]}
-    stability = tables["Stability score"]
+    frame = record["result"]["tables"]["stability"]["frame"]
+    stability = [dict(zip(frame["columns"], row)) for row in frame["rows"]]
     assert [r["variant"] for r in stability] == ["gen1", "gen3"] and all(0 < r["stability"] <= 1 for r in stability)
-    cache = sorted((out / "variants" / "gen1" / "seed-0" / "representations").glob("*.safetensors"))
+    cache = sorted((out / "variants" / "gen1" / "seed-0" / "measurements").glob("representations-*.safetensors"))
     assert len(cache) == 3  # clean, perturbed images, question variant
     assert all(0 < r["question_stability"] <= 1 for r in stability)
     stamp = [c.stat().st_mtime_ns for c in cache]
     assert main(["analyze", str(out), "--only", "representations"]) == 0
     assert [c.stat().st_mtime_ns for c in cache] == stamp  # reused, not recomputed
-    assert any(f["file"].endswith("cka_seeds.png") for f in record["figures"])
+    assert "figures/cka_seeds.png" in (out / "report.md").read_text()
 
 
 def test_a_crash_between_writes_is_never_trusted(tmp_path, tiny_raw, monkeypatch, capsys):

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+from vlmlab import checkpoint as ckpt
 from vlmlab.config import config_from_dict
 from vlmlab.data.dataset import VQADataset
+from vlmlab.data.eval_mode import BLIND
 from vlmlab.data.sources import load_source
 from vlmlab.evaluation.evaluate import RECORD_COLUMNS, evaluate_run
 from vlmlab.runs import RunDir, load_run_model
-from vlmlab.train import checkpoint as ckpt
 from vlmlab.train.trainer import Trainer
 
 
@@ -46,15 +47,15 @@ def test_round_trip_writes_the_run_layout(tiny_cfg, tmp_path):
     assert set(metrics["per_category"]) <= {"easy-vqa/shape", "easy-vqa/color", "easy-vqa/yes/no"}
     log = [json.loads(line) for line in run.train_log.read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 1, 2, 3, 4]
-    blind = evaluate_run(run.path, blind=True)
-    assert pd.read_parquet(run.predictions(blind=True))["blind"].all()
+    blind = evaluate_run(run.path, mode=BLIND)
+    assert pd.read_parquet(run.predictions(BLIND))["blind"].all()
     gap = blind["visual_reliance_gap"]["easy-vqa"]
     assert gap["n"] == 24
     assert abs(gap["gap"] - (metrics["overall"]["accuracy"] - blind["overall"]["accuracy"])) < 1e-12
     # a blind run on a subset compares like with like: only the items both runs scored
     from vlmlab.config import DataSource
 
-    subset = evaluate_run(run.path, [DataSource(task="easy-vqa", split="test", limit=10)], blind=True)
+    subset = evaluate_run(run.path, [DataSource(task="easy-vqa", split="test", limit=10)], mode=BLIND)
     assert subset["visual_reliance_gap"]["easy-vqa"]["n"] == 10
 
 

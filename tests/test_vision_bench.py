@@ -76,7 +76,7 @@ def test_bench_vision_compares_the_study_towers_across_sizes(tmp_path, tiny_raw,
 def test_activation_memory_counts_each_saved_storage_once():
     import torch
 
-    from vlmlab.evaluation.vision_bench import activation_mib
+    from vlmlab.measure.vision_bench import activation_mib
     from vlmlab.models.vision.base import VisionFeatures
 
     class Square(torch.nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,30 @@ class LoraConfig(Strict):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+@dataclass(frozen=True)
+class StageKind:
+    """What kind of training a stage is. The trainer runs each kind with its own object (`vlmlab.train.stages`);
+    lower layers read these facts instead of comparing stage names.
+
+    `on_sequences`: trains the VLM on the VQA sequences of `data.train` (its optimizer steps are counted
+    over them); otherwise it trains the vision tower alone on image labels. `own_data`: may name its
+    own labelled set (`data`)."""
+
+    name: str
+    on_sequences: bool
+    own_data: bool = False
+
+
+VISION_PRETRAIN = StageKind("vision-pretrain", on_sequences=False, own_data=True)
+STAGE_KINDS = {k.name: k for k in (VISION_PRETRAIN, StageKind("align", True), StageKind("finetune", True))}
+
+
+def stage_seed(seed: int, stage_index: int) -> int:
+    """The seed of stage `stage_index` of a run seeded `seed`: what a stage draws (its batch order, its
+    initial randomness) depends only on these two, not on earlier stages or other parts."""
+    return seed * 1000 + stage_index
+
+
 class StageConfig(Strict):
     """One training stage. `lr` maps module groups to learning rates; a missing group or 0 = frozen.
 
@@ -94,7 +119,7 @@ class StageConfig(Strict):
     `align` and `finetune` train on the VQA sequences.
     """
 
-    name: Literal["vision-pretrain", "align", "finetune"]
+    name: Literal["vision-pretrain", "align", "finetune"]  # the keys of STAGE_KINDS
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     lr: dict[str, float]
@@ -106,9 +131,13 @@ class StageConfig(Strict):
     data: DataSource | None = None
     heldout_split: str | None = "val"
 
+    @property
+    def kind(self) -> StageKind:
+        return STAGE_KINDS[self.name]
+
     @model_validator(mode="after")
     def _data_for_vision_pretraining_only(self) -> StageConfig:
-        if self.data is not None and self.name != "vision-pretrain":
+        if self.data is not None and not self.kind.own_data:
             raise ValueError("`data` is for the vision-pretrain stage (other stages train on data.train)")
         return self
 

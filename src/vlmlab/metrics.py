@@ -86,6 +86,21 @@ def normalize_answer(text: str) -> str:
     return " ".join(words)
 
 
+def accuracy(records, column: str = "score") -> float:
+    """The accuracy vlmlab reports, everywhere: the mean of the per-item `score` over these records (NaN for none).
+
+    `score` is the task's own metric per item: 1/0 for exact match, VQAv2's soft human-agreement score
+    (0, 1/3, 2/3, 1 …), and IoU >= 0.5 for boxes. `correct` (score == 1, full credit) is the binary view
+    that calibration and question-overlap statistics need; it is not called accuracy."""
+    values = records[column]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def accuracy_by(records, keys: list[str]):
+    """`accuracy` per group of `keys` (a Series indexed by them, groups in order of appearance)."""
+    return records.groupby(keys, sort=False)["score"].mean()
+
+
 def exact_match(prediction: str, answer: str) -> float:
     """1.0 if the normalized prediction equals the normalized answer, else 0.0."""
     return float(normalize_answer(prediction) == normalize_answer(answer))

@@ -1,4 +1,4 @@
-"""A run directory's layout, and rebuilding a trained model from it for evaluation and analyses."""
+"""A run directory's layout, and rebuilding a trained model from it for evaluation and measurements."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ from pathlib import Path
 
 import torch
 
-from vlmlab.config import RunConfig, load_config
+from vlmlab import io
+from vlmlab.checkpoint import WEIGHTS, load_trainer_state, load_weights
+from vlmlab.config import RunConfig, load_config, read_yaml
+from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.errors import UserError
 from vlmlab.models.build import build_model
 from vlmlab.models.vlm import VisionLanguageModel
 
 
 class RunDir:
-    """`runs/<name>/{config.yaml, environment.json, tokenizer/, checkpoints/, predictions.parquet, metrics.json,
-    train_log.jsonl}`."""
+    """`runs/<name>/{config.yaml, environment.json, tokenizer/, checkpoints/, train_log.jsonl, train.json,
+    predictions*.parquet, metrics*.json, measurements/}`: the one place that names a run's files."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -26,22 +29,25 @@ class RunDir:
     train_log = property(lambda self: self.path / "train_log.jsonl")
     environment = property(lambda self: self.path / "environment.json")  # seed, versions, git sha, hardware
 
-    def predictions(self, blind: bool = False, perturb: str | None = None) -> Path:
+    train_info = property(lambda self: self.path / "train.json")  # what training cost: steps, seconds, parameters
+    done = property(lambda self: self.path / "done.json")  # a study's marker: this variant is complete
+    measurements = property(lambda self: self.path / "measurements")  # content-addressed probes (vlmlab.measure)
+    routing_bench = property(lambda self: self.path / "routing_bench.json")  # `vlmlab bench routing`
+
+    def trained(self) -> bool:
+        """Training finished: the final weights and the trainer's train.json both exist."""
+        return (self.final / WEIGHTS).is_file() and self.train_info.is_file()
+
+    def predictions(self, mode: EvalMode = CLEAN) -> Path:
         """`predictions.parquet`, `predictions_blind.parquet` or e.g. `predictions_noise-0.1.parquet`."""
-        return self.path / f"predictions{_suffix(blind, perturb)}.parquet"
+        return self.path / f"predictions{mode.suffix}.parquet"
 
-    def metrics(self, blind: bool = False, perturb: str | None = None) -> Path:
-        return self.path / f"metrics{_suffix(blind, perturb)}.json"
-
-
-def _suffix(blind: bool, perturb: str | None) -> str:
-    return "_blind" if blind else f"_{perturb}" if perturb else ""
+    def metrics(self, mode: EvalMode = CLEAN) -> Path:
+        return self.path / f"metrics{mode.suffix}.json"
 
 
 def init_run(cfg: RunConfig) -> RunDir | None:
     """The finished run `model.init_from` names (None if unset); a missing one is one line naming the key."""
-    from vlmlab.train.checkpoint import WEIGHTS
-
     if not cfg.model.init_from:
         return None
     run = RunDir(cfg.model.init_from)
@@ -72,8 +78,6 @@ def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | No
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, RunConfig]:
     """Rebuild the model from the run's saved config and tokenizer, then load its final weights."""
-    from vlmlab.train.checkpoint import WEIGHTS, load_trainer_state, load_weights
-
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"{run.path}: not a run directory (config.yaml missing)")
@@ -93,8 +97,6 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
 def training_fingerprint(raw: dict) -> str:
     """Hash of what the weights depend on: the config without its evaluation settings (`data.eval`, `eval`, `name`),
     so evaluating on other data stays possible while an edit to the model, data or recipe is caught."""
-    from vlmlab import io
-
     kept = {k: v for k, v in raw.items() if k not in ("name", "eval")}
     if isinstance(kept.get("data"), dict):
         kept["data"] = {k: v for k, v in kept["data"].items() if k != "eval"}
@@ -103,9 +105,6 @@ def training_fingerprint(raw: dict) -> str:
 
 def _check_config_unchanged(run: RunDir) -> None:
     """The final checkpoint names the fingerprint of the config it was trained from; an edited one is refused."""
-    from vlmlab.config import read_yaml
-    from vlmlab.train.checkpoint import load_trainer_state
-
     trained_from = load_trainer_state(run.final).get("training_fingerprint")
     if trained_from is not None and trained_from != training_fingerprint(read_yaml(run.config)):
         raise UserError(

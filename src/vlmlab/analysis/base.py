@@ -1,31 +1,51 @@
-"""The analysis interface: read a StudyData, return a report Section (text, tables, figures)."""
+"""The analysis interface: `compute` a typed result from a study's records and measurements; `render` it as a section.
+
+Computing and rendering are separate steps with a file between them (`analysis/<name>.json`): `vlmlab
+analyze` measures what the analyses need and computes them; `vlmlab report` only reads those results and
+renders them, so it runs no model and two reports of one study are the same.
+"""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vlmlab.measure.base import Measurement
 from vlmlab.registry import PartParams
-from vlmlab.report.document import Section
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
 class Analysis:
-    """Subclasses set `title`, define `Params` (their spec fields) and implement `run`."""
+    """Subclasses set `title` and `Result` (a dataclass), define `Params` (their spec fields) and implement
+    `compute` and `render`; one that probes trained models lists its probes in `measurements`."""
 
     class Params(PartParams):
         pass
 
-    title = ""
+    title: ClassVar[str] = ""
+    Result: ClassVar[type]
+    version: ClassVar[int] = 1  # bump when `compute` changes what it returns for the same inputs
 
     def __init__(self, params: PartParams):
         self.params = params
 
-    def run(self, study: StudyData) -> Section:  # pragma: no cover
+    def measurements(self, study: StudyData) -> list[Measurement]:
+        """The probes of trained runs this analysis reads (made before `compute`, reused when stored)."""
+        return []
+
+    def compute(self, study: StudyData, measured: list[Measurement]) -> Any:  # pragma: no cover - interface
+        """The result, from the study's records and `measured` (this analysis's `measurements`, all made)."""
+        raise NotImplementedError
+
+    def render(self, result: Any) -> Section:  # pragma: no cover - interface
+        """The report section for a result (text, tables, figures); reads nothing else."""
         raise NotImplementedError
 
 
 def paired_bootstrap_ci(a, b, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% interval of mean(a - b) resampling paired items (a, b: per-item scores of the same items)."""
-    import numpy as np
-
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if len(diff) == 0:
         return float("nan"), float("nan")

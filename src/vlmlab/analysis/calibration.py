@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from vlmlab.analysis.base import Analysis
+from vlmlab.metrics import accuracy
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report.document import Section
+from vlmlab.render.document import Section
+from vlmlab.render.plots import colours
 
 
 def _bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
@@ -92,6 +96,15 @@ def heldout_half(frame: pd.DataFrame) -> np.ndarray:
     return np.array([crc32(f"{s}/{i}".encode()) % 2 == 1 for s, i in zip(frame["seed"], frame["item_id"])], dtype=bool)
 
 
+@dataclass
+class CalibrationResult:
+    n_bins: int
+    temperature: bool
+    variants: list[str]
+    table: pd.DataFrame  # per variant and task: accuracy, mean confidence, ECE, MCE, Brier (+ temperature scaling)
+    reliability: pd.DataFrame  # per variant, task and non-empty bin: n, mean confidence, share correct
+
+
 @register_analysis("calibration")
 class Calibration(Analysis):
     """ECE / MCE / Brier per variant and task on clean evaluations, with reliability diagrams."""
@@ -101,21 +114,18 @@ class Calibration(Analysis):
         temperature: bool = True  # fit a temperature on half the items, report ECE on the other half
 
     title = "Calibration"
+    Result = CalibrationResult
 
-    def run(self, study) -> Section:
-        import matplotlib.pyplot as plt
-
-        from vlmlab.report.plots import colours
-
+    def compute(self, study, measured) -> CalibrationResult:
         n_bins = self.params.n_bins
         clean = study.results[study.results["mode"] == "clean"]
-        rows = []
+        rows, bins = [], []
         for (variant, task), f in clean.groupby(["variant", "task"], sort=False):
             rows.append(
                 {
                     "variant": variant,
                     "task": task,
-                    "accuracy": f["correct"].mean(),
+                    "accuracy": accuracy(f),
                     "mean_confidence": f["confidence"].mean(),
                     "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
                     "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
@@ -124,37 +134,47 @@ class Calibration(Analysis):
                     **(self._temperature(f, n_bins) if self.params.temperature else {}),
                 }
             )
-        table = pd.DataFrame(rows)
+        for task in dict.fromkeys(clean["task"]):
+            for variant in study.variants:
+                f = clean[(clean["task"] == task) & (clean["variant"] == variant)]
+                rel = reliability_table(f["confidence"], f["correct"], n_bins)
+                bins.append(rel.assign(variant=variant, task=task))
+        reliability = pd.concat(bins, ignore_index=True) if bins else pd.DataFrame()
+        return CalibrationResult(n_bins, self.params.temperature, study.variants, pd.DataFrame(rows), reliability)
+
+    def render(self, r: CalibrationResult) -> Section:
+        import matplotlib.pyplot as plt
+
+        n_bins, table = r.n_bins, r.table
         section = Section(self.title)
         section.text(
             f"Confidence is the probability the model gives its whole answer (the product of its token "
-            f"probabilities). ECE: item-weighted mean |accuracy − confidence| over {n_bins} equal-width bins; "
+            f"probabilities). ECE: item-weighted mean |share correct − confidence| over {n_bins} equal-width bins; "
             f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
-            f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5)."
+            f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5); `accuracy` is the task's mean score."
             + (
                 " Temperature scaling: T is fit (log loss of sigmoid(logit(confidence)/T)) on a fixed half of "
                 "the items and `ece_heldout` / `ece_heldout_scaled` are the ECE on the other half before / "
                 "after it — how much of the miscalibration one scalar recovers. (The answer's confidence is "
                 "rescaled as a yes/no probability, not the vocabulary logits.)"
-                if self.params.temperature
+                if r.temperature
                 else ""
             )
         )
-        tasks = list(dict.fromkeys(clean["task"]))
-        fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.4), squeeze=False)
-        cmap = colours(study.variants)
+        tasks = list(dict.fromkeys(table["task"])) if not table.empty else []
+        fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.3 * max(1, len(tasks)), 3.4), squeeze=False)
+        cmap = colours(r.variants)
         for ax, task in zip(axes[0], tasks):
             ax.plot([0, 1], [0, 1], color="#888", ls=":", lw=1)
-            for variant in study.variants:
-                f = clean[(clean["task"] == task) & (clean["variant"] == variant)]
-                rel = reliability_table(f["confidence"], f["correct"], n_bins)
+            for variant in r.variants:
+                rel = r.reliability[(r.reliability["task"] == task) & (r.reliability["variant"] == variant)]
                 ax.plot(rel["confidence"], rel["accuracy"], marker="o", ms=3, color=cmap[variant], label=variant)
             ax.set_title(task, fontsize=10)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_xlabel("confidence")
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("accuracy")
+        axes[0][0].set_ylabel("share correct")
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         section.figure(fig, "Reliability diagrams (clean evaluation, pooled over seeds).", "calibration")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from pydantic import Field
 
 from vlmlab.analysis.base import Analysis
-from vlmlab.metrics import parse_box, random_box_baseline
+from vlmlab.metrics import accuracy, parse_box, random_box_baseline
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
@@ -28,7 +30,7 @@ def collapse_table(records: pd.DataFrame, max_format_error: float = 0.5) -> pd.D
         gold = [parse_box(a) for a in f_task.drop_duplicates(["seed", "item_id"])["answer"]]
         baseline = random_box_baseline(gold)
         for (variant, seed), f in f_task.groupby(["variant", "seed"], sort=False):
-            acc = float(f["correct"].mean())
+            acc = accuracy(f)
             fmt = float(f["format_error"].mean()) if "format_error" in f else 0.0
             reasons = []
             if acc <= baseline:
@@ -50,6 +52,11 @@ def collapse_table(records: pd.DataFrame, max_format_error: float = 0.5) -> pd.D
     return pd.DataFrame(rows)
 
 
+@dataclass
+class CollapseResult:
+    table: pd.DataFrame  # per variant, seed and box task: Acc@0.5, format errors, random-box baseline, verdict
+
+
 @register_analysis("grounding-collapse")
 class GroundingCollapse(Analysis):
     """Localization collapse (study B): grounding no better than random boxes, or box outputs that do not parse."""
@@ -58,10 +65,14 @@ class GroundingCollapse(Analysis):
         max_format_error: float = Field(0.5, gt=0, le=1)
 
     title = "Grounding collapse"
+    Result = CollapseResult
 
-    def run(self, study: StudyData) -> Section:
+    def compute(self, study: StudyData, measured) -> CollapseResult:
+        return CollapseResult(collapse_table(study.results, self.params.max_format_error))
+
+    def render(self, r: CollapseResult) -> Section:
         section = Section(self.title)
-        table = collapse_table(study.results, self.params.max_format_error)
+        table = r.table
         if table.empty:
             return section.text("No box-answer task in this study.")
         section.text(

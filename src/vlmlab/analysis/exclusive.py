@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 from pydantic import Field
 
 from vlmlab.analysis.base import Analysis
+from vlmlab.metrics import accuracy_by
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
@@ -22,7 +24,7 @@ def chance_levels(records: pd.DataFrame, by: str) -> pd.DataFrame:
     """
     keys = _keys(by)
     clean = records[records["mode"] == "clean"]
-    blind = records[records["mode"] == "blind"].groupby(keys + ["variant"])["correct"].mean()
+    blind = accuracy_by(records[records["mode"] == "blind"], keys + ["variant"]).sort_index()
     rows = []
     for key, f in clean.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -45,7 +47,7 @@ def exclusive_table(records: pd.DataFrame, by: str, above: float, near: float) -
     clean = records[records["mode"] == "clean"]
     variants = list(dict.fromkeys(clean["variant"]))
     keys = _keys(by)
-    acc = clean.groupby(keys + ["variant"], sort=False)["correct"].mean().unstack("variant")[variants].reset_index()
+    acc = accuracy_by(clean, keys + ["variant"]).unstack("variant")[variants].reset_index()
     table = acc.merge(chance_levels(records, by), on=keys, how="left")
     exclusive = []
     for _, r in table.iterrows():
@@ -75,6 +77,13 @@ def format_error_table(records: pd.DataFrame, low: float, high: float) -> pd.Dat
     return rates
 
 
+@dataclass
+class ExclusiveResult:
+    variants: list[str]
+    accuracy: pd.DataFrame  # per task (/ category): accuracy per variant, chance, where chance comes from, exclusive_to
+    format_errors: pd.DataFrame  # box tasks: format-error rate per variant, exclusive_to (empty: no box task)
+
+
 @register_analysis("exclusive-capabilities")
 class ExclusiveCapabilities(Analysis):
     """Where one variant can do something the others cannot (at all): accuracy well above chance vs near it."""
@@ -87,25 +96,26 @@ class ExclusiveCapabilities(Analysis):
         format_high: float = Field(0.50, ge=0, le=1)  # ...while every other's is ≥ this
 
     title = "Exclusive capabilities"
+    Result = ExclusiveResult
 
-    def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
+    def compute(self, study: StudyData, measured) -> ExclusiveResult:
         p = self.params
-        return {
-            "accuracy": exclusive_table(study.results, p.by, p.above, p.near),
-            "format_errors": format_error_table(study.results, p.format_low, p.format_high),
-        }
+        return ExclusiveResult(
+            variants=study.variants,
+            accuracy=exclusive_table(study.results, p.by, p.above, p.near),
+            format_errors=format_error_table(study.results, p.format_low, p.format_high),
+        )
 
-    def run(self, study: StudyData) -> Section:
+    def render(self, t: ExclusiveResult) -> Section:
         p, section = self.params, Section(self.title)
-        t = self.tables(study)
-        acc = t["accuracy"]
+        acc = t.accuracy
         section.text(
             f"A {p.by} is *exclusive* to a variant when that variant's accuracy is at least chance + {p.above:.2f} "
             f"while every other variant stays within chance + {p.near:.2f}. Chance is the best blind accuracy of any "
             "variant when the study evaluates blind (what the question alone gets), else the majority-answer rate."
         )
         frame = acc.set_index(_keys(p.by))
-        gap = frame[study.variants].sub(frame["chance"], axis=0)
+        gap = frame[t.variants].sub(frame["chance"], axis=0)
         gap.index = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in gap.index]
         section.figure(
             plots.heatmap(gap, "accuracy − chance", centre=0.0),
@@ -121,7 +131,7 @@ class ExclusiveCapabilities(Analysis):
                 f"({r[r['exclusive_to']]:.3f} vs chance {r['chance']:.3f})."
             )
         section.table(acc, f"Accuracy per {p.by} (clean images) with the chance level it is compared against.")
-        fe = t["format_errors"]
+        fe = t.format_errors
         if not fe.empty:
             section.table(
                 fe,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from vlmlab.analysis.base import Analysis, paired_bootstrap_ci
+from vlmlab.metrics import accuracy
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
@@ -39,15 +42,15 @@ def level_deltas(
         groups = ["seed", by] if per_seed else [by]
         for group, f in paired.groupby(groups, sort=False):
             low, high = paired_bootstrap_ci(f["score_level"], f["score_ref"])
-            delta = f["score_level"].mean() - f["score_ref"].mean()
+            delta = accuracy(f, "score_level") - accuracy(f, "score_ref")
             where = dict(zip(groups, group if isinstance(group, tuple) else (group,)))
             rows.append(
                 {
                     "comparison": f"{level} − {levels[0]}",
                     "level": level,
                     **where,
-                    "reference": f["score_ref"].mean(),
-                    "accuracy": f["score_level"].mean(),
+                    "reference": accuracy(f, "score_ref"),
+                    "accuracy": accuracy(f, "score_level"),
                     "delta": delta,
                     "ci_low": low,
                     "ci_high": high,
@@ -56,6 +59,14 @@ def level_deltas(
                 }
             )
     return pd.DataFrame(rows)
+
+
+@dataclass
+class FactorEffectsResult:
+    by: str
+    per_seed: bool
+    variants: list[str]  # in spec order: a comparison is drawn in its level's variant colour
+    tables: dict[str, pd.DataFrame]  # factor -> level_deltas (empty: a single level)
 
 
 @register_analysis("factor-effects")
@@ -67,45 +78,50 @@ class FactorEffects(Analysis):
         per_seed: bool = False  # one delta per seed instead of pooling seeds
 
     title = "Factor effects per task (paired deltas)"
+    Result = FactorEffectsResult
 
-    def run(self, study: StudyData) -> Section:
+    def compute(self, study: StudyData, measured) -> FactorEffectsResult:
+        p = self.params
+        tables = {}
+        if p.by in ("task", "category"):
+            tables = {f: level_deltas(study, f, by=p.by, per_seed=p.per_seed) for f in study.spec.factors}
+        return FactorEffectsResult(p.by, p.per_seed, study.variants, tables)
+
+    def render(self, r: FactorEffectsResult) -> Section:
         section = Section(self.title)
-        if self.params.by not in ("task", "category"):
-            return section.text(f"`by: {self.params.by}` is not a results column (use task or category).")
+        if r.by not in ("task", "category"):
+            return section.text(f"`by: {r.by}` is not a results column (use task or category).")
         section.text(
             "For each factor, every level is compared with the factor's first level on the **same items** "
             "(same seed, same levels of every other factor): the delta is the difference in accuracy, the "
             "interval a 95% paired bootstrap. *helps* / *hurts* = the interval excludes zero."
         )
-        for factor in study.spec.factors:
-            table = level_deltas(study, factor, by=self.params.by, per_seed=self.params.per_seed)
+        palette = plots.colours(r.variants)
+        for factor, table in r.tables.items():
             if table.empty:
                 section.text(f"Factor `{factor}` has a single level: nothing to compare.")
                 continue
             plot_frame = table.rename(columns={"comparison": "variant"})
-            if self.params.per_seed:
+            if r.per_seed:
                 plot_frame = plot_frame.assign(variant=plot_frame["variant"] + " @" + plot_frame["seed"].astype(str))
-            palette = plots.colours(study.variants)  # a comparison is drawn in its level's variant colour
             colour_of = {c: palette[lv] for c, lv in zip(plot_frame["variant"], table["level"]) if lv in palette}
             section.figure(
                 plots.grouped_bars(
                     plot_frame,
-                    self.params.by,
+                    r.by,
                     "delta",
                     "ci_low",
                     "ci_high",
                     colour_of=colour_of,
                     ylabel=f"accuracy delta vs {table['comparison'].iloc[0].split(' − ')[1]}",
                 ),
-                f"Factor `{factor}`: accuracy of each level minus the reference level, per {self.params.by} "
+                f"Factor `{factor}`: accuracy of each level minus the reference level, per {r.by} "
                 "(95% paired bootstrap CI).",
                 f"factor_effects_{factor}",
             )
             section.table(table.drop(columns=["level"]), f"Factor `{factor}`, clean images; n = paired items × seeds.")
-            for comparison, f in table.groupby(
-                ["comparison", "seed"] if self.params.per_seed else "comparison", sort=False
-            ):
+            for comparison, f in table.groupby(["comparison", "seed"] if r.per_seed else "comparison", sort=False):
                 comparison = " @seed ".join(map(str, comparison)) if isinstance(comparison, tuple) else comparison
-                parts = [f"`{r[self.params.by]}` {r['delta']:+.3f} ({r['verdict']})" for _, r in f.iterrows()]
+                parts = [f"`{row[r.by]}` {row['delta']:+.3f} ({row['verdict']})" for _, row in f.iterrows()]
                 section.text(f"**{comparison}**: " + "; ".join(parts) + ".")
         return section

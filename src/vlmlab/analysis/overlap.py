@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,8 @@ from scipy.stats import binomtest
 
 from vlmlab.analysis.base import Analysis
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 ITEM = ["seed", "task", "item_id"]
@@ -94,6 +95,15 @@ def intersections(wide: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("items", ascending=False, kind="stable").reset_index(drop=True)
 
 
+@dataclass
+class OverlapResult:
+    variants: list[str]
+    pairs: pd.DataFrame  # every pair_stats, tasks pooled
+    pairs_per_task: pd.DataFrame
+    intersections: pd.DataFrame  # UpSet's bars: one boolean column per variant + items
+    oracle: pd.DataFrame  # one row: variants, items, oracle_accuracy, best_single
+
+
 @register_analysis("overlap")
 class Overlap(Analysis):
     """Do two variants solve *more* questions or *different* ones? Pairwise overlap statistics and an UpSet plot."""
@@ -103,42 +113,43 @@ class Overlap(Analysis):
         churn: float = Field(0.10, ge=0, le=1)  # share of items changing hands that makes "different"
 
     title = "Question-level overlap"
+    Result = OverlapResult
 
-    def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
+    def compute(self, study: StudyData, measured) -> OverlapResult:
         wide = correctness(study.results)
+        alpha, churn = self.params.alpha, self.params.churn
         per_task = [
-            pairwise(wide.xs(task, level="task"), self.params.alpha, self.params.churn).assign(task=task)
+            pairwise(wide.xs(task, level="task"), alpha, churn).assign(task=task)
             for task in wide.index.get_level_values("task").unique()
         ]
-        return {
-            "pairs": pairwise(wide, self.params.alpha, self.params.churn),
-            "pairs_per_task": pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(),
-            "intersections": intersections(wide) if len(wide.columns) else pd.DataFrame(),
-            "oracle": pd.DataFrame(
-                [
-                    {
-                        "variants": len(wide.columns),
-                        "items": len(wide),
-                        "oracle_accuracy": float(wide.any(axis=1).mean()) if len(wide) else float("nan"),
-                        "best_single": float(wide.mean().max()) if len(wide) else float("nan"),
-                    }
-                ]
-            ),
+        n = len(wide)
+        oracle = {
+            "variants": len(wide.columns),
+            "items": n,
+            "oracle_accuracy": float(wide.any(axis=1).mean()) if n else float("nan"),
+            "best_single": float(wide.mean().max()) if n else float("nan"),
         }
+        return OverlapResult(
+            variants=study.variants,
+            pairs=pairwise(wide, alpha, churn),
+            pairs_per_task=pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(),
+            intersections=intersections(wide) if len(wide.columns) else pd.DataFrame(),
+            oracle=pd.DataFrame([oracle]),
+        )
 
-    def run(self, study: StudyData) -> Section:
+    def render(self, t: OverlapResult) -> Section:
         section = Section(self.title)
-        if len(study.variants) < 2:
+        if len(t.variants) < 2:
             return section.text("One variant only: nothing to overlap.")
-        t = self.tables(study)
         section.text(
             "Items are (seed, task, item) answered by every variant with the real image. For each pair A, B: "
             "how many items both / only A / only B / neither solve, the flip rates, φ and Jaccard of correctness, "
             f"McNemar's exact test on the discordant items, and the verdict: **more** when McNemar p < {self.params.alpha} "
             f"(B's net gain is not chance), **different** when not, but at least {self.params.churn:.0%} of the items "
-            "change hands (churn = (only A + only B) / n), else **about the same**."
+            "change hands (churn = (only A + only B) / n), else **about the same**. Solved = full credit "
+            "(`correct`: score 1)."
         )
-        pairs = t["pairs"]
+        pairs = t.pairs
         for _, r in pairs.iterrows():
             section.text(
                 f"**{r['b']} vs {r['a']}**: {r['verdict']} — only {r['b']} {r['only_b']}, only {r['a']} {r['only_a']}, "
@@ -146,21 +157,17 @@ class Overlap(Analysis):
                 f"{r['churn']:.3f}, McNemar p {r['mcnemar_p']:.3g}, φ {r['phi']:.2f}."
             )
         section.table(pairs, "All pairs, tasks pooled (A = the earlier variant in the spec).")
-        oracle = t["oracle"].iloc[0]
+        oracle = t.oracle.iloc[0]
         section.text(
             f"Oracle (any variant correct): {oracle['oracle_accuracy']:.3f} vs the best single variant "
             f"{oracle['best_single']:.3f} over {int(oracle['items'])} items: the room a combination would have."
         )
-        variants = [c for c in t["intersections"].columns if c != "items"]  # the pattern columns, in spec order
+        variants = [c for c in t.intersections.columns if c != "items"]  # the pattern columns, in spec order
         section.figure(
-            plots.upset(t["intersections"], variants),
+            plots.upset(t.intersections, variants),
             "Items per correctness pattern (dots: the variants that solve them), largest first.",
             "overlap_upset",
         )
-        section.table(
-            t["pairs_per_task"][
-                ["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]
-            ],
-            "Per task.",
-        )
+        columns = ["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]
+        section.table(t.pairs_per_task[columns], "Per task.")
         return section

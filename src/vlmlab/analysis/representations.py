@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from vlmlab.analysis.base import Analysis
-from vlmlab.io import atomic_path, content_hash
+from vlmlab.measure.representations import RepresentationFeatures, layer, layer_count
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
@@ -43,72 +42,6 @@ def linear_cka(x, y) -> float:
     return float(xy / denom) if denom > 0 else float("nan")
 
 
-@torch.no_grad()
-def capture_last_token_states(model, dataset, batch_size: int = 64) -> dict[int, torch.Tensor]:
-    """Per decoder layer, the hidden state at the last prompt position (where the answer starts), (n, D) float32.
-
-    Forward hooks on the unmodified decoder layers; only the last position of each batch is kept, so memory
-    is n × D × layers, whatever the sequence length.
-    """
-    layers = list(model.llm.decoder.layers)
-    kept: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
-
-    def hook(index):
-        def keep(_module, _inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            kept[index].append(hidden[:, -1].float().cpu())  # rows are left-padded: -1 is every row's last token
-
-        return keep
-
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for start in range(0, len(dataset), batch_size):
-            b = dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]).to(device)
-            model(b.input_ids, b.attention_mask, b.image_mask, b.pixel_values)
-    finally:
-        for h in handles:
-            h.remove()
-    return {i: torch.cat(v) for i, v in kept.items()}
-
-
-def run_features(run_dir: Path, n_probe: int, conditions: list[tuple[str | None, str]]) -> list[Path]:
-    """Cached last-token states of a run on the probe set, one file per (perturb, question_suffix) condition
-    (`representations/<key>.safetensors` in the run dir). The run's model is loaded once, and only if a
-    condition is missing. `perturb` changes the images; `question_suffix` appends a meaning-preserving
-    instruction to every question.
-    """
-    from vlmlab.data.perturb import parse_perturbation
-    from vlmlab.data.probe import probe_dataset
-    from vlmlab.runs import load_run_model
-
-    targets = []
-    for perturb, suffix in conditions:
-        key = content_hash({"n_probe": n_probe, "perturb": perturb, "question_suffix": suffix, "version": 1})
-        targets.append(run_dir / "representations" / f"{key}.safetensors")
-    missing = [(c, t) for c, t in zip(conditions, targets) if not t.is_file()]
-    if missing:
-        model, cfg = load_run_model(run_dir)
-        for (perturb, suffix), target in missing:
-            data = probe_dataset(model, cfg, n_probe, suffix, parse_perturbation(perturb) if perturb else None)
-            states = capture_last_token_states(model, data, cfg.eval.batch_size)
-            with atomic_path(target) as tmp:
-                save_file({f"layer.{i}": t.contiguous() for i, t in states.items()}, str(tmp))
-    return targets
-
-
-def layer_count(path: Path) -> int:
-    with safe_open(str(path), "pt") as f:
-        return len(list(f.keys()))
-
-
-def layer(path: Path, index: int) -> torch.Tensor:
-    """One layer's (n, D) states, read alone: comparisons hold two layers in memory at a time."""
-    with safe_open(str(path), "pt") as f:
-        return f.get_tensor(f"layer.{index}")
-
-
 def per_layer_cka(a: Path, b: Path) -> list[float]:
     return [linear_cka(layer(a, i), layer(b, i)) for i in range(min(layer_count(a), layer_count(b)))]
 
@@ -123,6 +56,12 @@ def cross_layer_cka(a: Path, b: Path) -> np.ndarray:
     return out
 
 
+@dataclass
+class RepresentationsResult:
+    seed: int  # the seed of the variant-vs-variant comparison
+    tables: dict[str, pd.DataFrame]  # clean_vs_perturbed, question_variant, seed_vs_seed, variant_vs_variant, stability
+
+
 @register_analysis("representations")
 class Representations(Analysis):
     """How stable each variant's LLM representations are (CKA per layer) and how alike the variants' are."""
@@ -133,15 +72,29 @@ class Representations(Analysis):
         question_suffix: str = " Answer briefly."  # a question variant with the same meaning ("" = skip)
 
     title = "Representation stability (linear CKA)"
+    Result = RepresentationsResult
 
-    def tables(self, study: StudyData) -> dict[str, pd.DataFrame]:
+    def conditions(self) -> list[dict]:
+        """Clean, perturbed images, and (unless `question_suffix` is empty) reworded questions."""
         p = self.params
-        conditions = [(None, ""), (p.perturb, "")] + ([(None, p.question_suffix)] if p.question_suffix else [])
-        feats = {
-            (v, s): run_features(study.run_dir(v, s), p.n_probe, conditions)
+        out = [{}, {"perturb": p.perturb}]
+        return out + ([{"question_suffix": p.question_suffix}] if p.question_suffix else [])
+
+    def measurements(self, study: StudyData) -> list[RepresentationFeatures]:
+        """Every run's features under every condition, run by run."""
+        n = self.params.n_probe
+        return [
+            RepresentationFeatures(study.run(v, s).path, n_probe=n, **condition)
             for v in study.variants
             for s in study.seeds
-        }
+            for condition in self.conditions()
+        ]
+
+    def compute(self, study: StudyData, measured: list[RepresentationFeatures]) -> RepresentationsResult:
+        p = self.params
+        k = len(self.conditions())
+        runs = [(v, s) for v in study.variants for s in study.seeds]
+        feats = {run: [m.read() for m in measured[i * k : (i + 1) * k]] for i, run in enumerate(runs)}
         perturbed = [
             {"variant": v, "seed": s, "layer": i + 1, "cka": c}
             for (v, s), f in feats.items()
@@ -170,17 +123,18 @@ class Representations(Analysis):
         reworded_df = pd.DataFrame(reworded)
         if not reworded_df.empty:
             score["question_stability"] = score["variant"].map(reworded_df.groupby("variant")["cka"].mean())
-        return {
+        tables = {
             "clean_vs_perturbed": perturbed_df,
             "question_variant": reworded_df,
             "seed_vs_seed": pd.DataFrame(seeds),
             "variant_vs_variant": pd.DataFrame(cross),
             "stability": score,
         }
+        return RepresentationsResult(s0, tables)
 
-    def run(self, study: StudyData) -> Section:
+    def render(self, r: RepresentationsResult) -> Section:
         p, section = self.params, Section(self.title)
-        t = self.tables(study)
+        t = r.tables
         section.text(
             f"Hidden states at the last prompt token (where the answer starts) of every LLM layer, on {p.n_probe} fixed "
             "probe items from the evaluation tasks, captured with forward hooks. Linear CKA (Kornblith et al. 2019) "
@@ -219,7 +173,7 @@ class Representations(Analysis):
             grid.columns = [f"{b} L{j}" for j in grid.columns]
             section.figure(
                 plots.heatmap(grid, "CKA", fmt="{:.2f}"),
-                f"CKA between every layer of {a} and of {b} (seed {study.seeds[0]}, clean images).",
+                f"CKA between every layer of {a} and of {b} (seed {r.seed}, clean images).",
                 f"cka_{a}_vs_{b}",
             )
         diag = cross[cross["layer_a"] == cross["layer_b"]]

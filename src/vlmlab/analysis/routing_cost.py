@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from pydantic import Field
 
 from vlmlab.analysis.base import Analysis
+from vlmlab.measure.cost import PrefillCost
+from vlmlab.metrics import accuracy_by
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report.document import Section
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
 
 
@@ -22,29 +26,10 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
     return pd.Series(front, index=frame.index)
 
 
-def variant_costs(study: StudyData, n_probe: int) -> pd.DataFrame:
-    """Per variant (first seed): prefill GFLOPs per prompt, counted and analytic, and latency of its own routing."""
-    from vlmlab.data.probe import probe_batch
-    from vlmlab.evaluation.efficiency import measure_prefill
-    from vlmlab.runs import load_run_model
-
-    rows = []
-    for v in study.variants:
-        model, cfg = load_run_model(study.run_dir(v, study.seeds[0]))
-        batch = probe_batch(model, cfg, n_probe)
-        n = batch.input_ids.shape[0]
-        cost = measure_prefill(model, batch, repeats=3, decode_tokens=4)
-        rows.append(
-            {
-                "variant": v,
-                "routing": cfg.model.routing.id,
-                "prefill_gflops_per_prompt": cost["counted_prefill_gflops"] / n,
-                "analytic_gflops_per_prompt": cost["analytic_prefill_gflops"] / n,
-                "prefill_s": cost["prefill_s"],
-                "decode_token_s": cost["decode_token_s"],
-            }
-        )
-    return pd.DataFrame(rows)
+@dataclass
+class RoutingCostResult:
+    n_probe: int
+    table: pd.DataFrame  # per variant: routing, GFLOPs per prompt (counted, analytic), latency, accuracy, Pareto flag
 
 
 @register_analysis("routing-cost")
@@ -55,38 +40,51 @@ class RoutingCost(Analysis):
         n_probe: int = Field(64, ge=1)  # prompts in the measured batch
 
     title = "Accuracy against compute"
+    Result = RoutingCostResult
 
-    def run(self, study: StudyData) -> Section:
-        section = Section(self.title)
-        costs = variant_costs(study, self.params.n_probe)
+    def measurements(self, study: StudyData) -> list[PrefillCost]:
+        """Each variant's own routing on its first seed's run (latency is timed once, then read back)."""
+        seed = study.seeds[0]
+        return [PrefillCost(study.run(v, seed).path, n_probe=self.params.n_probe) for v in study.variants]
+
+    def compute(self, study: StudyData, measured: list[PrefillCost]) -> RoutingCostResult:
+        columns = ["routing", "prefill_gflops_per_prompt", "analytic_gflops_per_prompt", "prefill_s", "decode_token_s"]
+        costs = pd.DataFrame(
+            [{"variant": v, **{c: m.read()[c] for c in columns}} for v, m in zip(study.variants, measured)]
+        )
         clean = study.results[study.results["mode"] == "clean"]
-        acc = clean.groupby("variant", sort=False)["correct"].mean().rename("accuracy")
-        per_task = clean.groupby(["variant", "task"], sort=False)["correct"].mean().unstack("task")
+        acc = accuracy_by(clean, ["variant"]).rename("accuracy")
+        per_task = accuracy_by(clean, ["variant", "task"]).unstack("task")
         table = costs.merge(acc, left_on="variant", right_index=True).merge(
             per_task, left_on="variant", right_index=True
         )
         base = table["prefill_gflops_per_prompt"].max()
         table["flops_ratio"] = table["prefill_gflops_per_prompt"] / base
         table["pareto"] = pareto_front(table, "prefill_gflops_per_prompt", "accuracy")
+        return RoutingCostResult(self.params.n_probe, table)
+
+    def render(self, r: RoutingCostResult) -> Section:
+        section = Section(self.title)
         section.text(
-            f"Prefill FLOPs of the LLM decoder per prompt, counted by torch on {self.params.n_probe} probe prompts (eager "
+            f"Prefill FLOPs of the LLM decoder per prompt, counted by torch on {r.n_probe} probe prompts (eager "
             "attention so the attention products are counted) beside the analytic token-layer formula; prefill and "
-            "per-token decode latency are medians on this machine. Accuracy: all clean evaluation items. The Pareto "
-            "front holds the variants no other variant beats at lower or equal cost."
+            "per-token decode latency are medians, timed once on the machine that ran `vlmlab analyze`. Accuracy: "
+            "all clean evaluation items. The Pareto front holds the variants no other variant beats at lower or "
+            "equal cost."
         )
         section.figure(
-            _pareto_figure(table),
+            _pareto_figure(r.table),
             "Accuracy against prefill FLOPs (relative to the most expensive variant); the line joins the Pareto front.",
             "routing_pareto",
         )
-        section.table(table, "Cost and accuracy per variant (first seed).")
+        section.table(r.table, "Cost and accuracy per variant (first seed).")
         return section
 
 
 def _pareto_figure(table: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    from vlmlab.report.plots import colours
+    from vlmlab.render.plots import colours
 
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     cmap = colours(list(table["variant"]))

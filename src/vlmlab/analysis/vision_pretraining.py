@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from vlmlab.analysis.base import Analysis
+from vlmlab.metrics import accuracy
 from vlmlab.registry import register_analysis
-from vlmlab.report.document import Section
+from vlmlab.render.document import Section
+from vlmlab.render.plots import colours
 from vlmlab.study.data import StudyData, run_json
 
 
@@ -19,7 +23,7 @@ def pretraining_table(study: StudyData) -> pd.DataFrame:
     rows = []
     for variant in study.variants:
         for seed in study.seeds:
-            train = run_json(study.run_dir(variant, seed) / "train.json")
+            train = run_json(study.run(variant, seed).train_info)
             vp = train.get("vision_pretrain") or {}
             held = [v for k, v in vp.items() if k.startswith("heldout_top1/")]  # images never trained on, if any
             tops = held or [v for k, v in vp.items() if k.startswith("train_top1/")]
@@ -31,11 +35,18 @@ def pretraining_table(study: StudyData) -> pd.DataFrame:
                     "pretrain_top1": float(np.mean(tops)) if tops else float("nan"),
                     "top1_on": "held-out" if held else ("train" if tops else ""),
                     "params_vision": (train.get("parameters") or {}).get("vision"),
-                    "vlm_accuracy": float(f["correct"].mean()) if len(f) else float("nan"),
-                    **{t: float(g["correct"].mean()) for t, g in f.groupby("task", sort=False)},
+                    "vlm_accuracy": accuracy(f),
+                    **{t: accuracy(g) for t, g in f.groupby("task", sort=False)},
                 }
             )
     return pd.DataFrame(rows)
+
+
+@dataclass
+class PretrainingResult:
+    variants: list[str]
+    first_seed: int
+    table: pd.DataFrame  # pretraining_table
 
 
 @register_analysis("vision-pretraining")
@@ -43,14 +54,16 @@ class VisionPretraining(Analysis):
     """Vision-pretraining top-1 against the VLM's accuracy per run, with Spearman's rank correlation."""
 
     title = "Vision pretraining vs VLM quality"
+    Result = PretrainingResult
 
-    def run(self, study: StudyData) -> Section:
+    def compute(self, study: StudyData, measured) -> PretrainingResult:
+        return PretrainingResult(study.variants, study.seeds[0], pretraining_table(study))
+
+    def render(self, r: PretrainingResult) -> Section:
         import matplotlib.pyplot as plt
 
-        from vlmlab.report.plots import colours
-
         section = Section(self.title)
-        table = pretraining_table(study)
+        table = r.table
         if table["pretrain_top1"].isna().all():
             return section.text("No run has a vision-pretrain stage: nothing to compare.")
         section.text(
@@ -60,15 +73,10 @@ class VisionPretraining(Analysis):
             "Does a tower that classifies better make a better VLM?"
         )
         fig, ax = plt.subplots(figsize=(5.6, 3.8))
-        cmap = colours(study.variants)
-        for _, r in table.iterrows():
-            ax.scatter(
-                r["pretrain_top1"],
-                r["vlm_accuracy"],
-                color=cmap[r["variant"]],
-                s=50,
-                label=r["variant"] if r["seed"] == study.seeds[0] else None,
-            )
+        cmap = colours(r.variants)
+        for _, row in table.iterrows():
+            label = row["variant"] if row["seed"] == r.first_seed else None
+            ax.scatter(row["pretrain_top1"], row["vlm_accuracy"], color=cmap[row["variant"]], s=50, label=label)
         ax.set_xlabel("vision-pretraining top-1 (mean over heads)")
         ax.set_ylabel("VLM accuracy (all tasks, clean)")
         ax.grid(alpha=0.3)

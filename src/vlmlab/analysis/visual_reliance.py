@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from vlmlab.analysis.base import Analysis, paired_bootstrap_ci
+from vlmlab.metrics import accuracy
 from vlmlab.registry import PartParams, register_analysis
-from vlmlab.report import plots
-from vlmlab.report.document import Section
+from vlmlab.render import plots
+from vlmlab.render.document import Section
 from vlmlab.study.data import StudyData
+
+
+def reliance_rows(both: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group of `keys`: clean and blind accuracy over the same items, the gap and its paired 95% CI."""
+    rows = []
+    for group, f in both.groupby(keys, sort=False):
+        low, high = paired_bootstrap_ci(f["score_clean"], f["score_blind"])
+        clean, blind = accuracy(f, "score_clean"), accuracy(f, "score_blind")
+        rows.append(
+            {
+                **dict(zip(keys, group)),
+                "clean": clean,
+                "blind": blind,
+                "gap": clean - blind,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(f),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class RelianceResult:
+    has_blind: bool
+    per_task: pd.DataFrame  # variant, task, clean, blind, gap, ci_low, ci_high, n
+    per_category: pd.DataFrame | None  # the same per category (None unless `by_category`)
 
 
 @register_analysis("visual-reliance")
@@ -19,32 +49,24 @@ class VisualReliance(Analysis):
         by_category: bool = True  # also a table and figure per category
 
     title = "Visual reliance (clean vs blind)"
+    Result = RelianceResult
 
-    def run(self, study: StudyData) -> Section:
-        section = Section(self.title)
+    def compute(self, study: StudyData, measured) -> RelianceResult:
         records = study.results
         if "blind" not in set(records["mode"]):
-            return section.text("No blind evaluation in this study (`eval.blind: false`), so nothing to compare.")
+            return RelianceResult(False, pd.DataFrame(), None)
         keys = ["variant", "seed", "task", "item_id"]
         clean = records[records["mode"] == "clean"][keys + ["category", "score"]]
         blind = records[records["mode"] == "blind"][keys + ["score"]]
         both = clean.merge(blind, on=keys, suffixes=("_clean", "_blind"))
-        rows = []
-        for (variant, task), f in both.groupby(["variant", "task"], sort=False):
-            low, high = paired_bootstrap_ci(f["score_clean"], f["score_blind"])
-            rows.append(
-                {
-                    "variant": variant,
-                    "task": task,
-                    "clean": f["score_clean"].mean(),
-                    "blind": f["score_blind"].mean(),
-                    "gap": f["score_clean"].mean() - f["score_blind"].mean(),
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n": len(f),
-                }
-            )
-        table = pd.DataFrame(rows)
+        per_category = reliance_rows(both, ["variant", "task", "category"]) if self.params.by_category else None
+        return RelianceResult(True, reliance_rows(both, ["variant", "task"]), per_category)
+
+    def render(self, r: RelianceResult) -> Section:
+        section = Section(self.title)
+        if not r.has_blind:
+            return section.text("No blind evaluation in this study (`eval.blind: false`), so nothing to compare.")
+        table = r.per_task
         section.text(
             "The gap is accuracy with the real image minus accuracy when every image is replaced by a constant "
             "one, over the same items. A gap near zero means the task is answered from the question alone "
@@ -61,24 +83,8 @@ class VisualReliance(Analysis):
             f"Largest reliance: **{top['variant']}** on `{top['task']}` (gap {top['gap']:+.3f}, "
             f"95% CI {top['ci_low']:+.3f} to {top['ci_high']:+.3f})."
         )
-        if self.params.by_category:
-            per = []
-            for (variant, task, category), f in both.groupby(["variant", "task", "category"], sort=False):
-                low, high = paired_bootstrap_ci(f["score_clean"], f["score_blind"])
-                per.append(
-                    {
-                        "variant": variant,
-                        "task": task,
-                        "category": category,
-                        "clean": f["score_clean"].mean(),
-                        "blind": f["score_blind"].mean(),
-                        "gap": f["score_clean"].mean() - f["score_blind"].mean(),
-                        "ci_low": low,
-                        "ci_high": high,
-                        "n": len(f),
-                    }
-                )
-            per_cat = pd.DataFrame(per)
+        if r.per_category is not None:
+            per_cat = r.per_category
             labelled = per_cat.assign(group=per_cat["task"] + " / " + per_cat["category"])
             section.figure(
                 plots.grouped_bars(labelled, "group", "gap", "ci_low", "ci_high", ylabel="clean − blind accuracy"),

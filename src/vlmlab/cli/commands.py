@@ -25,10 +25,12 @@ def resolve_config_path(arg: str) -> Path:
 def cmd_train(args) -> int:
     from vlmlab.config import load_config, parse_overrides
     from vlmlab.evaluation.evaluate import evaluate_run
+    from vlmlab.measure.resolve import resolve_with_measurements
     from vlmlab.train.trainer import Trainer
 
     cfg = load_config(resolve_config_path(args.config), parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
+    cfg = resolve_with_measurements(cfg)  # DPVR `layer: auto`: read off (or first measure) model.init_from's profile
     trainer = Trainer(cfg, out, resume=args.resume)
     result = trainer.run_training()
     main_process = trainer.accelerator.is_main_process  # under accelerate launch / torchrun: one process reports
@@ -37,7 +39,7 @@ def cmd_train(args) -> int:
             f"trained {result.steps} steps in {result.seconds:.0f}s ({result.samples_per_s:.0f} samples/s) -> {out}"
         )
     if not args.no_eval and cfg.data.eval:
-        metrics = evaluate_run(out, model=result.model.eval(), cfg=trainer.cfg)  # items shared out over the processes
+        metrics = evaluate_run(out, model=result.model.eval(), cfg=cfg)  # items shared out over the processes
         if main_process:
             _print_metrics(metrics, out)
     return 0
@@ -45,6 +47,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from vlmlab.config import DataSource
+    from vlmlab.data.eval_mode import CLEAN, EvalMode
+    from vlmlab.data.perturb import parse_perturbation
     from vlmlab.evaluation.evaluate import evaluate_run
 
     sources = None
@@ -53,11 +57,9 @@ def cmd_eval(args) -> int:
         for spec in args.task:
             task, _, split = spec.partition(":")
             sources.append(DataSource(task=task, split=split or "test", limit=args.limit))
-    from vlmlab.data.perturb import parse_perturbation
-
-    perturb = parse_perturbation(args.perturb) if args.perturb else None
-    metrics = evaluate_run(args.run_dir, sources, blind=args.blind, perturb=perturb)
-    _print_metrics(metrics, Path(args.run_dir), mode="blind" if args.blind else perturb.tag if perturb else "")
+    mode = EvalMode(blind=args.blind, perturbation=parse_perturbation(args.perturb) if args.perturb else None)
+    metrics = evaluate_run(args.run_dir, sources, mode=mode)
+    _print_metrics(metrics, Path(args.run_dir), mode="" if mode == CLEAN else mode.name)
     return 0
 
 
@@ -152,11 +154,14 @@ def cmd_pretrain_lm(args) -> int:
 
 
 def cmd_pretrain_vision(args) -> int:
+    from vlmlab.measure.towers import pretrain_towers
     from vlmlab.progress import progress
-    from vlmlab.train.vision_pretrain import mean_top1, pretrain_study_towers
+    from vlmlab.study.runner import prepare_study
+    from vlmlab.train.vision_pretrain import mean_top1
 
+    study = prepare_study(resolve_study_path(args.spec), args.out)
     with progress() as bar:
-        rows = pretrain_study_towers(resolve_study_path(args.spec), args.out, bar)
+        rows = pretrain_towers([(v.name, v.seed, v.cfg) for v in study.variants], study.dir.vision_cache, bar)
     console.print(
         "matched vision pretraining (mean top-1 over the attributes; held-out = images never trained on)",
         highlight=False,
@@ -208,6 +213,8 @@ def resolve_study_path(arg: str) -> Path:
 
 
 def cmd_study(args) -> int:
+    from vlmlab.analysis.run import analyze_study
+    from vlmlab.distributed import barrier, is_main_process
     from vlmlab.io import write_text
     from vlmlab.study.runner import job_script, prepare_study, run_study
 
@@ -220,15 +227,26 @@ def cmd_study(args) -> int:
             f"fingerprint {study.control['config']['fingerprint']}",
             soft_wrap=True,
         )
+        for measurement, key, run_name in study.pending:
+            console.print(
+                f"{run_name}: {key} will be read off the {measurement.describe()}, measured before training",
+                soft_wrap=True,
+                highlight=False,
+            )
         if args.script:
             write_text(args.script, job_script(spec_path, study))
             console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)
         return 0
     study = run_study(spec_path, args.out, only=args.only)
-    if study.dir.results.is_file() and not args.only:
+    if study.dir.complete.is_file() and not args.only:
+        if is_main_process():
+            analyze_study(study.dir.path)
+        barrier()
         _print_study_summary(study.dir.path)
         console.print(
-            f"results: {study.dir.results}  summary: {study.dir.summary}  (report: vlmlab report {study.dir.path})"
+            f"results: {study.dir.results}  summary: {study.dir.summary}  analyses: {study.dir.analysis}  "
+            f"(report: vlmlab report {study.dir.path})",
+            soft_wrap=True,
         )
     return 0
 
@@ -242,6 +260,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    from vlmlab.analysis.run import analyze_study
     from vlmlab.registry import ANALYSES
     from vlmlab.report.study_report import build_report
 
@@ -251,19 +270,24 @@ def cmd_analyze(args) -> int:
         for a in only:
             ANALYSES.get(a, key="--only")
     elif args.all:
-        only = [a for a, _ in ANALYSES.items()]
-    html_path, _ = build_report(args.study_dir, only=only)
+        only = ANALYSES.ids()
+    written = analyze_study(args.study_dir, only=only)
+    html_path, _ = build_report(args.study_dir)
     console.print(
-        f"wrote {Path(args.study_dir) / 'analysis'}/*.json and the figures beside them; refreshed {html_path}",
+        f"wrote {len(written)} analysis results to {Path(args.study_dir) / 'analysis'}/; refreshed {html_path}",
         soft_wrap=True,
     )
     return 0
 
 
 def cmd_attention(args) -> int:
-    from vlmlab.analysis.attention import RECORD, attention_profile
+    from vlmlab.measure.attention import AttentionProfile
+    from vlmlab.measure.base import measure_all
 
-    record = attention_profile(args.run_dir, n_probe=args.n_probe, threshold=args.threshold, batch_size=args.batch_size)
+    profile = AttentionProfile(args.run_dir, n_probe=args.n_probe, batch_size=args.batch_size)
+    if not measure_all([profile]):
+        console.print(f"{profile.describe()}: measured before, read from {profile.path}", soft_wrap=True)
+    record = profile.profile(args.threshold)
     console.print(
         f"text → image attention share per layer ({record['items']} probe items, {record['image_tokens']} "
         "vision tokens; mean over heads, text positions, items; head range in brackets)",
@@ -274,7 +298,7 @@ def cmd_attention(args) -> int:
     sat = record["saturation_layer"]
     console.print(
         f"saturation layer (share < {record['threshold']} from here on): {sat if sat is not None else 'none'}; "
-        f"wrote {Path(args.run_dir) / RECORD}",
+        f"stored in {profile.path}",
         highlight=False,
         soft_wrap=True,
     )
@@ -282,7 +306,7 @@ def cmd_attention(args) -> int:
 
 
 def cmd_bench_routing(args) -> int:
-    from vlmlab.evaluation.routing_bench import bench_routing
+    from vlmlab.measure.routing_bench import bench_routing
 
     r = bench_routing(args.run_dir, args.fastv_layer, args.fastv_ratio, args.dpvr_layer, args.n_probe, args.eval_limit)
     g = r["geometry"]
@@ -307,10 +331,13 @@ def cmd_bench_routing(args) -> int:
             highlight=False,
         )
     p = r["paper_geometry"]
+    settings = ", ".join(
+        f"{part_id} ({', '.join(f'{k}={v}' for k, v in s['params'].items())}) {s['over_full']:.3f}"
+        for part_id, s in p["strategies"].items()
+    )
     console.print(
-        f"paper geometry (576 vision + 60 text tokens, 32 layers, route after {p['dpvr_layer']}): analytic "
-        f"prefill FLOPs DPVR/full {p['dpvr_over_full']:.3f}, FastV(K=2, R=0.5)/full {p['fastv_K2_R0.5_over_full']:.3f}; "
-        f"wrote {Path(args.run_dir) / 'routing_bench.json'}",
+        f"paper geometry ({p['vision']} vision + {p['text']} text tokens, {p['layers']} layers): analytic prefill "
+        f"FLOPs over full at each strategy's paper setting: {settings}; wrote {Path(args.run_dir) / 'routing_bench.json'}",
         highlight=False,
         soft_wrap=True,
     )
@@ -319,10 +346,12 @@ def cmd_bench_routing(args) -> int:
 
 def cmd_bench_vision(args) -> int:
     from vlmlab import io
-    from vlmlab.evaluation.vision_bench import bench_vision, growth, plot
-    from vlmlab.report.document import figure_png
+    from vlmlab.measure.vision_bench import bench_vision, growth, plot
+    from vlmlab.render.document import figure_png
+    from vlmlab.study.spec import tower_levels
 
-    table = bench_vision(resolve_study_path(args.spec), args.sizes, batch=args.batch, repeats=args.repeats)
+    levels = tower_levels(resolve_study_path(args.spec))
+    table = bench_vision(levels, args.sizes, batch=args.batch, repeats=args.repeats)
     out = Path(args.out)
     measured = table.dropna(subset=["forward_ms"]) if "forward_ms" in table else table
     for row in measured.itertuples():
@@ -356,6 +385,7 @@ def cmd_bench_vision(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from vlmlab.analysis.run import analyze_study
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
 
@@ -365,8 +395,9 @@ def cmd_demo(args) -> int:
         args.study
     ]
     out = Path(args.out or f"runs/{name}")
-    study = run_study(resolve_study_path(name), out)
-    html_path, _ = build_report(out)
+    study = run_study(resolve_study_path(name), out)  # train and evaluate every variant, combine the records
+    analyze_study(out)  # measure what the analyses need, compute them
+    html_path, _ = build_report(out)  # render
     _print_study_summary(out)
     analyses = ", ".join(a.id for a in study.spec.analyses)
     console.print(

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from vlmlab.config import ImageConfig
+from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.data.images import load_image, normalize, to_array
 from vlmlab.data.items import VQAItem
-from vlmlab.data.perturb import Perturbation
 from vlmlab.errors import UserError
 from vlmlab.models.llm.base import LanguageBackbone
 
@@ -60,14 +60,12 @@ class VQADataset(torch.utils.data.Dataset):
         image: ImageConfig,
         num_image_tokens: int,
         with_answers: bool,
-        blind: bool = False,
-        perturb: Perturbation | None = None,
+        mode: EvalMode = CLEAN,
     ):
         self.items = list(items)
         self.image_cfg = image
         self.with_answers = with_answers
-        self.blind = blind
-        self.perturb = perturb
+        self.mode = mode
         self.pad_id = llm.pad_token_id
         self.image_token_id = llm.image_token_id
         prompt_cache: dict[str, list[int]] = {}
@@ -112,11 +110,9 @@ class VQADataset(torch.utils.data.Dataset):
         else:
             ids, labels = prompt, []
         image = None
-        if not self.blind:
+        if not self.mode.blind:
             path = self.items[index].image
-            image = self.image_array(path)
-            if self.perturb is not None:
-                image = self.perturb.apply(image, path)
+            image = self.mode.image(self.image_array(path), path)
         return ids, labels, image, index
 
     def collate(self, rows: list[tuple[list[int], list[int], np.ndarray | None, int]]) -> Batch:
@@ -132,7 +128,7 @@ class VQADataset(torch.utils.data.Dataset):
             if labels is not None:
                 labels[i, start:] = torch.tensor(lab)
         size = self.image_cfg.size
-        if self.blind:  # a constant image: the per-channel mean, i.e. zeros after normalization
+        if self.mode.blind:  # a constant image: the per-channel mean, i.e. zeros after normalization
             pixels = torch.zeros((n, 3, size, size))
         else:
             stacked = np.stack([r[2] for r in rows])

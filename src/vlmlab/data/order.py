@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from vlmlab.config import RunConfig, StageConfig
+from vlmlab.config import RunConfig, StageConfig, stage_seed
 
 
 class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
@@ -96,7 +96,7 @@ def stage_order(
     order = SeededBatchOrder(
         n_items,
         micro,
-        seed=cfg.seed * 1000 + stage_index,
+        seed=stage_seed(cfg.seed, stage_index),
         total_steps=total * accum,
         start_step=start_step * accum,
         rank=rank,
@@ -110,5 +110,14 @@ def training_order_fingerprints(cfg: RunConfig, item_ids: Sequence[str]) -> list
     return [
         order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids))[0])
         for s, stage in enumerate(cfg.train.stages)
-        if stage.name != "vision-pretrain"
+        if stage.kind.on_sequences
     ]
+
+
+def optimizer_steps_before(cfg: RunConfig, stage_index: int, n_items: int, world: int = 1) -> int:
+    """Optimizer steps of the sequence stages before `stage_index` (the x axis trackers log against)."""
+    return sum(
+        stage_order(cfg, i, n_items, world=world)[1]
+        for i in range(stage_index)
+        if cfg.train.stages[i].kind.on_sequences
+    )

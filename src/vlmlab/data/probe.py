@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vlmlab.data.dataset import VQADataset
-from vlmlab.data.perturb import Perturbation
+from vlmlab.data.eval_mode import CLEAN, EvalMode
 
 
 def probe_items(cfg, n_probe: int):
@@ -18,14 +18,13 @@ def probe_items(cfg, n_probe: int):
     return interleaved[:n_probe]
 
 
-def probe_dataset(
-    model, cfg, n_probe: int, question_suffix: str = "", perturb: Perturbation | None = None
-) -> VQADataset:
-    """The probe items as a prompt-only dataset for `model` (optionally reworded or with perturbed images)."""
+def probe_dataset(model, cfg, n_probe: int, question_suffix: str = "", mode: EvalMode = CLEAN) -> VQADataset:
+    """The probe items as a prompt-only dataset for `model` (optionally reworded, or with its images shown in
+    another evaluation `mode`)."""
     items = probe_items(cfg, n_probe)
     if question_suffix:
         items = [replace(it, question=it.question + question_suffix) for it in items]
-    return VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, perturb=perturb)
+    return VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, mode=mode)
 
 
 def probe_batch(model, cfg, n_probe: int):

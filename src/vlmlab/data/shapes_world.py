@@ -9,7 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vlmlab import io
+from vlmlab.cache import cache_root
 from vlmlab.errors import UserError
+from vlmlab.progress import console
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 PALETTE = {
@@ -292,3 +294,14 @@ def generate(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return counts
+
+
+def cached_dataset(seed: int, n: int, size: int = 64) -> Path:
+    """The shapes-world directory for (seed, n, size) in the user cache, generated on first use (`generate`
+    writes a temp dir, then renames it)."""
+    target = cache_root() / "datasets" / f"shapes-world-s{seed}-n{n}-{size}px"
+    if (target / "meta.json").is_file():
+        return target
+    console.print(f"generating shapes-world (seed {seed}, {n} scenes, {size}px) -> {target}")
+    generate(target, seed, n, size)
+    return target

@@ -12,14 +12,15 @@ import torch
 from vlmlab import io
 from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
-from vlmlab.data.perturb import Perturbation, shift_box_answer
+from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.data.sources import load_source
 from vlmlab.distributed import is_main_process, process_group
-from vlmlab.errors import ConfigError, UserError
+from vlmlab.errors import ConfigError
 from vlmlab.evaluation.generate import greedy_generate
+from vlmlab.metrics import accuracy
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
-from vlmlab.runs import RunDir
+from vlmlab.runs import RunDir, load_run_model
 
 RECORD_COLUMNS = [
     "item_id",
@@ -42,10 +43,10 @@ def predict(
     model: VisionLanguageModel,
     cfg: RunConfig,
     sources: Sequence[DataSource],
-    blind: bool = False,
-    perturb: Perturbation | None = None,
+    mode: EvalMode = CLEAN,
 ) -> pd.DataFrame:
-    """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS)."""
+    """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS), with the images
+    shown as `mode` says (clean, blind, perturbed)."""
     device = next(model.parameters()).device
     rank, world = process_group()
     rows = []
@@ -53,20 +54,18 @@ def predict(
     with progress(disable=rank != 0) as bar:
         for i, source in enumerate(sources):
             task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
-            if perturb is not None and perturb.kind == "shift":  # gold boxes move with the image
-                items = [replace(it, answer=shift_box_answer(perturb, it.answer, cfg.data.image.size)) for it in items]
+            items = [replace(it, answer=mode.answer(it.answer, cfg.data.image.size)) for it in items]
             data = VQADataset(
                 items,
                 model.llm,
                 cfg.data.image,
                 model.num_image_tokens,
                 with_answers=False,
-                blind=blind,
-                perturb=perturb,
+                mode=mode,
             )
             bs = cfg.eval.batch_size
-            mode = " (blind)" if blind else f" ({perturb.tag})" if perturb else ""
-            job = bar.add_task(f"eval {source.task}/{source.split}{mode}", total=len(data), info="")
+            shown = "" if mode == CLEAN else f" ({mode.name})"
+            job = bar.add_task(f"eval {source.task}/{source.split}{shown}", total=len(data), info="")
             for b, start in enumerate(range(0, len(data), bs)):
                 if b % world != rank:  # whole batches are dealt round-robin: no item twice, none padded or lost
                     bar.advance(job, min(bs, len(data) - start))
@@ -90,8 +89,8 @@ def predict(
                             "correct": bool(score >= 1.0),
                             "confidence": gen.confidence[row_i],
                             "stopped": gen.stopped[row_i],
-                            "blind": blind,
-                            "perturb": perturb.tag if perturb else "",
+                            "blind": mode.blind,
+                            "perturb": mode.perturb_tag,
                             "image": item.image,
                         }
                     )
@@ -108,7 +107,7 @@ def summarize(records: pd.DataFrame) -> dict:
     """Accuracy (mean score) and n: overall, per task, and per task/category."""
 
     def acc(frame: pd.DataFrame) -> dict:
-        return {"accuracy": float(frame["score"].mean()) if len(frame) else float("nan"), "n": int(len(frame))}
+        return {"accuracy": accuracy(frame), "n": int(len(frame))}
 
     return {
         "overall": acc(records),
@@ -123,7 +122,7 @@ def accuracy_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
     Clean minus blind is the visual-reliance gap; clean minus perturbed is the perturbation drop."""
     both = reference.merge(other, on=["task", "item_id"], suffixes=("", "_other"))
     return {
-        task: {"gap": float(f["score"].mean() - f["score_other"].mean()), "n": int(len(f))}
+        task: {"gap": accuracy(f) - accuracy(f, "score_other"), "n": int(len(f))}
         for task, f in both.groupby("task", sort=True)
     }
 
@@ -131,36 +130,28 @@ def accuracy_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
 def evaluate_run(
     run_dir: str | Path,
     sources: Sequence[DataSource] | None = None,
-    blind: bool = False,
+    mode: EvalMode = CLEAN,
     model=None,
     cfg=None,
-    perturb: Perturbation | None = None,
 ) -> dict:
-    """Evaluate a trained run; writes predictions[_MODE].parquet and metrics[_MODE].json atomically
-    (MODE: none, `blind`, or the perturbation's tag such as `noise-0.1`)."""
-    from vlmlab.runs import load_run_model
-
-    if blind and perturb is not None:
-        raise UserError(
-            "--blind and --perturb exclude each other (a constant image has nothing to perturb)", exit_code=2
-        )
+    """Evaluate a trained run; writes predictions{mode.suffix}.parquet and metrics{mode.suffix}.json atomically
+    (suffix: none, `_blind`, or the perturbation's tag such as `_noise-0.1`)."""
     run = RunDir(run_dir)
     if model is None:
         model, cfg = load_run_model(run.path, device="cuda" if torch.cuda.is_available() else "cpu")
     sources = list(sources) if sources else list(cfg.data.eval)
     if not sources:
         raise ConfigError("data.eval", "no evaluation tasks configured")
-    records = predict(model, cfg, sources, blind=blind, perturb=perturb)
+    records = predict(model, cfg, sources, mode)
     metrics = summarize(records)
-    tag = perturb.tag if perturb else None
-    clean = run.predictions()
-    if blind or perturb:
+    clean = run.predictions(CLEAN)
+    if mode != CLEAN:
         if clean.is_file():
-            key = "visual_reliance_gap" if blind else "perturbation_drop"
+            key = "visual_reliance_gap" if mode.blind else "perturbation_drop"
             metrics[key] = accuracy_difference(pd.read_parquet(clean), records)
-    elif run.predictions(blind=True).is_file():
-        metrics["visual_reliance_gap"] = accuracy_difference(records, pd.read_parquet(run.predictions(blind=True)))
+    elif run.predictions(BLIND).is_file():
+        metrics["visual_reliance_gap"] = accuracy_difference(records, pd.read_parquet(run.predictions(BLIND)))
     if is_main_process():  # one writer; every process gets the metrics
-        io.write_parquet(run.predictions(blind, tag), records)
-        io.write_json(run.metrics(blind, tag), metrics)
+        io.write_parquet(run.predictions(mode), records)
+        io.write_json(run.metrics(mode), metrics)
     return metrics

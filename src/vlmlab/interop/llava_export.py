@@ -19,8 +19,11 @@ FAMILIES = {"clip": True, "siglip": False}  # vision family -> whether its tower
 def why_not_llava(model: VisionLanguageModel, cfg: RunConfig) -> str | None:
     """None if the run maps onto LLaVA's architecture exactly; else the reason, naming the config key."""
     m = cfg.model
-    if m.routing.id != "full":
-        return f"model.routing.id is {m.routing.id!r}: LLaVA runs every token through every layer (needs `full`)"
+    if not type(model.routing).plain_decoder:
+        return (
+            f"model.routing.id is {m.routing.id!r}: LLaVA runs every token through every layer (needs a "
+            "strategy whose model is the plain decoder, e.g. `full`)"
+        )
     if m.vision.id != "vit" or m.vision.params.family not in FAMILIES:
         kind = m.vision.params.family if m.vision.id == "vit" else m.vision.id
         return f"model.vision is {kind!r}: LLaVA's vision tower here is a CLIP or SigLIP transformer"

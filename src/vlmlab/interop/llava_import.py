@@ -51,9 +51,9 @@ def import_llava(
     """Convert the checkpoint at `path` into a run dir at `out` (written to a temp dir, then renamed)."""
     from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
+    from vlmlab import checkpoint as ckpt
     from vlmlab.models.llm.hf import DTYPES
     from vlmlab.runs import RunDir, training_fingerprint
-    from vlmlab.train import checkpoint as ckpt
 
     path = Path(path)
     config = read_llava_config(path)

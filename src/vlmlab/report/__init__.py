@@ -1,1 +1,1 @@
-"""Study reports: sections of text, tables and matplotlib figures, written as HTML and Markdown."""
+"""The study report: renders a finished study and its analysis results (computes nothing)."""

@@ -1,20 +1,19 @@
-"""`vlmlab report STUDY_DIR`: the question, the control check, results with uncertainty, curves, costs, analyses."""
+"""`vlmlab report STUDY_DIR`: the question, the control check, results with uncertainty, curves, costs, analyses.
+
+Everything here is rendering of files earlier steps wrote: nothing is computed that an analysis owns."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from vlmlab.report import plots
-from vlmlab.report.document import Report, Section
+from vlmlab.analysis.run import saved_results
+from vlmlab.render import plots
+from vlmlab.render.document import Report, Section
 from vlmlab.study.control import flatten
-from vlmlab.study.data import StudyData, load_study_data
-from vlmlab.study.spec import AnalysisSpec, build_analysis
-
-DEFAULT_ANALYSES = ("visual-reliance",)
+from vlmlab.study.data import StudyData, load_study_data, results_fingerprint
 
 
 def design_section(study: StudyData) -> Section:
@@ -205,72 +204,34 @@ def training_section(study: StudyData) -> Section:
     return s
 
 
-def analysis_specs(study: StudyData, only: list[str] | None = None) -> list[AnalysisSpec]:
-    """The study's analyses (its spec's list, else the defaults); `only` picks ids, adding registered ones not listed."""
-    specs = study.spec.analyses or [AnalysisSpec(id=a) for a in DEFAULT_ANALYSES]
-    if only is None:
-        return specs
-    by_id = {s.id: s for s in specs}
-    return [by_id.get(a, AnalysisSpec(id=a)) for a in only]
-
-
-def analysis_sections(study: StudyData, specs: list[AnalysisSpec]) -> list[Section]:
-    """Run each analysis; its numbers (`analysis/<id>.json`) and figures (`analysis/<id>/*.png`) are written too."""
+def analysis_sections(study: StudyData) -> list[Section]:
+    """Each analysis's saved result, rendered; one that is missing or stale is a section that says how to compute it."""
     sections = []
-    for i, a in enumerate(specs):
-        section = build_analysis(a, f"analyses.{i}").run(study)
-        write_analysis_outputs(study.path / "analysis", a, section)
+    for saved in saved_results(study):
+        p = saved.planned
+        if saved.result is not None and saved.current:
+            section = p.analysis.render(saved.result)
+        else:
+            state = "not computed yet" if saved.result is None else "computed from older results or other settings"
+            section = Section(p.analysis.title or p.name)
+            section.text(f"`{p.name}`: {state}. Run `vlmlab analyze {study.path}` to compute it.")
+        section.anchor = p.name
         sections.append(section)
     return sections
 
 
-def write_analysis_outputs(directory: Path, spec: AnalysisSpec, section: Section) -> Path:
-    """One JSON per analysis: its texts, every table as rows (full precision) and the figure files beside it."""
-    from vlmlab.io import write_bytes, write_json
-    from vlmlab.report.document import Figure, Table, Text
-
-    figures = []
-    for block in section.blocks:
-        if isinstance(block, Figure):
-            target = directory / spec.id / f"{block.name}.png"
-            write_bytes(target, block.png)
-            figures.append({"file": str(target.relative_to(directory)), "caption": block.caption})
-    record = {
-        "id": spec.id,
-        "params": spec.model_extra or {},
-        "title": section.title,
-        "texts": [b.text for b in section.blocks if isinstance(b, Text)],
-        "tables": [
-            {
-                "caption": b.caption,
-                "columns": list(map(str, b.frame.columns)),
-                "rows": json.loads(b.frame.to_json(orient="records")),
-            }
-            for b in section.blocks
-            if isinstance(b, Table)
-        ],
-        "figures": figures,
-    }
-    target = directory / f"{spec.id}.json"
-    write_json(target, record)
-    return target
-
-
-def build_report(path: str | Path, only: list[str] | None = None) -> tuple[Path, Path]:
+def build_report(path: str | Path) -> tuple[Path, Path]:
     """Write report.html (self-contained) and report.md (+ figures/) into the study directory.
 
-    `only` (from `vlmlab analyze --only`) chooses the analyses; by default the spec's are run.
-    """
+    Renders only: the study's records and summary, and the analyses' saved results (`vlmlab analyze`). It runs
+    no model and computes no analysis, so rendering twice gives the same files."""
     study = load_study_data(path)
     spec = study.spec
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    report = Report(
-        f"vlmlab study: {spec.name}", f"{spec.question or 'Which variant is better, and why?'} — generated {stamp}"
-    )
+    question = spec.question or "Which variant is better, and why?"
+    report = Report(f"vlmlab study: {spec.name}", f"{question} — results `{results_fingerprint(study.dir)}`")
     for build in (design_section, control_section, results_section, category_section, training_section):
         report.add(build(study))
-    for section in analysis_sections(study, analysis_specs(study, only)):
+    for section in analysis_sections(study):
         report.add(section)
-    html_path, md_path = study.path / "report.html", study.path / "report.md"
-    report.write(html_path, md_path)
-    return html_path, md_path
+    report.write(study.dir.report_html, study.dir.report_md)
+    return study.dir.report_html, study.dir.report_md

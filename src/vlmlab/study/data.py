@@ -11,8 +11,10 @@ import pandas as pd
 import yaml
 
 from vlmlab.errors import UserError
-from vlmlab.io import file_sha256, read_json, read_jsonl
-from vlmlab.study.spec import StudySpec
+from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl
+from vlmlab.runs import RunDir
+from vlmlab.study.layout import StudyDir
+from vlmlab.study.spec import StudySpec, study_spec_from_dict
 
 
 @dataclass
@@ -32,11 +34,15 @@ class StudyData:
     def seeds(self) -> list[int]:
         return sorted(self.results["seed"].unique().tolist())
 
-    def run_dir(self, variant: str, seed: int) -> Path:
-        return self.path / "variants" / variant / f"seed-{seed}"
+    @property
+    def dir(self) -> StudyDir:
+        return StudyDir(self.path)
+
+    def run(self, variant: str, seed: int) -> RunDir:
+        return self.dir.run(variant, seed)
 
     def train_log(self, variant: str, seed: int) -> list[dict[str, Any]]:
-        log = self.run_dir(variant, seed) / "train_log.jsonl"
+        log = self.run(variant, seed).train_log
         return read_jsonl(log) if log.is_file() else []
 
     def run_environments(self) -> dict[str, list[dict[str, Any]]]:
@@ -44,7 +50,7 @@ class StudyData:
         out = {}
         for variant in self.variants:
             for seed in self.seeds:
-                rec = run_json(self.run_dir(variant, seed) / "environment.json")
+                rec = run_json(self.run(variant, seed).environment)
                 if rec:
                     out[f"{variant}@{seed}"] = [rec["trained_on"], *rec.get("resumed_on", [])]
         return out
@@ -54,9 +60,8 @@ class StudyData:
         rows = []
         for variant in self.variants:
             for seed in self.seeds:
-                vdir = self.run_dir(variant, seed)
-                train = run_json(vdir / "train.json")
-                done = run_json(vdir / "done.json")
+                run = self.run(variant, seed)
+                train, done = run_json(run.train_info), run_json(run.done)
                 params = train.get("parameters", {})
                 vp = train.get("vision_pretrain", {})
                 vision_s = 0.0 if vp.get("cached") else float(vp.get("seconds", 0.0))
@@ -94,37 +99,34 @@ def run_json(path: Path) -> dict[str, Any]:
 
 def load_study_data(path: str | Path) -> StudyData:
     """Read study.yaml, control.json, results.parquet and summary.csv; a missing piece is one clear error."""
-    from vlmlab.study.spec import study_spec_from_dict
-
-    path = Path(path)
-    for name in ("study.yaml", "control.json", "results.parquet", "summary.csv"):
-        if not (path / name).is_file():
-            hint = (
-                " (run `vlmlab study` until every variant is complete)"
-                if name in ("results.parquet", "summary.csv")
-                else ""
-            )
-            raise UserError(f"{path / name}: not found; {path} is not a finished study{hint}")
-    _check_complete(path)
-    spec = study_spec_from_dict(yaml.safe_load((path / "study.yaml").read_text()), str(path / "study.yaml"))
+    study = StudyDir(path)
+    for file in (study.spec, study.control, study.results, study.summary):
+        if not file.is_file():
+            finished = file in (study.results, study.summary)
+            hint = " (run `vlmlab study` until every variant is complete)" if finished else ""
+            raise UserError(f"{file}: not found; {study.path} is not a finished study{hint}")
+    _check_complete(study)
+    spec = study_spec_from_dict(yaml.safe_load(study.spec.read_text()), str(study.spec))
     return StudyData(
-        path=path,
+        path=study.path,
         spec=spec,
-        control=json.loads((path / "control.json").read_text()),
-        results=pd.read_parquet(path / "results.parquet"),
-        summary=pd.read_csv(path / "summary.csv"),
+        control=json.loads(study.control.read_text()),
+        results=pd.read_parquet(study.results),
+        summary=pd.read_csv(study.summary),
     )
 
 
-def _check_complete(path: Path) -> None:
+def _check_complete(study: StudyDir) -> None:
     """results.parquet and summary.csv are read only as the pair `complete.json` vouches for."""
-    marker = path / "complete.json"
-    rerun = f"run `vlmlab study` on its spec with --out {path} to rewrite them"
-    if not marker.is_file():
-        raise UserError(f"{marker}: not found; the results were not completely written ({rerun})")
-    files = read_json(marker).get("files", {})
-    for name in ("results.parquet", "summary.csv"):
-        if files.get(name) != file_sha256(path / name):
-            raise UserError(
-                f"{path / name}: not the file complete.json vouches for (changed or half-replaced; {rerun})"
-            )
+    rerun = f"run `vlmlab study` on its spec with --out {study.path} to rewrite them"
+    if not study.complete.is_file():
+        raise UserError(f"{study.complete}: not found; the results were not completely written ({rerun})")
+    vouched = read_json(study.complete).get("files", {})
+    for file in (study.results, study.summary):
+        if vouched.get(file.name) != file_sha256(file):
+            raise UserError(f"{file}: not the file complete.json vouches for (changed or half-replaced; {rerun})")
+
+
+def results_fingerprint(study: StudyDir) -> str:
+    """Hash of the results an analysis was computed from (complete.json names their files' hashes)."""
+    return content_hash(read_json(study.complete).get("files", {}))

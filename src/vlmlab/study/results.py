@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from vlmlab import io
+from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.metrics import parse_box
-from vlmlab.runs import RunDir
-
-if TYPE_CHECKING:
-    from vlmlab.study.runner import Study
+from vlmlab.study.layout import Study
+from vlmlab.study.spec import variant_inputs
 
 BOOTSTRAP_SAMPLES = 1000
 SUMMARY_COLUMNS = [
@@ -30,25 +27,19 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def modes(spec) -> list[tuple[str, bool, str | None]]:
-    """(mode name, blind, perturbation tag) for every evaluation the spec asks for."""
-    from vlmlab.data.perturb import parse_perturbation
-
-    out = [("clean", False, None)]
-    if spec.eval.blind:
-        out.append(("blind", True, None))
-    out += [(parse_perturbation(p).tag, False, parse_perturbation(p).tag) for p in spec.eval.perturb]
-    return out
+def modes(spec) -> list[EvalMode]:
+    """Every evaluation mode the spec asks for: clean, then blind, then each perturbation."""
+    return [CLEAN, *([BLIND] if spec.eval.blind else []), *(EvalMode.parse(p) for p in spec.eval.perturb)]
 
 
 def combine(study: Study) -> pd.DataFrame:
     """Every variant's records of every mode, with variant, seed, mode and one column per factor."""
     frames = []
     for v in study.variants:
-        run = RunDir(study.dir.variant(v))
-        for mode, blind, tag in modes(study.spec):
-            frame = pd.read_parquet(run.predictions(blind, tag))
-            frame.insert(0, "mode", mode)
+        run = study.run_dir(v)
+        for mode in modes(study.spec):
+            frame = pd.read_parquet(run.predictions(mode))
+            frame.insert(0, "mode", mode.name)
             frame.insert(0, "seed", v.seed)
             for factor in reversed(list(study.spec.factors)):
                 frame.insert(0, factor, v.levels[factor])
@@ -85,7 +76,7 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     with_all = pd.concat([results, results.assign(category="all")], ignore_index=True)
     for (variant, mode, task, category), frame in with_all.groupby(["variant", "mode", "task", "category"], sort=False):
         per_seed = [f["score"].to_numpy(dtype=float) for _, f in frame.groupby("seed", sort=True)]
-        accs = [s.mean() for s in per_seed]
+        accs = [s.mean() for s in per_seed]  # metrics.accuracy per seed: the mean score (as arrays, for the bootstrap)
         low, high = _bootstrap_ci(per_seed, rng)
         boxes = frame["gold_box"]
         rows.append(
@@ -109,8 +100,6 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
     the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
-    from vlmlab.study.runner import variant_inputs
-
     results = combine(study)
     summary = summarize(results)
     study.dir.complete.unlink(missing_ok=True)

@@ -1,91 +1,71 @@
-"""`vlmlab study`: control check, then train and evaluate every variant (resumable), then combine the records."""
+"""`vlmlab study`: control check, then train and evaluate every variant (resumable), then combine the records.
+
+The steps, in order, each visible in the progress display: build the spec's datasets; measure what a
+variant's config is read off (DPVR `layer: auto`: the attention profile of `model.init_from`); the control
+check; train and evaluate each variant not yet complete; combine. Preparing a study (`--check`) is pure:
+it reads existing files and never loads a model.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from vlmlab import io
+from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
 from vlmlab.environment import environment
 from vlmlab.errors import UserError
-from vlmlab.models.routing.auto_layer import resolve_auto_layer
+from vlmlab.evaluation.evaluate import evaluate_run
+from vlmlab.measure.base import measure_all
+from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
 from vlmlab.progress import console
-from vlmlab.runs import RunDir, init_run
+from vlmlab.runs import init_run, load_run_model
 from vlmlab.study.control import check_config_control, check_order_control
-from vlmlab.study.spec import StudySpec, Variant, build_analysis, expand_variants, load_study_spec
-
-
-class StudyDir:
-    """`runs/<study>/{study.yaml, control.json, variants/<variant>/seed-<s>/, results.parquet, summary.csv, report.*}`."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    spec = property(lambda self: self.path / "study.yaml")
-    control = property(lambda self: self.path / "control.json")
-    results = property(lambda self: self.path / "results.parquet")
-    summary = property(lambda self: self.path / "summary.csv")
-    report_html = property(lambda self: self.path / "report.html")
-    report_md = property(lambda self: self.path / "report.md")
-    vision_cache = property(lambda self: self.path / "cache" / "vision-pretrain")
-    complete = property(lambda self: self.path / "complete.json")  # written last: names the results it vouches for
-
-    def variant(self, v: Variant) -> Path:
-        return self.path / "variants" / v.name / f"seed-{v.seed}"
-
-
-DONE = "done.json"  # a variant is complete only when this marker holds the hash of its current inputs
-TRAIN_INFO = "train.json"
-
-
-@dataclass
-class Study:
-    spec: StudySpec
-    variants: list[Variant]
-    control: dict[str, Any]
-    dir: StudyDir
+from vlmlab.study.layout import Study, StudyDir
+from vlmlab.study.results import modes, write_results
+from vlmlab.study.spec import Variant, build_analysis, expand_variants, load_study_spec, variant_inputs
+from vlmlab.train.trainer import Trainer
 
 
 def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study:
-    """Validate the spec, build its datasets, resolve every variant and run the control check (no training)."""
-    from vlmlab.cache import shapes_world_dataset
-
+    """Validate the spec, build its datasets, resolve every variant and run the control check (no training, no
+    model loaded). A variant whose config needs a measurement that does not exist yet keeps the unresolved
+    value (`auto`) and is listed in `pending`."""
     spec, spec_dir = load_study_spec(spec_path)
     for i, analysis in enumerate(spec.analyses):
         build_analysis(analysis, f"{spec_path}: analyses.{i}")
-    paths = {name: str(shapes_world_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
+    paths = {name: str(shapes_world.cached_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
     variants = expand_variants(spec, spec_dir, paths)
+    pending = []
     for v in variants:  # a variant that starts from another run needs it finished, before anything is written
         init_run(v.cfg)
-        if (resolved := resolve_auto_layer(v.cfg)) is not v.cfg:  # DPVR `layer: auto` -> the measured k
+        try:
+            resolved = resolve_config(v.cfg)
+        except MeasurementNeeded as needed:
+            pending.append((needed.measurement, needed.key, v.run_name))
+            continue
+        if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
             v.cfg, v.resolved = resolved, resolved.resolved()
-    config_check = check_config_control(spec, variants)
-    order_check = check_order_control(spec, variants)
     control = {
         "passed": True,
-        "config": config_check,
-        "data_order": order_check,
+        "config": check_config_control(spec, variants),
+        "data_order": check_order_control(spec, variants),
         "seeds": spec.seeds,
         "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
         "environment": environment(),
     }
-    return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name))
-
-
-def variant_inputs(v: Variant, spec: StudySpec) -> str:
-    """Hash of everything a variant's outputs depend on: its resolved config and the evaluation spec."""
-    return io.content_hash({"config": v.resolved, "eval": spec.eval.model_dump(mode="json")})
+    return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name), pending)
 
 
 def is_complete(study: Study, v: Variant) -> bool:
-    marker = study.dir.variant(v) / DONE
+    marker = study.run_dir(v).done
     if not marker.is_file():
         return False
     try:
@@ -94,10 +74,22 @@ def is_complete(study: Study, v: Variant) -> bool:
         return False
 
 
+def measure_pending(spec_path: str | Path, study: Study) -> Study:
+    """Make the measurements the variants' configs are read off (a named step each), then prepare again."""
+    if not study.pending:
+        return study
+    for measurement, key, run_name in study.pending:
+        console.print(f"{run_name}: {key} is read off the {measurement.describe()}", highlight=False, soft_wrap=True)
+    if is_main_process():
+        measure_all([m for m, _, _ in study.pending])
+    barrier()
+    return prepare_study(spec_path, study.dir.path)
+
+
 def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
     variants run by this call (names like `gen3`), for spreading a study over jobs."""
-    study = prepare_study(spec_path, out)
+    study = measure_pending(spec_path, prepare_study(spec_path, out))
     known = {v.name for v in study.variants}
     for name in only or []:
         if name not in known:
@@ -121,8 +113,6 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
     if missing:
         console.print(f"variants still to run: {', '.join(missing)} (results are combined once all are complete)")
         return study
-    from vlmlab.study.results import write_results
-
     if is_main_process():
         write_results(study)
     barrier()
@@ -135,49 +125,26 @@ def _describe(v: Variant) -> str:
 
 def run_variant(study: Study, v: Variant) -> dict[str, Any]:
     """Train (resuming from the last checkpoint if a previous attempt stopped), evaluate every mode, mark done."""
-    import torch
-
-    from vlmlab.data.perturb import parse_perturbation
-    from vlmlab.evaluation.evaluate import evaluate_run
-    from vlmlab.runs import load_run_model
-    from vlmlab.train.checkpoint import WEIGHTS
-    from vlmlab.train.trainer import Trainer
-
-    vdir = study.dir.variant(v)
-    run = RunDir(vdir)
+    run = study.run_dir(v)
     if is_main_process():
-        (vdir / DONE).unlink(missing_ok=True)
+        run.done.unlink(missing_ok=True)
         if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.resolved:
             console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
-            shutil.rmtree(vdir)
+            shutil.rmtree(run.path)
     barrier()
     t0 = time.perf_counter()
-    if (run.final / WEIGHTS).is_file() and (vdir / TRAIN_INFO).is_file():
-        model, cfg = load_run_model(vdir, device="cuda" if torch.cuda.is_available() else "cpu")
+    if run.trained():
+        model, cfg = load_run_model(run.path, device="cuda" if torch.cuda.is_available() else "cpu")
     else:
-        result = Trainer(v.cfg, vdir, resume=run.config.is_file(), vision_cache=study.dir.vision_cache).run_training()
-        model, cfg = result.model, v.cfg
-        _write_main(
-            vdir / TRAIN_INFO,
-            {
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "samples_per_s": result.samples_per_s,
-                "trainable": result.trainable,
-                "vision_pretrain": result.vision_pretrain,
-                "parameters": {
-                    g: sum(p.numel() for p in getattr(model, g).parameters()) for g in ("vision", "projector", "llm")
-                },
-                "llm_pretraining": model.llm.pretraining,
-            },
+        resume = run.config.is_file()
+        model, cfg = (
+            Trainer(v.cfg, run.path, resume=resume, vision_cache=study.dir.vision_cache).run_training().model,
+            v.cfg,
         )
     model.eval()
     t_eval = time.perf_counter()
-    evaluate_run(vdir, model=model, cfg=cfg)
-    if study.spec.eval.blind:
-        evaluate_run(vdir, model=model, cfg=cfg, blind=True)
-    for p in study.spec.eval.perturb:
-        evaluate_run(vdir, model=model, cfg=cfg, perturb=parse_perturbation(p))
+    for mode in modes(study.spec):
+        evaluate_run(run.path, mode=mode, model=model, cfg=cfg)
     done = {
         "inputs": variant_inputs(v, study.spec),
         "variant": v.name,
@@ -186,13 +153,9 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
         "eval_seconds": time.perf_counter() - t_eval,
         "seconds": time.perf_counter() - t0,
     }
-    _write_main(vdir / DONE, done)
-    return done
-
-
-def _write_main(path: Path, record: dict[str, Any]) -> None:
     if is_main_process():
-        io.write_json(path, record)
+        io.write_json(run.done, done)
+    return done
 
 
 def job_script(spec_path: str | Path, study: Study) -> str:
@@ -205,6 +168,6 @@ def job_script(spec_path: str | Path, study: Study) -> str:
     ]
     for name in dict.fromkeys(v.name for v in study.variants):
         lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}")
-    lines.append("# when every job has finished: combine the records and write the report")
+    lines.append("# when every job has finished: combine the records, compute the analyses, write the report")
     lines.append(f"vlmlab study {spec_arg} --out {out} && vlmlab report {out}")
     return "\n".join(lines) + "\n"

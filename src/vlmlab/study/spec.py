@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vlmlab import io
 from vlmlab.config import DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
@@ -147,6 +148,11 @@ class Variant:
         return f"{self.name}/seed-{self.seed}"
 
 
+def variant_inputs(v: Variant, spec: StudySpec) -> str:
+    """Hash of everything a variant's outputs depend on: its resolved config and the evaluation spec."""
+    return io.content_hash({"config": v.resolved, "eval": spec.eval.model_dump(mode="json")})
+
+
 def build_analysis(spec: AnalysisSpec, key: str):
     """The registered analysis named by `spec`, its fields checked by its Params (errors name the key)."""
     cls = ANALYSES.get(spec.id, key=f"{key}.id")
@@ -231,3 +237,22 @@ def _substitute(value: Any, paths: dict[str, str], where: str) -> Any:
             raise ConfigError(where, f"{value}: no dataset {m.group(1)!r} in the study's `datasets`")
         return paths[m.group(1)]
     return value
+
+
+def tower_levels(spec_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The `model.vision` config of every level of the study's vision factor (the towers it compares)."""
+    spec, spec_dir = load_study_spec(spec_path)
+    factor = next((f for f in spec.factors.values() if any(k.startswith("model.vision") for k in f.keys)), None)
+    if factor is None:
+        raise UserError(f"{spec_path}: no factor varies model.vision (nothing to compare)", exit_code=2)
+    base = base_config(spec, spec_dir)["model"]["vision"]
+    levels = {}
+    for name, overrides in factor.levels.items():
+        tower = dict(base)
+        for key, value in overrides.items():
+            if key == "model.vision":
+                tower = dict(value)
+            elif key.startswith("model.vision."):
+                tower[key.removeprefix("model.vision.")] = value
+        levels[name] = tower
+    return levels

@@ -11,6 +11,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 
+from vlmlab import checkpoint as ckpt
 from vlmlab import io
 from vlmlab.config import RunConfig, config_from_dict
 from vlmlab.data.dataset import VQADataset
@@ -20,11 +21,9 @@ from vlmlab.distributed import all_sum
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
-from vlmlab.models.routing.auto_layer import resolve_auto_layer
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
-from vlmlab.runs import RunDir, apply_lora, init_run, training_fingerprint
-from vlmlab.train import checkpoint as ckpt
+from vlmlab.runs import RunDir, apply_lora, init_run, load_run_model, training_fingerprint
 from vlmlab.train import engines, trackers
 from vlmlab.train.faults import NonFiniteGuard, likely_cause
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer, schedule
@@ -51,7 +50,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, vision_cache: Path | None = None):
         init_run(cfg)  # a run to start from must be finished
-        self.cfg = cfg = resolve_auto_layer(cfg)  # DPVR `layer: auto` -> the measured k, named in config.yaml
+        self.cfg = cfg  # resolved: measured fields (DPVR `layer: auto`) were filled in by the caller
         self.run = RunDir(run_dir)
         self.resume = resume
         self.vision_cache = vision_cache  # share vision-pretrain stages with runs that compute the same tower
@@ -165,13 +164,31 @@ class Trainer:
         if cfg.train.trackers:
             acc.end_training()
         if engines.sharded(acc):  # the trained model is in shards: evaluate a whole copy read back from `final`
-            from vlmlab.runs import load_run_model
-
             self.wrapped = result.model = None
             acc.free_memory(model)
             del model
             result.model = load_run_model(self.run.path, device=acc.device)[0]
+        if acc.is_main_process:
+            self._write_train_info(result)
         return result
+
+    def _write_train_info(self, result: TrainResult) -> None:
+        """`train.json`: what training took (steps, seconds, samples/s, trainable parameters per stage) and what
+        was trained (parameters per part, the vision-pretrain metrics, the LLM rung's pretraining summary)."""
+        model = result.model
+        parts = ("vision", "projector", "llm")
+        io.write_json(
+            self.run.train_info,
+            {
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "samples_per_s": result.samples_per_s,
+                "trainable": result.trainable,
+                "vision_pretrain": result.vision_pretrain,
+                "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters()) for g in parts},
+                "llm_pretraining": model.llm.pretraining,
+            },
+        )
 
     def _train_stage(self, model, data, s, start_step, resume_from, bar, result) -> None:
         cfg, acc = self.cfg, self.accelerator

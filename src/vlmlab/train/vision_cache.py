@@ -20,7 +20,7 @@ METRICS = "metrics.json"
 
 def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
     """Hash of everything the tower after this stage depends on, or None when earlier stages could change it."""
-    if any(st.name != "vision-pretrain" for st in cfg.train.stages[:stage_index]):
+    if any(st.kind.on_sequences for st in cfg.train.stages[:stage_index]):
         return None
     r = cfg.resolved()
     train = {

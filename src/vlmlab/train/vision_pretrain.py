@@ -225,54 +225,6 @@ def run_vision_stage(
     return metrics
 
 
-def pretrain_study_towers(spec_path, out=None, bar=None) -> list[dict]:
-    """Run (or load from the cache) the vision-pretrain stage of every distinct tower × seed of a study, exactly
-    as its runs will: same initialisation, recipe, data and cache. One row per tower and seed."""
-    import torch
-
-    from vlmlab.data.sources import load_training_sources
-    from vlmlab.registry import VISION_ENCODERS
-    from vlmlab.study.runner import prepare_study
-    from vlmlab.train import vision_cache
-
-    study = prepare_study(spec_path, out)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows, done = [], set()
-    for v in study.variants:
-        cfg = v.cfg
-        stages = [i for i, st in enumerate(cfg.train.stages) if st.name == "vision-pretrain"]
-        if not stages:
-            raise UserError(f"{spec_path}: the runs have no vision-pretrain stage (train.stages)", exit_code=2)
-        s = stages[0]
-        ident = (vision_cache.stage_key(cfg, s), v.seed)
-        if ident in done:
-            continue
-        done.add(ident)
-        torch.manual_seed(cfg.seed)  # as build_model: the tower is the first part built under the run's seed
-        tower = VISION_ENCODERS.get(cfg.model.vision.id).build(cfg.model.vision.params, image_size=cfg.data.image.size)
-        torch.manual_seed(cfg.seed * 1000 + s)  # as the trainer at the start of a stage
-        metrics = run_vision_stage(
-            cfg,
-            s,
-            tower.to(device),
-            None,
-            lambda cfg=cfg: ordered_image_labels(load_training_sources(cfg)),
-            device,
-            bar,
-            study_cache=study.dir.vision_cache,
-        )
-        rows.append(
-            {
-                "variant": v.name,
-                "seed": v.seed,
-                "tower": cfg.model.vision.id,
-                "parameters": sum(p.numel() for p in tower.parameters()),
-                **metrics,
-            }
-        )
-    return rows
-
-
 def mean_top1(metrics: dict, prefix: str) -> float | None:
     values = [v for k, v in metrics.items() if k.startswith(prefix)]
     return float(np.mean(values)) if values else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,3 +72,16 @@ class LanguageBackbone(nn.Module):
 
     def save_tokenizer(self, directory: str | Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
+
+
+@contextmanager
+def eager_attention(lm: PreTrainedModel) -> Iterator[None]:
+    """Eager attention (which can return its weights, and whose products FLOP counters see) for the duration of
+    a probe only; the model's own implementation (e.g. sdpa) is restored after it."""
+    config = lm.config
+    previous = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous

@@ -1,4 +1,7 @@
-"""The tiny LLaMA-1/2/3 ladder: rungs that differ the way the real generations do (research.md §A), pretrained offline."""
+"""The tiny LLaMA-1/2/3 ladder: rungs that differ the way the real generations do, pretrained offline.
+
+The differences follow the LLaMA generations that study A swaps ("Back to the Barn with LLAMAs: Evolving
+Pretrained LLM Backbones in Finetuning VLMs", arXiv 2604.10985)."""
 
 from __future__ import annotations
 
@@ -180,7 +183,7 @@ def _random_init_tokenizer(params: TinyParams, tokenizer_dir, texts) -> PreTrain
     return train_bpe_tokenizer(texts, params.vocab_size, params.tokenizer)
 
 
-# The ladder. Same size knobs; per rung, what changed between the real generations (research.md §A):
+# The ladder. Same size knobs; per rung, what changed between the real generations:
 #   gen1: MHA, 256 positions, RoPE θ 1e4, 512-token SentencePiece-style BPE, vicuna template, 0.75M tokens
 #   gen2: as gen1 with twice the context and twice the pretraining tokens
 #   gen3: GQA (4 queries per KV head), 1024 positions, RoPE θ 5e5, 4x vocabulary (byte-level BPE),

@@ -11,7 +11,8 @@ from pydantic import Field, field_validator
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from vlmlab.errors import ConfigError
-from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.routing.base import RoutingStrategy, saturation_layer
+from vlmlab.models.routing.cost import Geometry, layer_flops
 from vlmlab.models.routing.driver import LayerRunner, gather_tokens
 from vlmlab.registry import PartParams, register_routing
 
@@ -26,7 +27,8 @@ class _Routed:
 
 @register_routing("dpvr")
 class DualPathRouting(RoutingStrategy):
-    """Dual-Path Vision Token Routing with late fusion (research.md §C), on an unmodified HF decoder.
+    """Dual-Path Vision Token Routing with late fusion, on an unmodified HF decoder ("Late-Layer Fusion is
+    Enough: Dual-Path Vision Token Routing for MLLMs under Visual Saturation", arXiv 2606.09131).
 
     - layers [0, k): every token (the LLM's own layers);
     - at k the vision states go through `branch`, one decoder layer (a copy of LLM layer k, so it starts as
@@ -50,14 +52,46 @@ class DualPathRouting(RoutingStrategy):
                 raise ValueError("must be >= 1 (layers [0, k) see the whole sequence), or auto")
             return value
 
+    paper_params = {"layer": 18}  # LLaVA-1.5-7B: 18 shared + 13 text-only + 1 fused layer
+
+    @classmethod
+    def prefill_flops(cls, params, g: Geometry) -> float:
+        """Shared layers [0, k) over every token, the branch over the vision tokens, text-only layers [k, L−1),
+        and the fused last layer over every token."""
+        k = params.layer
+        return (
+            k * layer_flops(g, g.tokens, g.tokens)
+            + layer_flops(g, g.vision, g.vision)
+            + (g.layers - 1 - k) * layer_flops(g, g.text, g.text)
+            + layer_flops(g, g.tokens, g.tokens)
+        )
+
+    @classmethod
+    def attention_threshold(cls, params) -> float | None:
+        return params.threshold if params.layer == "auto" else None
+
+    @classmethod
+    def with_profile(cls, params, share: list[float], source: str) -> dict:
+        """`layer: auto` -> the saturation layer of `share`, kept in [1, L−1] (DPVR needs one shared layer and
+        the last layer for fusion)."""
+        k = saturation_layer(share, params.threshold)
+        if k is None:
+            lowest = min(range(len(share)), key=share.__getitem__)
+            raise ConfigError(
+                "model.routing.layer",
+                f"auto: the text→image share of {source} never stays below {params.threshold} (lowest "
+                f"{share[lowest]:.3f} at layer {lowest}); set the layer, or raise model.routing.threshold",
+            )
+        return {**params.model_dump(mode="json"), "layer": min(max(k, 1), len(share) - 1)}
+
     def __init__(self, llm, params):
         super().__init__(llm, params)
         n = llm.num_layers
         if params.layer == "auto":
             raise ConfigError(
                 "model.routing.layer",
-                "auto is resolved from model.init_from's attention profile by "
-                "`vlmlab train` / `vlmlab study` (vlmlab.models.routing.auto_layer)",
+                "auto is not resolved: `vlmlab train` and `vlmlab study` read it off model.init_from's measured "
+                "attention profile before building the model (vlmlab.measure.resolve.resolve_config)",
             )
         if not 1 <= params.layer <= n - 1:
             raise ConfigError(

@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from vlmlab.errors import ConfigError
 from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.routing.cost import Geometry, layer_flops
 from vlmlab.models.routing.driver import LayerRunner, gather_tokens
 from vlmlab.registry import PartParams, register_routing
 
@@ -41,6 +42,23 @@ class FastV(RoutingStrategy):
         # whose attention ranks the image tokens: the last prompt token's (FastV's released code), or the mean
         # over every prompt token's causal attention (the paper's "attention received from all tokens")
         rank_by: Literal["last-token", "all-tokens"] = "last-token"
+
+    paper_params = {"layer": 2, "ratio": 0.5}  # FastV's K=2, R=50% on LLaVA-1.5
+
+    @classmethod
+    def prefill_flops(cls, params, g: Geometry) -> float:
+        """Layers [0, K) over every token, the ranking at K (query rows of the ranking tokens, every key),
+        then layers [K, L) over the tokens kept."""
+        n = g.tokens
+        kept = n - int(params.ratio * g.vision)
+        d = g.hidden
+        queries = (
+            n if params.rank_by == "all-tokens" else 1
+        )  # q projections, all k, scores of those queries over n keys
+        ranking = (
+            2.0 * (queries * d * d + n * d * d * g.kv_heads // g.heads + queries * n * d) if params.ratio > 0 else 0.0
+        )
+        return params.layer * layer_flops(g, n, n) + ranking + (g.layers - params.layer) * layer_flops(g, kept, kept)
 
     def __init__(self, llm, params):
         super().__init__(llm, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.routing.cost import Geometry, layer_flops
 from vlmlab.registry import PartParams, register_routing
 
 
@@ -12,6 +13,13 @@ class FullRouting(RoutingStrategy):
 
     class Params(PartParams):
         pass
+
+    plain_decoder = True
+    paper_params = {}
+
+    @classmethod
+    def prefill_flops(cls, params, g: Geometry) -> float:
+        return g.layers * layer_flops(g, g.tokens, g.tokens)
 
     def forward(
         self, llm, inputs_embeds, attention_mask, position_ids, image_mask, past_key_values=None, use_cache=False

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
-from vlmlab.evaluation.efficiency import sync_device
+from vlmlab.errors import ConfigError, validation_error
+from vlmlab.measure.cost import sync_device
 from vlmlab.progress import progress
+from vlmlab.registry import VISION_ENCODERS
+from vlmlab.render.plots import colours, plt  # the report's Agg backend
 
 
 def activation_mib(encoder: torch.nn.Module, images: torch.Tensor) -> float:
@@ -53,39 +56,12 @@ def cuda_peak_mib(encoder: torch.nn.Module, images: torch.Tensor) -> float | Non
     return (torch.cuda.max_memory_allocated(images.device) - before) / 2**20
 
 
-def tower_levels(spec_path: str | Path) -> dict[str, dict[str, Any]]:
-    """The `model.vision` config of every level of the study's vision factor (the towers it compares)."""
-    from vlmlab.errors import UserError
-    from vlmlab.study.spec import base_config, load_study_spec
-
-    spec, spec_dir = load_study_spec(spec_path)
-    factor = next((f for f in spec.factors.values() if any(k.startswith("model.vision") for k in f.keys)), None)
-    if factor is None:
-        raise UserError(f"{spec_path}: no factor varies model.vision (nothing to compare)", exit_code=2)
-    base = base_config(spec, spec_dir)["model"]["vision"]
-    levels = {}
-    for name, overrides in factor.levels.items():
-        tower = dict(base)
-        for key, value in overrides.items():
-            if key == "model.vision":
-                tower = dict(value)
-            elif key.startswith("model.vision."):
-                tower[key.removeprefix("model.vision.")] = value
-        levels[name] = tower
-    return levels
-
-
-def bench_vision(spec_path: str | Path, sizes: list[int], batch: int = 1, repeats: int = 3) -> pd.DataFrame:
+def bench_vision(levels: dict[str, dict[str, Any]], sizes: list[int], batch: int = 1, repeats: int = 3) -> pd.DataFrame:
     """One row per (tower, image side): tokens, parameters, forward ms, activation MiB (+ CUDA peak on GPU).
-    A size a tower cannot take (its stride does not divide it) is skipped with the reason."""
-    from pydantic import ValidationError
-
-    from vlmlab.errors import ConfigError, validation_error
-    from vlmlab.registry import VISION_ENCODERS
-
+    `levels`: each tower's `model.vision` config by level name (`study.spec.tower_levels`). A size a tower
+    cannot take (its stride does not divide it) is skipped with the reason."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    levels = tower_levels(spec_path)
     with progress() as bar:
         job = bar.add_task("vision towers x sizes", total=len(levels) * len(sizes), info="")
         for name, tower_cfg in levels.items():
@@ -139,8 +115,6 @@ def growth(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame):
     """Forward time and activation memory against image side, one line per tower (log-log)."""
-    from vlmlab.report.plots import colours, plt  # the report's Agg backend
-
     measured = table.dropna(subset=["forward_ms"])
     towers = list(dict.fromkeys(measured["tower"]))
     cmap = colours(towers)

@@ -1,80 +1,22 @@
-"""What a routing strategy costs: prefill FLOPs (counted and analytic), prefill / decode latency, peak memory."""
+"""What a model's routing costs: prefill FLOPs (counted and analytic), prefill / decode latency, peak memory."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DynamicCache
 
+from vlmlab import io
+from vlmlab.data.probe import probe_batch
+from vlmlab.measure.base import Measurement
+from vlmlab.models.llm.base import eager_attention
+from vlmlab.models.routing.cost import Geometry
 from vlmlab.models.vlm import position_ids_from_mask
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """A decoder's shape and one prompt's token counts (LLaVA-1.5-7B: 32 layers, 4096 wide, 11008 MLP, 576 + ~60)."""
-
-    layers: int
-    hidden: int
-    ffn: int
-    heads: int
-    kv_heads: int
-    vision: int
-    text: int
-
-    @classmethod
-    def of(cls, llm, vision: int, text: int) -> Geometry:
-        c = llm.lm.config
-        return cls(
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            vision,
-            text,
-        )
-
-
-PAPER = Geometry(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vision=576, text=60)
-
-
-def layer_flops(g: Geometry, queries: int, keys: int) -> float:
-    """One decoder layer for `queries` tokens attending over `keys`: 2 FLOPs per multiply-add.
-
-    Projections: q, o (d×d), k, v (d×d·kv/heads), MLP 3 × d×ffn; attention: QKᵀ and AV, each
-    queries × keys × d (no causal discount: the kernels compute the full block, as FlopCounterMode counts).
-    """
-    d = g.hidden
-    proj = 2 * d * d + 2 * d * d * g.kv_heads // g.heads + 3 * d * g.ffn
-    return 2.0 * queries * proj + 2.0 * 2 * queries * keys * d
-
-
-def analytic_prefill_flops(
-    g: Geometry, routing: str, layer: int | None = None, ratio: float = 0.0, rank_by: str = "last-token"
-) -> float:
-    """Prefill FLOPs of the decoder layers (no LM head) under `full`, `fastv` (layer K, ratio R, ranked by the last
-    token or all tokens) or `dpvr` (layer k)."""
-    n = g.vision + g.text
-    if routing == "full":
-        return g.layers * layer_flops(g, n, n)
-    if routing == "fastv":
-        kept = n - int(ratio * g.vision)
-        d = g.hidden
-        queries = n if rank_by == "all-tokens" else 1  # q projections, all k, scores of those queries over n keys
-        ranking = 2.0 * (queries * d * d + n * d * d * g.kv_heads // g.heads + queries * n * d) if ratio > 0 else 0.0
-        return layer * layer_flops(g, n, n) + ranking + (g.layers - layer) * layer_flops(g, kept, kept)
-    if routing == "dpvr":
-        return (
-            layer * layer_flops(g, n, n)
-            + layer_flops(g, g.vision, g.vision)  # shared layers + branch
-            + (g.layers - 1 - layer) * layer_flops(g, g.text, g.text)
-            + layer_flops(g, n, n)
-        )  # text-only + fused
-    raise ValueError(f"unknown routing {routing!r}")
+from vlmlab.registry import PartParams
 
 
 def counted_prefill_flops(model, batch) -> int:
@@ -83,8 +25,6 @@ def counted_prefill_flops(model, batch) -> int:
     Counted with eager attention: FlopCounterMode does not count the CPU SDPA kernel, but it does count
     eager attention's two matmuls, which compute the same products.
     """
-    from vlmlab.analysis.attention import eager_attention
-
     embeds = model.embed(batch.input_ids, batch.image_mask, batch.pixel_values)
     with torch.no_grad(), eager_attention(model.llm.lm), FlopCounterMode(display=False) as counter:
         model.routing(
@@ -155,12 +95,9 @@ def prompt_geometry(model, batch) -> Geometry:
     return Geometry.of(model.llm, vision=n_image, text=text)
 
 
-def routing_analytic_flops(routing, g: Geometry) -> float:
-    """Analytic prefill FLOPs of one prompt under the strategy module `routing` (its id, layer and ratio)."""
-    p = routing.params
-    return analytic_prefill_flops(
-        g, routing.part_id, getattr(p, "layer", None), getattr(p, "ratio", 0.0), getattr(p, "rank_by", "last-token")
-    )
+def analytic_prefill_flops(routing, g: Geometry) -> float:
+    """Analytic prefill FLOPs of one prompt of shape `g` under the strategy module `routing` (its own formula)."""
+    return type(routing).prefill_flops(routing.params, g)
 
 
 def measure_prefill(model, batch, repeats: int = 5, decode_tokens: int = 8) -> dict[str, float | None]:
@@ -169,7 +106,43 @@ def measure_prefill(model, batch, repeats: int = 5, decode_tokens: int = 8) -> d
     n = batch.input_ids.shape[0]
     return {
         "counted_prefill_gflops": counted_prefill_flops(model, batch) / 1e9,
-        "analytic_prefill_gflops": routing_analytic_flops(model.routing, prompt_geometry(model, batch)) * n / 1e9,
+        "analytic_prefill_gflops": analytic_prefill_flops(model.routing, prompt_geometry(model, batch)) * n / 1e9,
         **latency(model, batch, decode_tokens=decode_tokens, repeats=repeats),
         "peak_mib": peak_memory_mib(model, batch),
     }
+
+
+class PrefillCost(Measurement):
+    """The run's own routing on its probe prompts (one batch): GFLOPs per prompt, counted and analytic, median
+    prefill and decode-step seconds, CUDA peak memory. Timed once and stored: a report that shows these
+    numbers shows the same ones every time it is rendered."""
+
+    kind = "prefill-cost"
+    title = "prefill cost"
+
+    class Params(PartParams):
+        n_probe: int = Field(64, ge=1)  # prompts in the measured batch
+        repeats: int = Field(3, ge=1)
+        decode_tokens: int = Field(4, ge=1)
+
+    def measure(self, model, cfg, bar) -> None:
+        p = self.params
+        batch = probe_batch(model, cfg, p.n_probe)
+        n = batch.input_ids.shape[0]
+        job = bar.add_task("prefill cost", total=1, info=str(self.run.path.name))
+        cost = measure_prefill(model, batch, repeats=p.repeats, decode_tokens=p.decode_tokens)
+        bar.advance(job)
+        io.write_json(
+            self.path,
+            {
+                "run": str(self.run.path),
+                "routing": cfg.model.routing.id,
+                "prompts": n,
+                "device": str(batch.input_ids.device),
+                "prefill_gflops_per_prompt": cost["counted_prefill_gflops"] / n,
+                "analytic_gflops_per_prompt": cost["analytic_prefill_gflops"] / n,
+                "prefill_s": cost["prefill_s"],
+                "decode_token_s": cost["decode_token_s"],
+                "peak_mib": cost["peak_mib"],
+            },
+        )

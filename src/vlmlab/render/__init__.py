@@ -1,0 +1,1 @@
+"""Rendering primitives: report sections of text, tables and matplotlib figures, written as HTML and Markdown."""
