@@ -156,6 +156,19 @@ def test_the_vlm_starts_from_the_cached_rung_and_a_saved_run_does_not_need_it(ti
     assert {k: v.shape for k, v in shell.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
+def test_a_model_is_the_same_whether_its_rung_was_pretrained_now_or_read_from_the_cache(tiny_raw):
+    """Pretraining a missing rung happens inside build_model; it must not move the global RNG that the parts built
+    after the LLM (the projector, a routing branch) are initialised from. (It did: the first run on a fresh
+    cache differed from every later one.)"""
+    tiny_raw["model"]["llm"] = {"id": "llama1-tiny", **SMALL, "pretrain": {**QUICK_RECIPE, "seed": 5}}
+    cfg = config_from_dict(tiny_raw)
+    built_now = build_model(cfg)  # pretrains the rung (a recipe no other test uses)
+    assert LLM_BACKBONES.get("llama1-tiny").pretrained_backbone(cfg.model.llm.params).record["recipe"]["seed"] == 5
+    from_cache = build_model(cfg)
+    for name, tensor in built_now.state_dict().items():
+        torch.testing.assert_close(from_cache.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_pretrain_lm_cli_prints_the_ladder_and_rejects_bad_fields(capsys):
     from vlmlab.cli import main
 

@@ -64,9 +64,12 @@ def ensure_backbone(
     console.print(f"pretraining {part_id} ({recipe.tokens:,} tokens of {corpus.name}) -> {target}")
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus.train)
-    torch.manual_seed(recipe.seed)
-    lm = make_lm(tokenizer)
-    curve = pretrain(lm, tokenizer, corpus.train, recipe, label=part_id)
+    # the recipe's own seed, in a forked RNG: building a rung inside build_model must leave the global RNG as
+    # reading it from the cache does, or the parts built after it (projector, routing) would differ
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        lm = make_lm(tokenizer)
+        curve = pretrain(lm, tokenizer, corpus.train, recipe, label=part_id)
     lm.eval()
     heldout = bits_per_byte(lm, tokenizer, corpus.heldout, window=recipe.seq_len)
     seconds = time.perf_counter() - started
