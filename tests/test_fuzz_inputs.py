@@ -53,7 +53,7 @@ def test_fuzzed_config_is_one_line_naming_the_key(case, capsys, monkeypatch):
     def stop(*args, **kwargs):
         raise ReachedTraining
 
-    monkeypatch.setattr(trainer_mod.Trainer, "_train_stage", stop)
+    monkeypatch.setattr(trainer_mod, "stage_runner", stop)
     monkeypatch.setattr(pretrain_mod, "ensure_backbone", stop)  # a rung with `init: pretrained` is valid too
     capsys.readouterr()  # start clean: an accepted case stops without reading its output
     with tempfile.TemporaryDirectory() as tmp:

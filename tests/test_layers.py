@@ -19,6 +19,7 @@ PACKAGE = Path(vlmlab.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("vlmlab", "vlmlab.errors", "vlmlab.io", "vlmlab.progress", "vlmlab.environment",
                     "vlmlab.distributed", "vlmlab.cache", "vlmlab.registry", "vlmlab.render")),
+    ("training step", ("vlmlab.training_step",)),
     ("config", ("vlmlab.config",)),
     ("lm", ("vlmlab.lm",)),
     ("models", ("vlmlab.models",)),

@@ -13,8 +13,8 @@ from vlmlab import io
 from vlmlab.config import config_from_dict
 from vlmlab.runs import RunDir
 from vlmlab.train import trainer as trainer_mod
-from vlmlab.train.faults import NumericalFault
 from vlmlab.train.trainer import Trainer
+from vlmlab.training_step import NumericalFault
 
 
 def _inject(monkeypatch, at_calls: set[int], where: str = "loss"):

@@ -182,15 +182,15 @@ def test_study_killed_midway_resumes_without_retraining_and_matches(tmp_path, ti
         trained.append(self.cfg.model.llm.id)
         return original(self)
 
-    def crashing_checkpoint(self, model, optimizer, stage, step):
-        orig_checkpoint(self, model, optimizer, stage, step)
+    def crashing_checkpoint(self, optimizer, stage, step):
+        orig_checkpoint(self, optimizer, stage, step)
         if crash["armed"] and self.cfg.model.llm.id == "llama3-tiny" and stage == 1 and step == 2:
             crash["armed"] = False
             raise Killed  # killed mid-stage, after a checkpoint
 
-    orig_checkpoint = Trainer._checkpoint
+    orig_checkpoint = Trainer.checkpoint
     monkeypatch.setattr(Trainer, "run_training", counting)
-    monkeypatch.setattr(Trainer, "_checkpoint", crashing_checkpoint)
+    monkeypatch.setattr(Trainer, "checkpoint", crashing_checkpoint)
     out = tmp_path / "study"
     with pytest.raises(Killed):
         run_study(path, out)

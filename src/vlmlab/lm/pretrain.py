@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from vlmlab.lm.bits_per_byte import bits_per_byte
 from vlmlab.lm.corpus import Corpus, load_corpus
 from vlmlab.lm.recipe import PretrainRecipe
 from vlmlab.progress import console, progress, quiet_transformers
+from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
 
 RECORD = "pretraining.json"
 
@@ -138,7 +138,8 @@ def packed_batches(docs: list[np.ndarray], recipe: PretrainRecipe):
 
 
 def pretrain(lm: PreTrainedModel, tokenizer, docs: list[str], recipe: PretrainRecipe, label: str) -> dict[str, Any]:
-    """AdamW, linear warm-up then cosine to `min_lr_ratio`, gradient clipping at 1; returns the loss curve."""
+    """AdamW, linear warm-up then cosine to `min_lr_ratio`, gradient clipping at 1 (the shared `TrainingStep`; a
+    non-finite loss or gradient stops it naming the step); returns the loss curve."""
     stream = token_stream(tokenizer, docs)
     corpus_tokens = int(sum(len(d) for d in stream))
     decay = [p for p in lm.parameters() if p.ndim >= 2]
@@ -149,38 +150,32 @@ def pretrain(lm: PreTrainedModel, tokenizer, docs: list[str], recipe: PretrainRe
         betas=(0.9, 0.95),
     )
     steps, warmup = recipe.steps, max(1, int(recipe.warmup_ratio * recipe.steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    factor = schedule("cosine", warmup, steps, floor=recipe.min_lr_ratio)
+    update = TrainingStep(opt, list(lm.parameters()), factor, 1.0, NonFiniteGuard("stop"))
     lm.train()
     batches = packed_batches(stream, recipe)
     curve: list[list[float]] = []
-    every = max(1, steps // 50)
-    running, started = 0.0, time.perf_counter()
+    started = time.perf_counter()
+
+    def one_step(step: int) -> tuple[float, float]:
+        batch = next(batches)
+        update.begin(step)
+        loss = lm(input_ids=batch, labels=batch).loss
+        update.backward(loss)
+        hint = likely_cause(
+            "model.llm.pretrain.lr", {"lm": recipe.lr}, factor(step), warmup_key="model.llm.pretrain.warmup_ratio"
+        )
+        update.update(lambda: Fault(f"pretraining {label} step {step + 1}", hint))
+        return loss.item(), 1.0
+
     with progress() as bar:
         task = bar.add_task(f"pretrain {label}", total=steps, info="")
-        for step in range(steps):
-            batch = next(batches)
-            loss = lm(input_ids=batch, labels=batch).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretraining {label}: loss became {loss.item()} at step {step}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            running += loss.item()
-            if (step + 1) % every == 0 or step + 1 == steps:
-                n = (step % every) + 1
-                curve.append([step + 1, round(running / n, 4)])
-                running = 0.0
-                bar.update(task, info=f"loss {curve[-1][1]:.3f}")
-            bar.advance(task)
+
+        def log(done: int, loss: float) -> None:
+            curve.append([done, round(loss, 4)])
+            bar.update(task, info=f"loss {curve[-1][1]:.3f}")
+
+        StepLoop(steps, log_every=max(1, steps // 50), on_log=log, bar=bar, job=task).run(one_step)
     return {"loss": curve, "corpus_tokens": corpus_tokens, "train_seconds": time.perf_counter() - started}
 
 

@@ -1,8 +1,6 @@
-"""Per-module learning rates (0 = frozen), AdamW groups and warmup + decay schedules."""
+"""Per-module learning rates (0 = frozen) and the AdamW groups of a VLM stage (the schedule is `training_step`'s)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -57,20 +55,3 @@ def build_optimizer(model: VisionLanguageModel, stage: StageConfig, train: Train
     if not param_groups:
         raise ValueError(f"stage {stage.name!r} trains nothing: every learning rate is 0")
     return torch.optim.AdamW(param_groups, betas=train.betas)
-
-
-def schedule(kind: str, warmup_steps: int, total_steps: int):
-    """Multiplier of the base lr at each optimizer step: linear warmup, then cosine/linear/constant."""
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        progress = min(1.0, progress)
-        if kind == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor

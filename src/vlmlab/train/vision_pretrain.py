@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmlab.config import ImageConfig, RunConfig, StageConfig
+from vlmlab.cache import cache_root
+from vlmlab.config import ImageConfig, RunConfig, StageConfig, stage_seed
 from vlmlab.data.images import load_image, normalize, to_array
+from vlmlab.data.sources import load_source
 from vlmlab.errors import UserError
 from vlmlab.models.vision.base import VisionEncoder
-from vlmlab.train.optim import schedule
+from vlmlab.train import vision_cache
+from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
 
 IGNORE = -100
 
@@ -73,9 +76,11 @@ def pretrain_vision(
     device: torch.device,
     bar,
     heldout: dict[str, dict[str, str]] | None = None,
+    stage_key: str = "train.stages",
 ) -> dict[str, float]:
     """Train `vision` (in place) to classify each image's attributes (`data.image_array(path)` gives the pixels);
-    returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1."""
+    returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1. The steps are
+    the shared `TrainingStep` (schedule, clipping, the run's non-finite policy) in a `StepLoop`."""
     if not image_labels:
         raise UserError("train.stages: vision-pretrain found no image-level labels in the training task")
     paths, classes, table = label_table(image_labels)
@@ -84,12 +89,14 @@ def pretrain_vision(
     params = [p for p in vision.parameters()] + list(heads.parameters())
     for p in vision.parameters():
         p.requires_grad_(True)
-    lr = stage.lr["vision"]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas)
+    opt = torch.optim.AdamW(params, lr=stage.lr["vision"], weight_decay=cfg.train.weight_decay, betas=cfg.train.betas)
+    opt.zero_grad(set_to_none=True)
     batch_size = stage.batch_size or cfg.train.batch_size
     per_epoch = math.ceil(len(paths) / batch_size)
     total = stage.max_steps or max(1, math.ceil(stage.epochs * per_epoch))
     factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
+    guard = NonFiniteGuard(cfg.train.on_nonfinite.policy, cfg.train.on_nonfinite.max_skips)
+    update = TrainingStep(opt, params, factor, cfg.train.max_grad_norm, guard)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.from_numpy(table)
@@ -97,35 +104,35 @@ def pretrain_vision(
     seen = np.zeros(len(classes))
     job = bar.add_task(f"{stage.name}", total=total, info="")
     vision.train()
-    step = 0
-    while step < total:
-        perm = torch.randperm(len(paths), generator=gen)
-        for k in range(per_epoch):
-            if step >= total:
-                break
-            idx = perm[k * batch_size : (k + 1) * batch_size]
-            pixels = normalize(
-                _augment(images[idx.numpy()], stage.augment, rng), cfg.data.image.mean, cfg.data.image.std
-            )
-            pooled = vision(torch.from_numpy(pixels).to(device)).tokens.mean(1)
-            target = labels[idx].to(device)
-            loss = 0.0
-            for j, (_attr, head) in enumerate(heads.items()):
-                logits = head(pooled)
-                loss = loss + F.cross_entropy(logits, target[:, j], ignore_index=IGNORE)
-                if step >= total - per_epoch:  # accuracy over the last epoch's batches
-                    known = target[:, j] != IGNORE
-                    correct[j] += int((logits.argmax(1) == target[:, j])[known].sum())
-                    seen[j] += int(known.sum())
-            for g in opt.param_groups:
-                g["lr"] = lr * factor(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
-            opt.step()
-            step += 1
-            bar.update(job, completed=step, info=f"loss {float(loss.detach()):.3f}")
+    epoch_order: list[torch.Tensor] = []
+
+    def one_step(step: int) -> tuple[float, float] | None:
+        k = step % per_epoch
+        if k == 0:  # each epoch a new permutation from the stage's own generator
+            epoch_order[:] = [torch.randperm(len(paths), generator=gen)]
+        idx = epoch_order[0][k * batch_size : (k + 1) * batch_size]
+        update.begin(step)
+        pixels = normalize(_augment(images[idx.numpy()], stage.augment, rng), cfg.data.image.mean, cfg.data.image.std)
+        pooled = vision(torch.from_numpy(pixels).to(device)).tokens.mean(1)
+        target = labels[idx].to(device)
+        loss = 0.0
+        for j, (_attr, head) in enumerate(heads.items()):
+            logits = head(pooled)
+            loss = loss + F.cross_entropy(logits, target[:, j], ignore_index=IGNORE)
+            if step >= total - per_epoch:  # accuracy over the last epoch's batches
+                known = target[:, j] != IGNORE
+                correct[j] += int((logits.argmax(1) == target[:, j])[known].sum())
+                seen[j] += int(known.sum())
+        update.backward(loss)
+        where = f"{stage_key} ({stage.name}) step {step + 1}"
+        hint = likely_cause(f"{stage_key}.lr", {"vision": stage.lr["vision"]}, factor(step), cfg.train.mixed_precision)
+        skipped = update.update(lambda: Fault(where, hint))
+        return None if skipped else (float(loss.detach()), 1.0)
+
+    loop = StepLoop(
+        total, log_every=1, on_log=lambda _, loss: bar.update(job, info=f"loss {loss:.3f}"), bar=bar, job=job
+    )
+    loop.run(one_step)
     metrics = {f"train_top1/{a}": float(correct[j] / max(seen[j], 1)) for j, a in enumerate(heads)}
     if heldout:
         metrics.update(heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size))
@@ -175,8 +182,6 @@ def ordered_image_labels(sources) -> dict[str, dict[str, str]]:
 
 def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
     """(train labels, held-out labels or None) of a vision-pretrain stage that names its own `data`."""
-    from vlmlab.data.sources import load_source
-
     stage = cfg.train.stages[s]
     source = stage.data
     train = ordered_image_labels([load_source(source, f"train.stages.{s}.data", cfg.data.image)])
@@ -205,9 +210,6 @@ def run_vision_stage(
     A stage with its own `data` is cached under `$VLMLAB_CACHE/vision-pretrain` (the tower depends on
     that set and the recipe, not on the run), so `vlmlab pretrain-vision`, every study and every run
     share it; a stage on the run's training images is cached in the study's own cache, if any."""
-    from vlmlab.cache import cache_root
-    from vlmlab.train import vision_cache
-
     stage = cfg.train.stages[s]
     cache_dir = cache_root() / "vision-pretrain" if stage.data is not None else study_cache
     key = vision_cache.stage_key(cfg, s) if cache_dir is not None else None
@@ -217,7 +219,9 @@ def run_vision_stage(
         return cached
     labels, heldout = stage_data_labels(cfg, s) if stage.data is not None else (default_labels(), None)
     data = data if data is not None else ImageArrays(cfg.data.image)
-    metrics = pretrain_vision(vision, data, labels, stage, cfg, cfg.seed * 1000 + s, device, bar, heldout)
+    metrics = pretrain_vision(
+        vision, data, labels, stage, cfg, stage_seed(cfg.seed, s), device, bar, heldout, stage_key=f"train.stages.{s}"
+    )
     metrics["seconds"] = time.perf_counter() - t0
     metrics["images"] = len(labels)
     if key and write_cache:
