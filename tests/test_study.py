@@ -329,12 +329,19 @@ def test_report_on_an_unfinished_study_is_one_line(tmp_path, capsys):
     assert code == 1 and "study.yaml: not found" in err
 
 
-def test_builtin_demo_studies_are_valid_and_controlled(tmp_path):
+def test_builtin_demo_studies_are_valid_and_controlled(tmp_path, monkeypatch, capsys):
+    """`vlmlab study SPEC --check` resolves every variant and runs the control check without building a model."""
     from vlmlab.cli import resolve_study_path
+    from vlmlab.models.vlm import VisionLanguageModel
 
     for name in ("demo", "demo-quick"):
         spec, _ = load_study_spec(resolve_study_path(name))
         assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"]
+    with monkeypatch.context() as patched:
+        patched.setattr(VisionLanguageModel, "__init__", lambda *a, **k: pytest.fail("--check built a model"))
+        assert main(["study", "demo-quick", "--out", str(tmp_path / "out"), "--check"]) == 0
+    assert "control check passed: 3 variants x 1 seeds" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     study = prepare_study(resolve_study_path("demo-quick"), tmp_path / "out")  # generates its shapes-world set
     assert study.control["passed"] and study.control["data_order"]["identical"]
     assert [v.name for v in study.variants] == ["gen1", "gen2", "gen3"]
@@ -370,7 +377,7 @@ def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw
 def test_report_twice_is_byte_identical_and_runs_no_model(tmp_path, tiny_raw, monkeypatch):
     """The report only renders saved results: rendering again gives the same bytes, and no model is built (the
     attention profile and routing costs it shows were measured once, by `vlmlab analyze`)."""
-    from vlmlab import runs
+    from vlmlab.models.vlm import VisionLanguageModel
 
     out = tmp_path / "study"
     analyses = [
@@ -380,7 +387,7 @@ def test_report_twice_is_byte_identical_and_runs_no_model(tmp_path, tiny_raw, mo
         {"id": "routing-cost", "n_probe": 4},
     ]
     assert main(["study", str(write_spec(tmp_path, tiny_raw, analyses=analyses)), "--out", str(out)]) == 0
-    monkeypatch.setattr(runs, "build_model", lambda *a, **k: pytest.fail("the report built a model"))
+    monkeypatch.setattr(VisionLanguageModel, "__init__", lambda *a, **k: pytest.fail("a model was built"))
     assert main(["report", str(out)]) == 0
     first = {p.name: p.read_bytes() for p in (out / "report.md", out / "report.html")}
     figures = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from vlmlab.errors import UserError
+
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -54,8 +56,6 @@ def require_fresh_dir(target: str | Path, option: str) -> Path:
     """`target` as a Path if it does not exist or is an empty directory; else a usage error naming it."""
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        from vlmlab.errors import UserError
-
         raise UserError(f"{target}: already exists and is not an empty directory; choose another {option}", exit_code=2)
     return target
 

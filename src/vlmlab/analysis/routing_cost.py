@@ -12,6 +12,7 @@ from vlmlab.measure.cost import PrefillCost
 from vlmlab.metrics import accuracy_by
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render.document import Section
+from vlmlab.render.plots import colours
 from vlmlab.study.data import StudyData
 
 
@@ -83,8 +84,6 @@ class RoutingCost(Analysis):
 
 def _pareto_figure(table: pd.DataFrame):
     import matplotlib.pyplot as plt
-
-    from vlmlab.render.plots import colours
 
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     cmap = colours(list(table["variant"]))

@@ -1,4 +1,7 @@
-"""What each `vlmlab` command does (`cmd_<name>(args) -> exit code`); the parser lives in `vlmlab.cli`."""
+"""What each `vlmlab` command does (`cmd_<name>(args) -> exit code`); the parser lives in `vlmlab.cli`.
+
+Each command imports what it runs when it runs, so `vlmlab --help` answers without loading torch; the
+import rule (tests/test_layers.py) checks these imports like any other."""
 
 from __future__ import annotations
 
@@ -415,7 +418,9 @@ def _print_study_summary(path: Path) -> None:
     import pandas as pd
     from rich.table import Table
 
-    summary = pd.read_csv(path / "summary.csv")
+    from vlmlab.study.layout import StudyDir
+
+    summary = pd.read_csv(StudyDir(path).summary)
     clean = summary[(summary["mode"] == "clean") & (summary["category"] == "all")]
     variants = list(dict.fromkeys(clean["variant"]))
     table = Table(title=f"{path}: accuracy per task (± half-width of the 95% CI)")

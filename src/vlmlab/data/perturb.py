@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlmlab.errors import UserError
+from vlmlab.metrics import parse_box
 
 KINDS = ("noise", "shift")
 
@@ -42,7 +43,6 @@ class Perturbation:
 def shift_box_answer(perturbation: Perturbation | None, answer: str, size: int) -> str:
     """A box answer (`[x1, y1, x2, y2]` in 0-99 of the processed image) moved with a `shift` perturbation, so
     grounding under shift is scored against where the object now is; other answers are returned as they are."""
-    from vlmlab.metrics import parse_box
 
     if perturbation is None or perturbation.kind != "shift" or not int(perturbation.amount):
         return answer

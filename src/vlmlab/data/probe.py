@@ -6,12 +6,12 @@ from dataclasses import replace
 
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import CLEAN, EvalMode
+from vlmlab.data.sources import load_source
 
 
 def probe_items(cfg, n_probe: int):
     """The same fixed probe set for every variant: the evaluation tasks' items taken in turn (1st of each
     task, then 2nd, ...) until `n_probe`, so every task is represented and a short task leaves room to others."""
-    from vlmlab.data.sources import load_source
 
     loaded = [load_source(s, f"data.eval.{i}", cfg.data.image)[1] for i, s in enumerate(cfg.data.eval)]
     interleaved = [items[i] for i in range(max(map(len, loaded), default=0)) for items in loaded if i < len(items)]

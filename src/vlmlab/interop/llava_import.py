@@ -13,10 +13,13 @@ from typing import Any
 
 import torch
 
+from vlmlab import checkpoint as ckpt
 from vlmlab import io
 from vlmlab.config import config_from_dict
 from vlmlab.errors import UserError
+from vlmlab.models.llm.hf import DTYPES
 from vlmlab.models.local_checkpoint import safetensors_only
+from vlmlab.runs import RunDir, training_fingerprint
 
 VISION_FAMILIES = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}
 PARTS_KEY = "parts_from_pretrained"  # trainer_state.json: module groups whose weights live in parts/<group>
@@ -50,10 +53,6 @@ def import_llava(
 ) -> Path:
     """Convert the checkpoint at `path` into a run dir at `out` (written to a temp dir, then renamed)."""
     from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
-
-    from vlmlab import checkpoint as ckpt
-    from vlmlab.models.llm.hf import DTYPES
-    from vlmlab.runs import RunDir, training_fingerprint
 
     path = Path(path)
     config = read_llava_config(path)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmlab.config import PART_REGISTRIES
+from vlmlab.data.order import training_order_fingerprints
+from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.errors import UserError
 from vlmlab.io import content_hash
 from vlmlab.study.spec import StudySpec, Variant
@@ -53,7 +56,6 @@ def with_identity_fields(declared: set[str], variants: list[Variant]) -> set[str
     Declaring `model.llm.id` varies the rung, and with it what the rung is made of (its context, vocabulary,
     chat template, pretraining recipe); size knobs such as `model.llm.hidden_size` stay held constant.
     """
-    from vlmlab.config import PART_REGISTRIES
 
     out = set(declared)
     for group, registry in PART_REGISTRIES.items():
@@ -124,8 +126,6 @@ def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, A
     A difference is accepted only when the variants' order settings differ (a factor that declares the
     batch size, say); then it is recorded as expected. The training items are loaded once per data source.
     """
-    from vlmlab.data.order import training_order_fingerprints
-    from vlmlab.data.sources import load_training_sources, training_items
 
     items_cache: dict[str, list[str]] = {}
     per_seed: dict[str, dict[str, list[str]]] = {}

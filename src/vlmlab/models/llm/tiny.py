@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from vlmlab.errors import ConfigError, UserError
+from vlmlab.lm.pretrain import ensure_backbone, load_backbone_lm
 from vlmlab.lm.recipe import PretrainRecipe
 from vlmlab.models.llm.base import LanguageBackbone
 from vlmlab.models.llm.prompts import FORMATS
@@ -101,7 +102,6 @@ class TinyLlama(LanguageBackbone):
             tokenizer = _load_tokenizer(Path(tokenizer_dir), "tokenizer")
             return cls(_new_lm(params, tokenizer), tokenizer, FORMATS[params.template])
         backbone = cls.pretrained_backbone(params)
-        from vlmlab.lm.pretrain import load_backbone_lm
 
         tokenizer = _load_tokenizer(backbone.path, "backbone cache")
         llm = cls(load_backbone_lm(backbone.path).train(), tokenizer, FORMATS[params.template])
@@ -111,7 +111,6 @@ class TinyLlama(LanguageBackbone):
     @classmethod
     def pretrained_backbone(cls, params: TinyParams):
         """This rung's cached pretrained backbone (`vlmlab.lm.pretrain.Backbone`), built first if missing."""
-        from vlmlab.lm.pretrain import ensure_backbone
 
         _check_heads(params)
         return ensure_backbone(

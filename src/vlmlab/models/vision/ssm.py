@@ -12,6 +12,7 @@ from vlmlab.errors import ConfigError
 from vlmlab.models.memory import build_if_it_fits
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
 from vlmlab.models.vision.mamba_blocks import SS2D, MambaMixer
+from vlmlab.models.vision.vmamba_official import load_official_vmamba
 from vlmlab.registry import PartParams, register_vision_encoder
 
 
@@ -140,8 +141,6 @@ class VMambaEncoder(VisionEncoder):
             )
         tower = build_if_it_fits(lambda: cls(params, image_size), "model.vision")
         if params.path is not None:
-            from vlmlab.models.vision.vmamba_official import load_official_vmamba
-
             tower.official_load = load_official_vmamba(tower, params.path, params.allow_pickle)
         return tower
 
