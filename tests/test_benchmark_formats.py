@@ -12,7 +12,7 @@ from vlmlab.data.items import VQAItem
 from vlmlab.data.sources import load_source
 from vlmlab.data.tasks.declarative import DeclarativeTask, read_spec
 from vlmlab.errors import ConfigError, DataError
-from vlmlab.metrics import METRICS, yes_no_f1
+from vlmlab.metrics import METRICS, pope_summary
 from vlmlab.registry import TASKS
 
 
@@ -213,7 +213,9 @@ def test_vqav2_joins_questions_and_annotations(tmp_path):
 def test_vqav2_scores_with_the_ten_human_answers(tmp_path):
     task = _task("vqav2")
     count, colour, _ = task.load("val", path=str(_vqav2(tmp_path)))
-    assert task.score("Two", count) == 1.0
+    assert task.score("2", count) == 1.0
+    # all ten humans agree: the current official script compares the trimmed prediction as it is
+    assert task.score("Two", count) == 0.0 and task.metric == "vqa_accuracy"
     assert task.score("red", colour) == pytest.approx(0.6)  # 2 of 10 humans: (8 * 2/3 + 2 * 1/3) / 10
     assert task.score("blue", colour) == 1.0
     assert task.score("green", colour) == 0.0
@@ -262,8 +264,9 @@ def test_vqav2_errors_name_the_file(tmp_path):
             ]
         },
     )
-    with pytest.raises(DataError, match=r"questions.json\[question 1\]: question_id 42002 has no annotation"):
-        _task("vqav2").load("val", path=str(root))
+    task = _task("vqav2")  # as the official API: questions without an annotation are skipped, and counted
+    assert [it.item_id for it in task.load("val", path=str(root))] == ["val-42001"]
+    assert task.notes == {"skipped_without_annotation": 2}
 
 
 # ----- gqa ----------------------------------------------------------------------------------------
@@ -302,7 +305,8 @@ def test_gqa_loads_balanced_questions(tmp_path):
     assert [it.item_id for it in items] == ["testdev-02930152", "testdev-07333408"]
     assert [it.category for it in items] == ["verify", "query"]
     assert items[1].answer == "cup" and items[1].image == str((root / "images" / "n161313.jpg").resolve())
-    assert task.score("A cup.", items[1]) == 1.0
+    assert task.score("Cup.", items[1]) == 1.0  # GQA: trailing periods stripped, lower-cased, then equal
+    assert task.score("A cup.", items[1]) == 0.0  # the article stays: "a cup" != "cup"
 
 
 def test_gqa_errors(tmp_path):
@@ -364,13 +368,13 @@ def test_pope_errors(tmp_path):
         _task("pope").load("test", path=str(tmp_path / "nope"))
 
 
-def test_yes_no_f1():
-    stats = yes_no_f1(["yes", "Yes.", "yes", "no"], ["yes", "no", "yes", "no"])
+def test_pope_summary():
+    stats = pope_summary(["yes", "Yes.", "yes", "no"], ["yes", "no", "yes", "no"])
     assert stats == pytest.approx({"accuracy": 0.75, "precision": 2 / 3, "recall": 1.0, "f1": 0.8, "yes_ratio": 0.75})
-    none_yes = yes_no_f1(["no", "no"], ["yes", "no"])
+    none_yes = pope_summary(["no", "no"], ["yes", "no"])
     assert none_yes["precision"] == 0.0 and none_yes["f1"] == 0.0 and none_yes["accuracy"] == 0.5
     with pytest.raises(ValueError):
-        yes_no_f1(["yes"], [])
+        pope_summary(["yes"], [])
 
 
 # ----- refcoco ------------------------------------------------------------------------------------
@@ -453,7 +457,7 @@ def test_refcoco_errors(tmp_path):
     with pytest.raises(DataError, match=r"refs.json: no refs in split 'val' \(present: testA, train\)"):
         _task("refcoco").load("val", path=str(root))
     with pytest.raises(ConfigError, match="^data.train.split: refcoco has splits"):
-        load_source(DataSource(task="refcoco", split="testC", path=str(root)), "data.train")
+        load_source(DataSource(task="refcoco", split="testD", path=str(root)), "data.train")
     refs = json.loads((root / "refs.json").read_text())
     refs[1]["ann_id"] = 99
     _write_json(root / "refs.json", refs)

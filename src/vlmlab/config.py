@@ -67,6 +67,9 @@ class DataSource(Strict):
     split: str = "train"
     limit: int | None = Field(None, ge=1)
     path: str | None = None
+    # a LLaVA-1.5 question file (.jsonl of {question_id, image, text, ...}): each item asks its `text`, LLaVA's own
+    # prompt, matched by the benchmark's question id (vlmlab.data.llava_prompts)
+    prompts: str | None = None
 
 
 class DataConfig(Strict):

@@ -40,6 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser(
+        "score", help="score answers produced elsewhere (JSON lines item_id + prediction) like `vlmlab eval`"
+    )
+    p.add_argument("task", metavar="TASK[:SPLIT]", help="task id (vlmlab tasks) and split (default test)")
+    p.add_argument("--path", help="the dataset's file or directory, for tasks over local files")
+    p.add_argument(
+        "--predictions", required=True, metavar="FILE", help='JSON lines {"item_id": ..., "prediction": ...}'
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/predictions.parquet and DIR/metrics.json")
+    p.add_argument("--limit", type=int, help="score only the first N items")
+    frame = p.add_mutually_exclusive_group()
+    frame.add_argument("--run", metavar="RUN_DIR", help="read box answers in this run's processed-image frame")
+    frame.add_argument("--image-size", type=int, help="side of the processed image box answers refer to (default 64)")
+    p.add_argument(
+        "--geometry", choices=["resize", "letterbox-square"], help="how that image was made (default resize)"
+    )
+    p.set_defaults(func=commands.cmd_score)
+
+    p = sub.add_parser(
         "export", help="write a trained run in a standard format (hf-llava: LlavaForConditionalGeneration)"
     )
     p.add_argument("run_dir")
@@ -190,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--path", help="the dataset's file or directory, for tasks over local files")
     g.add_argument("--limit", type=int, help="check at most this many items")
     g.set_defaults(func=commands.cmd_data_check)
+    g = gens.add_parser(
+        "convert-refs", help="a refer-toolkit refs(unc).p pickle as refs.json (read safely, no code runs)"
+    )
+    g.add_argument("pickle", help="the refs(...).p file")
+    g.add_argument("out", help="the JSON file to write (e.g. DIR/refs.json)")
+    g.set_defaults(func=commands.cmd_data_convert_refs)
     return parser
 
 

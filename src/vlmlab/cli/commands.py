@@ -66,6 +66,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from pydantic import ValidationError
+
+    from vlmlab.config import DataSource, ImageConfig, load_config
+    from vlmlab.errors import validation_error
+    from vlmlab.evaluation.score import score_answers
+    from vlmlab.runs import RunDir
+
+    task, _, split = args.task.partition(":")
+    try:
+        source = DataSource(task=task, split=split or "test", limit=args.limit, path=args.path)
+        if args.run:
+            if args.geometry:
+                raise UserError("--geometry comes from the run with --run; give one or the other", exit_code=2)
+            image = load_config(RunDir(args.run).config).data.image
+        else:
+            fields = {"size": args.image_size, "geometry": args.geometry}
+            image = ImageConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise validation_error(exc, prefix="score") from None
+    out = Path(args.out)
+    metrics = score_answers(source, Path(args.predictions), image, out)
+    _print_metrics(metrics, out, mode="scored")
+    console.print(f"wrote {out / 'predictions.parquet'} and {out / 'metrics.json'}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_export(args) -> int:
     from vlmlab.interop.llava_export import export_hf_llava
 
@@ -476,6 +503,18 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def cmd_data_convert_refs(args) -> int:
+    from vlmlab import io
+    from vlmlab.data.tasks.refcoco import load_pickle
+
+    refs = load_pickle(Path(args.pickle))
+    if not isinstance(refs, list):
+        raise UserError(f"{args.pickle}: expected a list of refs", exit_code=1)
+    io.write_json(args.out, refs)
+    console.print(f"wrote {len(refs)} refs to {args.out}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def _summary(cls) -> str:
     """The first line of a class's docstring ("" if none), escaped so `[x1, ...]` is not read as rich markup."""
     lines = (cls.__doc__ or "").strip().splitlines()
@@ -493,3 +532,11 @@ def _print_metrics(metrics: dict, out: Path, mode: str = "") -> None:
     for name, m in metrics["per_category"].items():
         table.add_row(name, f"{m['accuracy']:.3f}", str(m["n"]))
     console.print(table)
+    for task, entry in metrics.get("tasks", {}).items():
+        console.print(f"{task}: {entry['metric']} — {entry['rule']}", highlight=False, soft_wrap=True)
+        for key, value in entry.get("loader", {}).items():
+            console.print(f"{task}: {key.replace('_', ' ')}: {value}", highlight=False)
+        for category, summary in entry.get("summary_per_category", {}).items():
+            console.print(
+                f"{task}/{category}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()), highlight=False
+            )

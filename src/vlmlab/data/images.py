@@ -70,6 +70,29 @@ def project_box(box, width: int, height: int, size: int, geometry: str) -> list[
     ]
 
 
+def unproject_box(box, width: int, height: int, size: int, geometry: str) -> list[float]:
+    """The inverse of `project_box`: a box in 0-100 units of the processed size x size image -> the original
+    width x height image's pixels (a box on letterbox padding lands outside the image; it is not clipped)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if geometry == "resize":
+        return [x1 * width / 100, y1 * height / 100, x2 * width / 100, y2 * height / 100]
+    if geometry != "letterbox-square":
+        raise ValueError(f"unknown image geometry {geometry!r}")
+    scale, left, top = letterbox_geometry(width, height, size)
+    sx, sy = round(width * scale) / width, round(height * scale) / height
+    return [
+        (x1 * size / 100 - left) / sx,
+        (y1 * size / 100 - top) / sy,
+        (x2 * size / 100 - left) / sx,
+        (y2 * size / 100 - top) / sy,
+    ]
+
+
+def grid_to_units(box) -> list[float]:
+    """A box answer in the integer 0-99 grid (`format_box`) -> 0-100 units (99 is the far edge, 100)."""
+    return [float(v) * 100 / 99 for v in box]
+
+
 def format_box(box) -> str:
     """A 0-100 box as answer text `[x1, y1, x2, y2]` in integers 0-99, the shapes-world convention:
     floor(v * 99 / 100 + 1/2), clamped to 0-99 (a whole-image box is `[0, 0, 99, 99]`)."""

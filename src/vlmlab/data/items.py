@@ -18,6 +18,8 @@ class VQAItem:
     # `load_source` rewrites `answer` as this box in the processed image's 0-99 units (see images.project_box).
     box: tuple[float, float, float, float] | None = None
     image_size: tuple[int, int] | None = None
+    frame: tuple[int, str] | None = None  # the processed image (side, geometry) `answer` is expressed in
+    native_id: str | None = None  # the benchmark's own id of the question (what LLaVA's question files key on)
 
     def __post_init__(self):
         if self.box is not None and self.image_size is None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from vlmlab.config import DataSource, ImageConfig, RunConfig
 from vlmlab.data.images import format_box, project_box
 from vlmlab.data.items import VQAItem
+from vlmlab.data.llava_prompts import apply_llava_prompts
 from vlmlab.data.tasks.base import Task
 from vlmlab.errors import ConfigError
 from vlmlab.registry import TASKS
@@ -20,6 +22,8 @@ def load_source(source: DataSource, key: str, image: ImageConfig | None = None) 
         items = task.load(source.split, source.limit, source.path)
     except ConfigError as exc:
         raise exc.under(key) from None
+    if source.prompts is not None:
+        items = apply_llava_prompts(task, items, Path(source.prompts), key)
     if image is not None:
         items = fit_box_answers(items, image)
     return task, items
@@ -33,7 +37,7 @@ def fit_box_answers(items: list[VQAItem], image: ImageConfig) -> list[VQAItem]:
         if item.box is not None and item.image_size is not None:
             width, height = item.image_size
             box = project_box(item.box, width, height, image.size, image.geometry)
-            item = replace(item, answer=format_box(box))
+            item = replace(item, answer=format_box(box), frame=(image.size, image.geometry))
         out.append(item)
     return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,30 +12,15 @@ from vlmlab import io
 from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
-from vlmlab.data.sources import load_source
+from vlmlab.data.tasks.base import Task
 from vlmlab.distributed import is_main_process, process_group
 from vlmlab.errors import ConfigError
 from vlmlab.evaluation.generate import greedy_generate
+from vlmlab.evaluation.records import RECORD_COLUMNS, load_eval_sets, record, summarize
 from vlmlab.metrics import accuracy
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, load_run_model
-
-RECORD_COLUMNS = [
-    "item_id",
-    "task",
-    "category",
-    "question",
-    "answer",
-    "prediction",
-    "score",
-    "correct",
-    "confidence",
-    "stopped",
-    "blind",
-    "perturb",
-    "image",
-]
 
 
 def predict(
@@ -44,25 +28,22 @@ def predict(
     cfg: RunConfig,
     sources: Sequence[DataSource],
     mode: EvalMode = CLEAN,
+    tasks: dict[str, Task] | None = None,
 ) -> pd.DataFrame:
     """Greedy answers for every item of every source, one row per item (see RECORD_COLUMNS), with the images
-    shown as `mode` says (clean, blind, perturbed)."""
+    shown as `mode` says (clean, blind, perturbed). `tasks`, when given, receives the Task that scored each
+    task id (for `summarize`)."""
     device = next(model.parameters()).device
     rank, world = process_group()
     rows = []
     model.eval()
+    sets = load_eval_sets(sources, cfg.data.image, mode)
     with progress(disable=rank != 0) as bar:
-        for i, source in enumerate(sources):
-            task, items = load_source(source, f"data.eval.{i}", cfg.data.image)
-            items = [replace(it, answer=mode.answer(it.answer, cfg.data.image.size)) for it in items]
-            data = VQADataset(
-                items,
-                model.llm,
-                cfg.data.image,
-                model.num_image_tokens,
-                with_answers=False,
-                mode=mode,
-            )
+        for i, eval_set in enumerate(sets):
+            task, items, source = eval_set.task, eval_set.items, eval_set.source
+            if tasks is not None:
+                tasks.update({it.task: task for it in items[:1]})
+            data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, mode=mode)
             bs = cfg.eval.batch_size
             shown = "" if mode == CLEAN else f" ({mode.name})"
             job = bar.add_task(f"eval {source.task}/{source.split}{shown}", total=len(data), info="")
@@ -73,27 +54,9 @@ def predict(
                 batch = data.collate([data[j] for j in range(start, min(start + bs, len(data)))]).to(device)
                 gen = greedy_generate(model, batch, cfg.eval.max_new_tokens)
                 for row_i, idx in enumerate(batch.indices):
-                    item = items[idx]
                     prediction = model.llm.decode(gen.token_ids[row_i])
-                    score = task.score(prediction, item)
-                    rows.append(
-                        {
-                            "_order": (i, idx),
-                            "item_id": item.item_id,
-                            "task": item.task,
-                            "category": item.category,
-                            "question": item.question,
-                            "answer": item.answer,
-                            "prediction": prediction,
-                            "score": float(score),
-                            "correct": bool(score >= 1.0),
-                            "confidence": gen.confidence[row_i],
-                            "stopped": gen.stopped[row_i],
-                            "blind": mode.blind,
-                            "perturb": mode.perturb_tag,
-                            "image": item.image,
-                        }
-                    )
+                    row = record(items[idx], task, prediction, mode, gen.confidence[row_i], gen.stopped[row_i])
+                    rows.append({"_order": (i, idx), **row})
                 bar.advance(job, len(batch.indices))
     if world > 1:  # every process returns all records, in the order one process would have produced them
         gathered: list = [None] * world
@@ -101,19 +64,6 @@ def predict(
         rows = [row for part in gathered for row in part]
     rows.sort(key=lambda row: row["_order"])
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
-
-
-def summarize(records: pd.DataFrame) -> dict:
-    """Accuracy (mean score) and n: overall, per task, and per task/category."""
-
-    def acc(frame: pd.DataFrame) -> dict:
-        return {"accuracy": accuracy(frame), "n": int(len(frame))}
-
-    return {
-        "overall": acc(records),
-        "per_task": {t: acc(f) for t, f in records.groupby("task", sort=True)},
-        "per_category": {f"{t}/{c}": acc(f) for (t, c), f in records.groupby(["task", "category"], sort=True)},
-    }
 
 
 def accuracy_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
@@ -142,8 +92,9 @@ def evaluate_run(
     sources = list(sources) if sources else list(cfg.data.eval)
     if not sources:
         raise ConfigError("data.eval", "no evaluation tasks configured")
-    records = predict(model, cfg, sources, mode)
-    metrics = summarize(records)
+    tasks: dict[str, Task] = {}
+    records = predict(model, cfg, sources, mode, tasks)
+    metrics = summarize(records, tasks)
     clean = run.predictions(CLEAN)
     if mode != CLEAN:
         if clean.is_file():

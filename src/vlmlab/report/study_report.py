@@ -14,6 +14,7 @@ from vlmlab.render import plots
 from vlmlab.render.document import Report, Section
 from vlmlab.study.control import flatten
 from vlmlab.study.data import StudyData, load_study_data, results_fingerprint
+from vlmlab.study.results import SUMMARY_COLUMNS
 
 
 def design_section(study: StudyData) -> Section:
@@ -163,6 +164,14 @@ def results_section(study: StudyData) -> Section:
     if table["format_error_rate"].isna().all():
         table = table.drop(columns="format_error_rate")
     s.table(table.reset_index(drop=True), "Per task and evaluation mode.")
+    extra = [c for c in summ.columns if c not in SUMMARY_COLUMNS]
+    if extra:
+        bench = summ.dropna(subset=extra, how="all")
+        s.table(
+            bench[["variant", "mode", "task", "category", "accuracy", *extra]].reset_index(drop=True),
+            "Benchmark metrics beyond accuracy, per category (e.g. POPE's precision, recall and F1 of `yes` and "
+            "its yes ratio, per sampling variant), averaged over seeds.",
+        )
     return s
 
 

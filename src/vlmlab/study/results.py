@@ -8,6 +8,7 @@ import pandas as pd
 from vlmlab import io
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.metrics import parse_box
+from vlmlab.registry import TASKS
 from vlmlab.study.layout import Study
 from vlmlab.study.spec import variant_inputs
 
@@ -67,11 +68,23 @@ def _bootstrap_ci(per_seed_scores: list[np.ndarray], rng: np.random.Generator) -
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def benchmark_metrics(frame: pd.DataFrame, task) -> dict[str, float]:
+    """The task's own summary metrics beyond accuracy (POPE: precision, recall, F1, yes ratio), per seed, averaged."""
+    if task is None:
+        return {}
+    per_seed = [task.summary(list(f["prediction"]), list(f["answer"])) for _, f in frame.groupby("seed", sort=True)]
+    if not per_seed or not per_seed[0]:
+        return {}
+    return {key: float(np.mean([s[key] for s in per_seed])) for key in per_seed[0]}
+
+
 def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per (variant, mode, task, category) and per (variant, mode, task) with category `all`:
-    accuracy averaged over seeds, its spread over seeds, a bootstrap 95% CI, items per seed, format errors."""
+    accuracy averaged over seeds, its spread over seeds, a bootstrap 95% CI, items per seed, format errors,
+    and the benchmark's own metrics where it has them (POPE: precision, recall, f1, yes_ratio), after them."""
     rng = np.random.default_rng(seed)
     rows = []
+    tasks = {t: TASKS.get(t)() for t in results["task"].unique() if t in TASKS.ids()}
     results = results.assign(gold_box=results["answer"].map(lambda a: parse_box(a) is not None))
     with_all = pd.concat([results, results.assign(category="all")], ignore_index=True)
     for (variant, mode, task, category), frame in with_all.groupby(["variant", "mode", "task", "category"], sort=False):
@@ -92,9 +105,11 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 "seeds": len(per_seed),
                 "n": int(round(np.mean([len(s) for s in per_seed]))),
                 "format_error_rate": float(frame.loc[boxes, "format_error"].mean()) if boxes.any() else float("nan"),
+                **benchmark_metrics(frame, tasks.get(task)),
             }
         )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in SUMMARY_COLUMNS]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + extra)
 
 
 def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,20 +1,29 @@
-"""The task interface: load items for a split, and score a prediction against an item."""
+"""The task interface: load items for a split, score a prediction against an item, summarize a task's records."""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from vlmlab.data.items import VQAItem
-from vlmlab.metrics import exact_match
+from vlmlab.metrics import METRICS
 from vlmlab.registry import PartParams
 
 
 class Task:
-    """A dataset of VQA items plus its metric. `answer_type` is one of short / yes-no / choice / box."""
+    """A dataset of VQA items plus its metric. `answer_type` is one of short / yes-no / choice / box.
+
+    `metric` names the per-item score in `vlmlab.metrics.METRICS` (the benchmark's official rule); `load`
+    may leave `notes` (e.g. records it skipped, with counts), which evaluation records in metrics.json."""
 
     class Params(PartParams):
         pass
 
     answer_type = "short"
+    metric: ClassVar[str] = "exact_match"
     splits: tuple[str, ...] = ("train", "test")
+
+    def __init__(self) -> None:
+        self.notes: dict[str, Any] = {}
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:  # pragma: no cover
         raise NotImplementedError
@@ -24,4 +33,12 @@ class Task:
         return {}
 
     def score(self, prediction: str, item: VQAItem) -> float:
-        return exact_match(prediction, item.answer)
+        return METRICS[self.metric](prediction, item)
+
+    def llava_key(self, record: dict) -> str | None:
+        """The `native_id` a record of LLaVA-1.5's question file for this benchmark refers to (its question_id)."""
+        return str(record["question_id"]) if "question_id" in record else None
+
+    def summary(self, predictions: list[str], answers: list[str]) -> dict[str, float]:
+        """Benchmark metrics beyond accuracy over a set of records (POPE: precision, recall, F1, yes ratio)."""
+        return {}

@@ -55,9 +55,12 @@ class DeclarativeTask(Task):
     spec: TaskSpec
 
     def __init__(self):
+        super().__init__()
         self.format: Task = TASKS.get(self.spec.format, key="format")()
         self.answer_type = self.spec.answer_type
+        self.metric = self.spec.metric
         self.splits = self.format.splits
+        self.notes = self.format.notes  # what the format's loader skipped, for metrics.json
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         items = self.format.load(split, None, path or self.spec.path)
@@ -76,6 +79,12 @@ class DeclarativeTask(Task):
 
     def score(self, prediction: str, item: VQAItem) -> float:
         return METRICS[self.spec.metric](prediction, item)
+
+    def summary(self, predictions: list[str], answers: list[str]) -> dict[str, float]:
+        return self.format.summary(predictions, answers)
+
+    def llava_key(self, record: dict) -> str | None:
+        return self.format.llava_key(record)
 
 
 def task_files() -> list[Path]:

@@ -11,12 +11,14 @@ from vlmlab.registry import register_task
 
 @register_task("gqa")
 class GQA(Task):
-    """GQA balanced questions; category = structural type (verify, query, ...); exact match.
+    """GQA balanced questions; category = structural type (verify, query, ...); GQA's own exact match.
 
     `path` is a directory holding `{split}_balanced_questions.json` (an object `{question id: {imageId,
     question, answer, types: {structural, ...}, ...}}`) and `images/{imageId}.jpg`. The category is
-    `types.structural` (verify, query, choose, logical, compare); the score is exact match."""
+    `types.structural` (verify, query, choose, logical, compare); the score is GQA's: the prediction with
+    trailing periods stripped and lower-cased equals the answer (`vlmlab.metrics.gqa_match`)."""
 
+    metric = "gqa_exact"
     splits = ("train", "val", "testdev")
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
@@ -41,6 +43,7 @@ class GQA(Task):
                     question=field(record, "question", str, where),
                     answer=field(record, "answer", str, where),
                     image=image_under(images, f"{image_id}.jpg", where),
+                    native_id=str(question_id),
                 )
 
         return take(items(), limit, f"{file}: no questions")

@@ -2,43 +2,43 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 from vlmlab.data.images import format_box, project_box
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
 from vlmlab.data.tasks.local_files import field, image_under, read_json, require_path, require_split, take
 from vlmlab.errors import DataError
-from vlmlab.metrics import box_hit
 from vlmlab.registry import register_task
 
 PROMPT = "Give the box of: {expression}"  # the question of every item; a task YAML may re-prompt
-IOU_THRESHOLD = 0.5
 
 
 @register_task("refcoco")
 class RefCOCO(Task):
-    """RefCOCO / RefCOCO+ / RefCOCOg referring expressions (JSON, never pickles); box answers, Acc@IoU>=0.5.
+    """RefCOCO / RefCOCO+ / RefCOCOg referring expressions; box answers, Acc@IoU>=0.5 in original-image pixels.
 
-    The refer-toolkit layout converted to JSON: `path` is a directory holding `refs.json` (a list of
-    `{ref_id, ann_id, image_id, split, sentences: [{sent}]}`), `instances.json` (COCO `images` with
-    id/file_name/width/height, `annotations` with id/bbox [x, y, w, h], optional `categories`) and
-    `images/`. Each sentence is one item whose answer is the referred box; the category is the COCO category
-    name (else `all`); the score is Acc@IoU>=0.5. The `refs(...).p` pickles are never read: convert them to
-    refs.json once with a tool you trust."""
+    The refer-toolkit layout: `path` is a directory holding the refs — `refs.json` (a list of `{ref_id,
+    ann_id, image_id, split, sentences: [{sent}]}`) or the toolkit's own `refs(unc).p` / `refs(umd).p` /
+    `refs(google).p`, read through a loader that admits only plain containers, strings and numbers (no code
+    runs) — plus `instances.json` (COCO `images` with id/file_name/width/height, `annotations` with id/bbox
+    [x, y, w, h], optional `categories`) and `images/`. Splits follow the refer API: `test` is every split
+    named test* (RefCOCO/+: testA ∪ testB), `testA` / `testB` those holding that letter. Each sentence is one
+    item whose answer is the referred box; the category is the COCO category name (else `all`); the score
+    maps the predicted box back to the original image's pixels and needs IoU >= 0.5 with the gold box."""
 
     answer_type = "box"
-    splits = ("train", "val", "test", "testA", "testB")
+    metric = "box_iou@0.5"
+    splits = ("train", "val", "test", "testA", "testB", "testC")
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         root = require_path(path, "refcoco", "a directory holding refs.json, instances.json and images/")
         require_split(split, self.splits, "refcoco")
         if not root.is_dir():
             raise DataError(f"{root}: RefCOCO directory not found")
-        refs_file = root / "refs.json"
-        refs = read_json(refs_file, "RefCOCO refs file")
-        if not isinstance(refs, list):
-            raise DataError(f"{refs_file}: expected a JSON list of refs")
+        refs_file, refs = read_refs(root)
         images, boxes, categories = read_instances(root / "instances.json")
         present = set()  # the splits seen, for the message when `split` has no refs
 
@@ -46,7 +46,7 @@ class RefCOCO(Task):
             for index, ref in enumerate(refs):
                 where = f"{refs_file}[ref {index}]"
                 present.add(field(ref, "split", str, where))
-                if ref["split"] == split:
+                if in_split(ref["split"], split):
                     yield from ref_items(ref, where, root / "images", images, boxes, categories, split)
 
         return take(
@@ -55,8 +55,53 @@ class RefCOCO(Task):
             lambda: f"{refs_file}: no refs in split {split!r} (present: {', '.join(sorted(present)) or 'none'})",
         )
 
-    def score(self, prediction: str, item: VQAItem) -> float:
-        return box_hit(prediction, item.answer, IOU_THRESHOLD)
+
+def in_split(ref_split: str, split: str) -> bool:
+    """The refer API's split rule: `test` takes every test* split, `testA`/`testB`/`testC` every split holding
+    that letter (testAB too), others are compared as they are."""
+    if split == "test":
+        return "test" in ref_split
+    if split in ("testA", "testB", "testC"):
+        return split[-1] in ref_split
+    return ref_split == split
+
+
+def read_refs(root: Path) -> tuple[Path, list]:
+    """(file, refs) from `refs.json`, else from the one refer-toolkit pickle in `root` (safely, see `load_pickle`)."""
+    json_file = root / "refs.json"
+    pickles = sorted(root.glob("refs*.p"))
+    if json_file.is_file() or not pickles:
+        if not json_file.is_file():
+            raise DataError(f"{json_file}: not found (nor a refer-toolkit refs(unc).p / refs(umd).p in {root})")
+        refs = read_json(json_file, "RefCOCO refs file")
+    elif len(pickles) > 1:
+        names = ", ".join(p.name for p in pickles)
+        raise DataError(
+            f"{root}: several refs pickles ({names}): keep the one you mean, or convert it with "
+            "`vlmlab data convert-refs FILE.p DIR/refs.json`"
+        )
+    else:
+        json_file, refs = pickles[0], load_pickle(pickles[0])
+    if not isinstance(refs, list):
+        raise DataError(f"{json_file}: expected a list of refs")
+    return json_file, refs
+
+
+class _PlainData(pickle.Unpickler):
+    """An unpickler that builds only what pickle encodes without naming a class (dicts, lists, tuples, strings,
+    numbers, booleans, None): any pickle that asks for a class or a function is refused before it runs."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it names {module}.{name}; refs pickles hold plain data only")
+
+
+def load_pickle(file: Path) -> Any:
+    """A refer-toolkit refs pickle (`refs(unc).p`), read without running any code from it."""
+    try:
+        with open(file, "rb") as fh:
+            return _PlainData(fh, encoding="utf-8").load()
+    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise DataError(f"{file}: not a plain-data refs pickle ({exc}); convert it with a tool you trust") from None
 
 
 def ref_items(

@@ -8,7 +8,6 @@ from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
 from vlmlab.data.tasks.local_files import field, read_json, require_path, require_split, take
 from vlmlab.errors import DataError
-from vlmlab.metrics import vqa_accuracy
 from vlmlab.registry import register_task
 
 LAYOUT = "a directory holding the official VQAv2 files (see docs/datasets.md)"
@@ -34,8 +33,11 @@ class VQAv2(Task):
     `v2_mscoco_{split}2014_annotations.json` and the images
     `{split}2014/COCO_{split}2014_{image_id:012d}.jpg`. The category is the annotation's answer_type
     (yes/no, number, other); the training answer is the multiple_choice_answer; the score is the official
-    VQA accuracy against the ten human answers."""
+    VQA accuracy against the ten human answers (GT-Vision-Lab/VQA vqaEval.py, 2021 version; the task YAML
+    metric `vqa_accuracy_2016` selects the pre-2021 script). Questions without an annotation are skipped, as
+    the official API does, and counted in metrics.json."""
 
+    metric = "vqa_accuracy"
     splits = ("train", "val")
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
@@ -50,12 +52,15 @@ class VQAv2(Task):
         annotations = read_annotations(afile)
 
         def items():
+            skipped = 0
             for index, question in enumerate(questions):
                 where = f"{qfile}[question {index}]"
                 question_id = field(question, "question_id", int, where)
                 image_id = field(question, "image_id", int, where)
-                if question_id not in annotations:
-                    raise DataError(f"{where}: question_id {question_id} has no annotation in {afile}")
+                if question_id not in annotations:  # the official API keys on the annotations and ignores these
+                    skipped += 1
+                    self.notes["skipped_without_annotation"] = skipped
+                    continue
                 category, answer, answers = annotations[question_id]
                 yield VQAItem(
                     item_id=f"{split}-{question_id}",
@@ -65,12 +70,10 @@ class VQAv2(Task):
                     answer=answer,
                     image=str(image_file(root, split, image_id)),
                     answers=answers,
+                    native_id=str(question_id),
                 )
 
         return take(items(), limit, f"{qfile}: no questions")
-
-    def score(self, prediction: str, item: VQAItem) -> float:
-        return vqa_accuracy(prediction, list(item.answers) or [item.answer])
 
 
 def read_annotations(file: Path) -> dict[int, tuple[str, str, tuple[str, ...]]]:
