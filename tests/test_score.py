@@ -77,3 +77,11 @@ def test_unknown_and_missing_ids_are_one_line(tmp_path, capsys):
         )
         == 0
     )
+
+
+def test_task_and_split_are_not_read_as_emoji_codes(capsys):
+    """`refcoco:train:` once printed as `refcoco🚋`: the console renders no emoji codes."""
+    from vlmlab.progress import console
+
+    console.print("refcoco:train: 3 items")
+    assert "refcoco:train: 3 items" in capsys.readouterr().err

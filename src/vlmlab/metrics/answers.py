@@ -219,7 +219,8 @@ def textvqa_accuracy(prediction: str, human_answers: list[str]) -> float:
 
 
 def gqa_match(prediction: str, answer: str) -> float:
-    """GQA accuracy of one answer, as LLaVA's `scripts/convert_gqa_for_eval.py` then GQA's `eval.py` score it: the
+    """GQA accuracy of one answer, as LLaVA's `scripts/convert_gqa_for_eval.py` (haotian-liu/LLaVA c121f04) then GQA's
+    `eval.py` score it: the
     prediction with trailing periods stripped and lower-cased must equal the gold answer exactly (no other
     normalization: no articles dropped, no number words mapped, no whitespace trimmed)."""
     return float(prediction.rstrip(".").lower() == answer)

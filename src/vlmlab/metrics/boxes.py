@@ -50,7 +50,9 @@ def pixel_box_hit(
 ) -> float:
     """Acc@IoU>=threshold in the original image's pixels, as grounding benchmarks (RefCOCO/+/g) define it: the
     predicted 0-99 box is mapped back through the inverse of the run's resize or letterbox (`frame`: processed
-    side, geometry) and compared with the gold pixel box. An unparsable prediction scores 0."""
+    side, geometry) and compared with the gold pixel box. Continuous IoU (no +1 pixel) and >= 0.5, as TRI-ML
+    vlm-evaluation's RefCOCO harness (d9f5896) and Qwen-VL's eval_mm/evaluate_grounding.py score; the refer
+    toolkit itself has no IoU code. An unparsable prediction scores 0."""
     predicted = parse_box(prediction)
     if predicted is None:
         return 0.0

@@ -1,6 +1,7 @@
 """POPE's yes/no reading of an answer and its summary metrics, as the POPE repository scores them.
 
-Follows RUCAIBox/POPE `evaluate.py` (and LLaVA's `llava/eval/eval_pope.py`, which applies the same rule):
+Follows RUCAIBox/POPE `evaluate.py` (HEAD 3df3ba1, 2024-03-25; LLaVA's `llava/eval/eval_pope.py` applies the
+same rule):
 only the text before the first '.' counts, commas are removed, the rest is split on single spaces, and the
 answer is "no" when one of those words is exactly `no`, `not` or `No`; anything else is "yes". "yes" is the
 positive class of precision, recall and F1.
