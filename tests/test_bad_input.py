@@ -81,7 +81,20 @@ def test_missing_checkpoint(capsys, trained_run):
 def test_corrupt_checkpoint(capsys, trained_run):
     (trained_run.final / "model.safetensors").write_bytes(b"\x00garbage")
     code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
+    assert code == 1 and "model.safetensors does not match its sha256 in manifest.json" in _one_line(err)
+    (trained_run.final / "manifest.json").unlink()  # a checkpoint from before manifests: the loader still refuses it
+    code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
     assert code == 1 and "not a readable safetensors file" in _one_line(err)
+
+
+def test_a_bit_flip_in_the_weights_is_found_by_the_manifest(capsys, trained_run):
+    """A flipped bit loads fine as safetensors and changes predictions silently; the sha256 manifest catches it."""
+    weights = trained_run.final / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # inside the last tensor's data
+    weights.write_bytes(bytes(data))
+    code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
+    assert code == 1 and "final: model.safetensors does not match its sha256" in _one_line(err)
 
 
 def test_projector_with_mismatched_dims(capsys, trained_run):
@@ -92,6 +105,9 @@ def test_projector_with_mismatched_dims(capsys, trained_run):
     state_file = trained_run.final / "trainer_state.json"  # as if the checkpoint had been copied beside another config
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps(dict(state, training_fingerprint=training_fingerprint(cfg))))
+    from vlmlab.checkpoint import write_manifest
+
+    write_manifest(trained_run.final)  # a whole checkpoint, consistent in itself
     code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
     line = _one_line(err)
     assert code == 1 and "mismatched dims" in line and "model.safetensors" in line

@@ -18,7 +18,7 @@ PACKAGE = Path(vlmlab.__file__).parent
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("vlmlab", "vlmlab.errors", "vlmlab.io", "vlmlab.progress", "vlmlab.environment",
-                    "vlmlab.distributed", "vlmlab.cache", "vlmlab.registry", "vlmlab.render")),
+                    "vlmlab.distributed", "vlmlab.cache", "vlmlab.registry", "vlmlab.render", "vlmlab.locks")),
     ("training step", ("vlmlab.training_step",)),
     ("config", ("vlmlab.config",)),
     ("lm", ("vlmlab.lm",)),

@@ -13,12 +13,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vlmlab.errors import UserError
-from vlmlab.io import atomic_dir
+from vlmlab.errors import EXIT_ENVIRONMENT, UserError
+from vlmlab.io import atomic_dir, file_sha256
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer_state.json"
+MANIFEST = "manifest.json"  # {file name: sha256} of every other file, written last inside the checkpoint
 
 
 def model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -123,19 +124,62 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint into a temp dir, then rename it into place: a crash leaves no partial one.
     `weights`: the model's state dict when it was gathered from shards (FSDP / DeepSpeed)."""
-    with atomic_dir(directory) as tmp:
-        save_weights(model, tmp / WEIGHTS, weights)
-        state = dict(trainer_state, rng=rng_state())
-        if optimizer is not None:
-            tensors, meta = _optimizer_to_flat(optimizer)
-            save_file(tensors, str(tmp / OPTIMIZER))
-            state["optimizer"] = meta
-        (tmp / STATE).write_text(json.dumps(state))
+    try:
+        with atomic_dir(directory) as tmp:
+            save_weights(model, tmp / WEIGHTS, weights)
+            state = dict(trainer_state, rng=rng_state())
+            if optimizer is not None:
+                tensors, meta = _optimizer_to_flat(optimizer)
+                save_file(tensors, str(tmp / OPTIMIZER))
+                state["optimizer"] = meta
+            (tmp / STATE).write_text(json.dumps(state))
+            write_manifest(tmp)
+    except SafetensorError as exc:  # e.g. a full disk while serializing; the temp dir is gone, nothing half-written
+        raise UserError(
+            f"{directory}: cannot write the checkpoint ({str(exc).splitlines()[0]})", EXIT_ENVIRONMENT
+        ) from None
     return directory
 
 
+def write_manifest(directory: Path) -> None:
+    """`manifest.json`: the sha256 of every file of a checkpoint (a bit flip or a truncated file is then found)."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
+    (directory / MANIFEST).write_text(json.dumps({p.name: file_sha256(p) for p in files}, indent=1, sort_keys=True))
+
+
+def damage(directory: Path) -> str | None:
+    """Why a checkpoint cannot be trusted (a missing, unreadable or changed file), or None when it checks out.
+    A checkpoint written before manifests existed is trusted as it is."""
+    manifest = directory / MANIFEST
+    if not (directory / STATE).is_file():
+        return f"{STATE} missing"
+    if not manifest.is_file():
+        return None
+    try:
+        listed = json.loads(manifest.read_text())
+    except ValueError:
+        return f"{MANIFEST} unreadable"
+    for name, digest in listed.items():
+        file = directory / name
+        if not file.is_file():
+            return f"{name} missing"
+        if file_sha256(file) != digest:
+            return f"{name} does not match its sha256 in {MANIFEST} (changed or corrupted)"
+    return None
+
+
+def verify(directory: Path) -> None:
+    """Refuse a damaged checkpoint with one line naming it and the file."""
+    problem = damage(directory)
+    if problem is not None:
+        raise UserError(f"{directory}: {problem}; restore it, or train again")
+
+
 def load_trainer_state(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / STATE).read_text())
+    try:
+        return json.loads((directory / STATE).read_text())
+    except ValueError:
+        raise UserError(f"{directory / STATE}: unreadable (torn or edited); restore it, or train again") from None
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: dict[str, Any]) -> None:
@@ -143,11 +187,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: dic
     optimizer.load_state_dict(_optimizer_from_flat(tensors, state["optimizer"]))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete `step-*` checkpoint (complete = its trainer_state.json exists)."""
+def latest_checkpoint(run_dir: Path, verified: bool = False, report=None) -> Path | None:
+    """The newest complete `step-*` checkpoint (complete = its trainer_state.json exists). With `verified`, the
+    newest one whose files match their manifest: a damaged one is passed over (and named to `report`)."""
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     ckpts = [c for c in ckpts if (c / STATE).is_file()]
-    return ckpts[-1] if ckpts else None
+    for checkpoint in reversed(ckpts):
+        problem = damage(checkpoint) if verified else None
+        if problem is None:
+            return checkpoint
+        if report is not None:
+            report(f"{checkpoint}: {problem}; passed over")
+    return None
 
 
 def remove_partial(run_dir: Path) -> None:

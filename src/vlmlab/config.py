@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from vlmlab.errors import ConfigError, UserError, validation_error
+from vlmlab.io import parse_yaml, read_yaml_file
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
 
 MODULE_GROUPS = ("vision", "projector", "llm", "routing")
@@ -60,6 +61,20 @@ class ImageConfig(Strict):
     geometry: Literal["resize", "letterbox-square"] = "resize"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError("must be finite numbers")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(v) and v > 0 for v in value):
+            raise ValueError("must be finite numbers above 0 (pixels are divided by it)")
+        return value
 
 
 class DataSource(Strict):
@@ -150,8 +165,10 @@ class StageConfig(Strict):
         for group, lr in value.items():
             if group not in MODULE_GROUPS:
                 raise ValueError(f"unknown module group {group!r} (known: {', '.join(MODULE_GROUPS)})")
-            if lr < 0:
-                raise ValueError(f"learning rate for {group!r} must be >= 0")
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"learning rate for {group!r} must be a finite number >= 0")
+        if not any(value.values()):
+            raise ValueError("every learning rate is 0: the stage would train nothing")
         return {g: value.get(g, 0.0) for g in MODULE_GROUPS}
 
 
@@ -167,7 +184,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's, each in [0, 1)
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(1.0, gt=0)
@@ -178,6 +195,13 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1)
     on_nonfinite: NonFiniteConfig = NonFiniteConfig()
     trackers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)  # besides train_log.jsonl
+
+    @field_validator("betas")
+    @classmethod
+    def _adam_betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(b) and 0 <= b < 1 for b in value):
+            raise ValueError("each of AdamW's betas must be in [0, 1)")
+        return value
 
 
 class EvalConfig(Strict):
@@ -211,6 +235,24 @@ def resolve_parts(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists as {dotted.key: leaf}; lists by index (`train.stages.1.lr.llm`)."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = ((str(i), v) for i, v in enumerate(data))
+    else:
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        child = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (dict, list)) and value:
+            out.update(flatten(value, child))
+        else:
+            out[child] = value
+    return out
+
+
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     """Set `a.b.c` (or `a.0.c` into a list) in nested data, creating mapping levels as needed."""
     node: Any = raw
@@ -242,7 +284,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE", exit_code=2)
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"--set {item!r}")
     return out
 
 
@@ -270,15 +312,8 @@ def builtin_config(name: str, kind: str = "configs") -> Path | None:
 
 
 def read_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found", exit_code=2)
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}:{where} not valid YAML", exit_code=2) from None
+    """A config or spec file as data (UTF-8 YAML, no key twice); any problem is one line naming the file."""
+    return read_yaml_file(path)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

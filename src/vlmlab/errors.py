@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+# exit codes by cause, the same for every command
+EXIT_DATA = 1  # the data, a run's or study's files, a numerical fault
+EXIT_CONFIG = 2  # a config, spec or command-line value
+EXIT_ENVIRONMENT = 3  # the machine: a file that cannot be read or written, a full disk
+EXIT_BUSY = 4  # another process is writing the same run or study
+EXIT_MEMORY = 5  # the memory pre-flight refused, or memory ran out
+
 
 class UserError(Exception):
     """A mistake in the user's config, paths or data. `exit_code` 2 is for config/usage errors."""

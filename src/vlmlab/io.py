@@ -132,3 +132,45 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the constructor below reports it
+                duplicate = False
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key) if not isinstance(key, (list, dict)) else None
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as data; bad YAML or a duplicate key is one line naming `source` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        raise UserError(
+            f"{source}:{where} not valid YAML" + (f" ({problem})" if problem else ""), exit_code=2
+        ) from None
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file as data: a missing file, one that is not UTF-8 text, bad YAML or a duplicate key is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found", exit_code=2)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (a {what} is YAML)", exit_code=2) from None
+    return parse_yaml(text, str(path))

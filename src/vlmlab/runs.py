@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from vlmlab import io
-from vlmlab.checkpoint import WEIGHTS, load_trainer_state, load_weights
-from vlmlab.config import RunConfig, load_config, read_yaml
+from vlmlab.checkpoint import WEIGHTS, load_trainer_state, load_weights, verify
+from vlmlab.config import RunConfig, flatten, load_config, read_yaml
 from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.errors import UserError
 from vlmlab.models.build import build_model
@@ -84,6 +85,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     if not (run.final / WEIGHTS).is_file():
         raise UserError(f"{run.final / WEIGHTS}: no final checkpoint (did training finish?)")
     cfg = load_config(run.config)
+    verify(run.final)  # the weights are the ones training wrote (sha256 manifest)
     _check_config_unchanged(run)
     tokenizer_dir = run.tokenizer if run.tokenizer.is_dir() else None
     model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
@@ -92,6 +94,35 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     from_parts = tuple(f"{group}." for group in load_trainer_state(run.final).get("parts_from_pretrained", []))
     load_weights(model, run.final / WEIGHTS, may_miss=from_parts)
     return model.to(device).eval(), cfg
+
+
+# What may differ when a run is resumed. Settings that never touch the weights may change freely; the recipe
+# fixes a stopped run needs (learning rates, warmup, what a non-finite step does) may change and are recorded
+# as provenance; anything else (model, data, seed, batch, schedule shape) is refused.
+RESUME_FREE = (
+    "name",
+    "eval",
+    "data.eval",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.threads",
+    "train.trackers",
+)
+RESUME_RECIPE = re.compile(r"^(train\.warmup_ratio|train\.on_nonfinite(\..*)?|train\.stages\.\d+\.lr(\..*)?)$")
+
+
+def resume_differences(saved: dict, new: dict) -> tuple[dict[str, list], str | None]:
+    """({recipe key: [old, new]} that a resume may take, the first key it may not change, or None)."""
+    a, b = flatten(saved), flatten(new)
+    recipe, refused = {}, None
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key) or any(key == f or key.startswith(f + ".") for f in RESUME_FREE):
+            continue
+        if RESUME_RECIPE.match(key):
+            recipe[key] = [a.get(key), b.get(key)]
+        elif refused is None:
+            refused = key
+    return recipe, refused
 
 
 def training_fingerprint(raw: dict) -> str:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import ValidationError
 from rich.markup import escape
 
 from vlmlab.cli import commands
 from vlmlab.cli.commands import resolve_config_path, resolve_study_path  # noqa: F401 - public helpers
-from vlmlab.errors import UserError
+from vlmlab.errors import EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_MEMORY, UserError, validation_error
 from vlmlab.parts import load_builtin_parts
 from vlmlab.progress import console
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlmlab", description="Controlled backbone studies of vision-language models."
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error (before the command)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a run from a YAML config (then evaluate it)")
@@ -217,14 +219,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str, code: int) -> int:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)  # `[key]` is text
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Whatever a user or the machine can cause is one line and a non-zero exit code by cause
+    (vlmlab.errors.EXIT_*); a traceback is shown only for bugs, or for everything with `--debug`."""
     args = build_parser().parse_args(argv)
     try:
         load_builtin_parts()
         return args.func(args)
-    except UserError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # `[key]` is text
-        return exc.exit_code
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UserError):
+            return _error(str(exc), exc.exit_code)
+        if isinstance(exc, ValidationError):  # a command-line value checked by the schema
+            return _error(str(validation_error(exc)), EXIT_CONFIG)
+        if isinstance(exc, OSError):  # the machine: permission, a full disk, a vanished file
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _error(f"{where}{exc.strerror or exc}", EXIT_ENVIRONMENT)
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            return _error(
+                f"out of memory ({exc}); lower train.batch_size, eval.batch_size or data.image.size", EXIT_MEMORY
+            )
+        raise

@@ -12,7 +12,8 @@ from vlmlab.errors import DataError
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB; a missing, truncated or non-image file is a DataError naming the file."""
+    """Open an image as RGB; a missing, truncated, unreadable or non-image file, or one so large it would be a
+    decompression bomb (PIL's limit, ~179 megapixels), is a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
@@ -20,6 +21,10 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to decode safely ({exc})") from None
+    except PermissionError:
+        raise DataError(f"{path}: image not readable (permission denied)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
 

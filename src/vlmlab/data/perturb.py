@@ -33,7 +33,7 @@ class Perturbation:
             rng = np.random.default_rng(zlib.crc32(key.encode()))
             noisy = image.astype(np.float32) / 255.0 + rng.normal(0.0, self.amount, image.shape).astype(np.float32)
             return (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        px = int(self.amount)
+        px = min(int(self.amount), image.shape[0])  # beyond the side everything has left the view anyway
         if px == 0:
             return image
         padded = np.pad(image, ((px, 0), (px, 0), (0, 0)), mode="edge")
@@ -54,8 +54,12 @@ def shift_box_answer(perturbation: Perturbation | None, answer: str, size: int) 
     return "[" + ", ".join(str(c) for c in moved) + "]"
 
 
+MAX_NOISE = 1.0  # pixel values are in [0, 1]: a larger sigma leaves nothing of the image
+MAX_SHIFT = 4096  # the largest processed image side: a larger shift moves everything out of view
+
+
 def parse_perturbation(spec: str) -> Perturbation:
-    """`noise:0.1` or `shift:4`; anything else is a one-line usage error."""
+    """`noise:0.1` (0 <= sigma <= 1) or `shift:4` (whole pixels, 0 <= px <= 4096); anything else is one line."""
     kind, _, value = spec.partition(":")
     try:
         amount = float(value)
@@ -65,4 +69,7 @@ def parse_perturbation(spec: str) -> Perturbation:
         raise UserError(
             f"--perturb {spec!r}: expected noise:SIGMA (e.g. noise:0.1) or shift:PIXELS (e.g. shift:4)", exit_code=2
         )
+    limit = MAX_NOISE if kind == "noise" else MAX_SHIFT
+    if amount > limit:
+        raise UserError(f"--perturb {spec!r}: {kind} must be at most {limit:g}", exit_code=2)
     return Perturbation(kind, amount)

@@ -13,10 +13,11 @@ from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.data.tasks.base import Task
-from vlmlab.distributed import is_main_process, process_group
+from vlmlab.distributed import is_main_process, work_group
 from vlmlab.errors import ConfigError
 from vlmlab.evaluation.generate import greedy_generate
 from vlmlab.evaluation.records import RECORD_COLUMNS, load_eval_sets, record, summarize
+from vlmlab.locks import exclusive
 from vlmlab.metrics import accuracy
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
@@ -34,7 +35,7 @@ def predict(
     shown as `mode` says (clean, blind, perturbed). `tasks`, when given, receives the Task that scored each
     task id (for `summarize`)."""
     device = next(model.parameters()).device
-    rank, world = process_group()
+    rank, world = work_group()
     rows = []
     model.eval()
     sets = load_eval_sets(sources, cfg.data.image, mode)
@@ -85,8 +86,15 @@ def evaluate_run(
     cfg=None,
 ) -> dict:
     """Evaluate a trained run; writes predictions{mode.suffix}.parquet and metrics{mode.suffix}.json atomically
-    (suffix: none, `_blind`, or the perturbation's tag such as `_noise-0.1`)."""
+    (suffix: none, `_blind`, or the perturbation's tag such as `_noise-0.1`), holding the run's lock."""
     run = RunDir(run_dir)
+    if is_main_process() and run.path.is_dir():
+        with exclusive(run.path, "run"):
+            return _evaluate(run, sources, mode, model, cfg)
+    return _evaluate(run, sources, mode, model, cfg)
+
+
+def _evaluate(run: RunDir, sources, mode: EvalMode, model, cfg) -> dict:
     if model is None:
         model, cfg = load_run_model(run.path, device="cuda" if torch.cuda.is_available() else "cpu")
     sources = list(sources) if sources else list(cfg.data.eval)

@@ -99,6 +99,7 @@ def import_llava(
                 }
             )
         )
+        ckpt.write_manifest(run.final)
         io.write_json(tmp / "imported.json", {"source": str(path.resolve()), "llava_config": config})
     return out
 

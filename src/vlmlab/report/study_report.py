@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from vlmlab.analysis.run import saved_results
+from vlmlab.config import flatten
 from vlmlab.render import plots
 from vlmlab.render.document import Report, Section
-from vlmlab.study.control import flatten
 from vlmlab.study.data import StudyData, load_study_data, results_fingerprint
 from vlmlab.study.results import SUMMARY_COLUMNS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmlab.config import PART_REGISTRIES
+from vlmlab.config import PART_REGISTRIES, flatten
 from vlmlab.data.order import training_order_fingerprints
 from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.errors import UserError
@@ -19,24 +19,6 @@ class ControlViolation(UserError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=2)
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts/lists as {dotted.key: leaf}; lists by index (`train.stages.1.lr.llm`)."""
-    if isinstance(data, dict):
-        items = data.items()
-    elif isinstance(data, list):
-        items = ((str(i), v) for i, v in enumerate(data))
-    else:
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in items:
-        child = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, (dict, list)) and value:
-            out.update(flatten(value, child))
-        else:
-            out[child] = value
-    return out
 
 
 def covered(key: str, declared: set[str]) -> bool:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from vlmlab.config import read_yaml
 from vlmlab.errors import UserError
 from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl
 from vlmlab.runs import RunDir
@@ -106,7 +106,7 @@ def load_study_data(path: str | Path) -> StudyData:
             hint = " (run `vlmlab study` until every variant is complete)" if finished else ""
             raise UserError(f"{file}: not found; {study.path} is not a finished study{hint}")
     _check_complete(study)
-    spec = study_spec_from_dict(yaml.safe_load(study.spec.read_text()), str(study.spec))
+    spec = study_spec_from_dict(read_yaml(study.spec), str(study.spec))
     return StudyData(
         path=study.path,
         spec=spec,
@@ -121,12 +121,26 @@ def _check_complete(study: StudyDir) -> None:
     rerun = f"run `vlmlab study` on its spec with --out {study.path} to rewrite them"
     if not study.complete.is_file():
         raise UserError(f"{study.complete}: not found; the results were not completely written ({rerun})")
-    vouched = read_json(study.complete).get("files", {})
+    vouched = _vouched_files(study)
     for file in (study.results, study.summary):
         if vouched.get(file.name) != file_sha256(file):
             raise UserError(f"{file}: not the file complete.json vouches for (changed or half-replaced; {rerun})")
 
 
+def _vouched_files(study: StudyDir) -> dict:
+    """complete.json's {file name: sha256}; a marker that is not such a record is one line saying how to rewrite it."""
+    try:
+        files = read_json(study.complete).get("files")
+    except (ValueError, AttributeError):
+        files = None
+    if not isinstance(files, dict):
+        raise UserError(
+            f"{study.complete}: not a valid completion marker; run `vlmlab study` on its spec with --out "
+            f"{study.path} to rewrite it"
+        )
+    return files
+
+
 def results_fingerprint(study: StudyDir) -> str:
     """Hash of the results an analysis was computed from (complete.json names their files' hashes)."""
-    return content_hash(read_json(study.complete).get("files", {}))
+    return content_hash(_vouched_files(study))

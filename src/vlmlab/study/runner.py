@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from vlmlab import io
+from vlmlab.config import read_yaml
 from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
 from vlmlab.environment import environment
 from vlmlab.errors import UserError
 from vlmlab.evaluation.evaluate import evaluate_run
+from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
 from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
 from vlmlab.progress import console
-from vlmlab.runs import init_run, load_run_model
+from vlmlab.runs import init_run, load_run_model, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.layout import Study, StudyDir
 from vlmlab.study.results import modes, write_results
@@ -65,13 +67,16 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
 
 
 def is_complete(study: Study, v: Variant) -> bool:
-    marker = study.run_dir(v).done
-    if not marker.is_file():
+    """The variant's marker names its current inputs and every evaluation mode's records are on disk (a deleted
+    predictions file makes it incomplete: it is evaluated again, not retrained)."""
+    run = study.run_dir(v)
+    if not run.done.is_file():
         return False
     try:
-        return json.loads(marker.read_text())["inputs"] == variant_inputs(v, study.spec)
-    except (json.JSONDecodeError, KeyError):
+        current = json.loads(run.done.read_text())["inputs"] == variant_inputs(v, study.spec)
+    except (json.JSONDecodeError, KeyError, TypeError):
         return False
+    return current and all(run.predictions(m).is_file() and run.metrics(m).is_file() for m in modes(study.spec))
 
 
 def measure_pending(spec_path: str | Path, study: Study) -> Study:
@@ -88,7 +93,8 @@ def measure_pending(spec_path: str | Path, study: Study) -> Study:
 
 def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
-    variants run by this call (names like `gen3`), for spreading a study over jobs."""
+    variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
+    locked while it is written, so jobs of one study on different variants run side by side."""
     study = measure_pending(spec_path, prepare_study(spec_path, out))
     known = {v.name for v in study.variants}
     for name in only or []:
@@ -97,10 +103,11 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
     study.dir.path.mkdir(parents=True, exist_ok=True)
     todo = [v for v in study.variants if not only or v.name in only]
     if is_main_process():  # under torchrun / accelerate launch every process trains; one writes
-        io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
-        io.write_json(study.dir.control, study.control)
-        if any(not is_complete(study, v) for v in todo):  # results about to change: they stop being vouched for
-            study.dir.complete.unlink(missing_ok=True)
+        with exclusive(study.dir.path, "study", console.print):
+            io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
+            io.write_json(study.dir.control, study.control)
+            if any(not is_complete(study, v) for v in todo):  # results about to change: no longer vouched for
+                study.dir.complete.unlink(missing_ok=True)
     barrier()
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
@@ -114,7 +121,8 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
         console.print(f"variants still to run: {', '.join(missing)} (results are combined once all are complete)")
         return study
     if is_main_process():
-        write_results(study)
+        with exclusive(study.dir.path, "study", console.print):
+            write_results(study)
     barrier()
     return study
 
@@ -124,13 +132,23 @@ def _describe(v: Variant) -> str:
 
 
 def run_variant(study: Study, v: Variant) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint if a previous attempt stopped), evaluate every mode, mark done."""
+    """Train (resuming from the last checkpoint if a previous attempt stopped), evaluate every mode, mark done;
+    the variant's run is locked meanwhile (one writer per run, across the jobs of a study)."""
     run = study.run_dir(v)
+    with exclusive(run.path, "run", console.print) if is_main_process() else nullcontext():
+        return _run_variant(study, v, run)
+
+
+def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
     if is_main_process():
         run.done.unlink(missing_ok=True)
-        if run.config.is_file() and yaml.safe_load(run.config.read_text()) != v.resolved:
-            console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
-            shutil.rmtree(run.path)
+        if run.config.is_file() and read_yaml(run.config) != v.resolved:
+            recipe, refused = resume_differences(read_yaml(run.config), v.resolved)
+            if refused is None and not run.trained():  # only recipe fixes (lr, warmup, on_nonfinite): continue
+                console.print(f"{v.run_name}: resuming with a changed recipe ({', '.join(recipe)})", soft_wrap=True)
+            else:
+                console.print(f"{v.run_name}: inputs changed since the last attempt; starting it afresh")
+                _clear(run.path)
     barrier()
     t0 = time.perf_counter()
     if run.trained():
@@ -156,6 +174,14 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
     if is_main_process():
         io.write_json(run.done, done)
     return done
+
+
+def _clear(path: Path) -> None:
+    """Empty a run directory, keeping the lock this process holds on it."""
+    for entry in path.iterdir():
+        if entry.name == LOCK:
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def job_script(spec_path: str | Path, study: Study) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vlmlab import io
 from vlmlab.config import DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
+from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
 
@@ -60,6 +61,16 @@ class EvalSpec(Strict):
     tasks: list[DataSource] | None = None  # None = the base config's data.eval
     blind: bool = True  # also evaluate with a constant image (visual reliance)
     perturb: list[str] = Field(default_factory=list)  # e.g. ["noise:0.1", "shift:4"]
+
+    @field_validator("perturb")
+    @classmethod
+    def _known_perturbations(cls, value: list[str]) -> list[str]:
+        for spec in value:  # checked with the spec (and so by --check), not after the first variant trained
+            try:
+                parse_perturbation(spec)
+            except UserError as exc:
+                raise ValueError(str(exc).removeprefix("--perturb ")) from None
+        return value
 
 
 class AnalysisSpec(BaseModel):

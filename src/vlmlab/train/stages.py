@@ -86,7 +86,10 @@ class SequenceTraining:
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)
+            base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
             ckpt.load_optimizer(optimizer, resume_from, state)
+            for g, lr in zip(optimizer.param_groups, base_lrs):  # the config's rates (a resume may change them)
+                g["initial_lr"] = lr
             ckpt.set_rng_state(state["rng"])
         loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
         engines.before_prepare(acc, model)

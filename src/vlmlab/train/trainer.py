@@ -3,25 +3,27 @@ exact resume."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import Accelerator
 
 from vlmlab import checkpoint as ckpt
 from vlmlab import io
-from vlmlab.config import RunConfig, config_from_dict, stage_seed
+from vlmlab.config import RunConfig, read_yaml, stage_seed
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.sources import load_training_sources, training_items
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
+from vlmlab.locks import exclusive
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.vlm import VisionLanguageModel
-from vlmlab.progress import progress
-from vlmlab.runs import RunDir, apply_lora, init_run, load_run_model, training_fingerprint
+from vlmlab.progress import console, progress
+from vlmlab.runs import RunDir, apply_lora, init_run, load_run_model, resume_differences, training_fingerprint
 from vlmlab.train import engines, trackers
 from vlmlab.train.stages import stage_runner
 from vlmlab.training_step import NonFiniteGuard
@@ -63,6 +65,7 @@ class Trainer:
         self.bar = None  # the progress display
         self.global_step = 0  # optimizer steps over all stages: the x axis of the trackers
         self.log_lines = 0  # lines of train_log.jsonl written (a checkpoint records them, resume cuts back to them)
+        self.recipe_changes: dict[str, list] = {}  # recipe keys a resume changed: [old, new] (provenance)
 
     # ----- set-up -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -70,15 +73,39 @@ class Trainer:
             raise ConfigError("data.train", "missing: no training data configured")
         if not self.cfg.train.stages:
             raise ConfigError("train.stages", "missing: no training stages configured")
-        if self.run.config.is_file():
-            if not self.resume:
-                raise UserError(
-                    f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out"
-                )
-            saved = config_from_dict(yaml.safe_load(self.run.config.read_text()))
-            if saved.resolved() != self.cfg.resolved():
-                key = _first_difference(saved.resolved(), self.cfg.resolved())
-                raise UserError(f"{self.run.path}: --resume with a different config ({key} changed)", exit_code=2)
+        if not self.run.config.is_file():
+            return
+        if not self._has_progress():  # an earlier start failed or was killed before its first checkpoint
+            console.print(
+                f"{self.run.path}: no checkpoint yet (an earlier start stopped before one); starting afresh",
+                soft_wrap=True,
+                highlight=False,
+            )
+            self._clear_unstarted()
+            self.resume = False
+            return
+        if not self.resume:
+            raise UserError(
+                f"{self.run.path}: already holds a run; pass --resume to continue it or choose another --out"
+            )
+        saved = read_yaml(self.run.config)
+        self.recipe_changes, refused = resume_differences(saved, self.cfg.resolved())
+        if refused is not None:
+            raise UserError(
+                f"{self.run.path}: --resume with a different config ({refused} changed; a resume may change only "
+                "learning rates, warmup and train.on_nonfinite)",
+                exit_code=2,
+            )
+
+    def _has_progress(self) -> bool:
+        return (self.run.final / ckpt.STATE).is_file() or ckpt.latest_checkpoint(self.run.path) is not None
+
+    def _clear_unstarted(self) -> None:
+        """Remove what a start that never reached a checkpoint wrote (files of other programs are left alone)."""
+        for name in ("config.yaml", "environment.json", "train_log.jsonl", "train.json"):
+            (self.run.path / name).unlink(missing_ok=True)
+        for name in ("tokenizer", "checkpoints", ".tokenizer.tmp", "tensorboard", "mlruns"):
+            shutil.rmtree(self.run.path / name, ignore_errors=True)
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
@@ -89,6 +116,7 @@ class Trainer:
             self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None
         )
         if init is not None:
+            ckpt.verify(init.final)
             if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
         if self.cfg.train.gradient_checkpointing:
@@ -109,6 +137,12 @@ class Trainer:
 
     # ----- the run ------------------------------------------------------------------------
     def run_training(self) -> TrainResult:
+        """Train every stage not yet done, holding the run's lock (one writer per run, main process)."""
+        lock = exclusive(self.run.path, "run", console.print) if self.accelerator.is_main_process else nullcontext()
+        with lock:
+            return self._run_training()
+
+    def _run_training(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         self._check_run_dir()
         if cfg.train.threads:
@@ -122,6 +156,8 @@ class Trainer:
         if cfg.train.trackers:
             trackers.start(acc, cfg, self.run.path)
         start_stage, start_step, resume_from = self._resume_point()
+        if self.recipe_changes:
+            self._record_recipe_changes(resume_from)
         model.to(acc.device)
 
         self.result = result = TrainResult(model=model)
@@ -131,9 +167,14 @@ class Trainer:
                 first = s == start_stage
                 if not first or resume_from is None or start_step == 0:  # a stage's randomness depends only on
                     torch.manual_seed(stage_seed(cfg.seed, s))  # (seed, stage), not on earlier stages or parts
-                stage_runner(cfg.train.stages[s]).run(
-                    self, s, start_step if first else 0, resume_from if first else None
-                )
+                try:
+                    stage_runner(cfg.train.stages[s]).run(
+                        self, s, start_step if first else 0, resume_from if first else None
+                    )
+                except UserError as exc:  # a cause the user can fix: say how the run continues afterwards
+                    if type(exc) is ConfigError:
+                        raise
+                    raise type(exc)(f"{exc} {self._how_to_continue()}", exc.exit_code) from None
         result.seconds = time.perf_counter() - t0
         # the run is complete once `final` exists; it names the config it was trained from
         self._save(
@@ -166,7 +207,7 @@ class Trainer:
         if not self.resume:
             return 0, 0, None
         ckpt.remove_partial(self.run.path)  # what a killed process left half-written
-        latest = ckpt.latest_checkpoint(self.run.path)
+        latest = ckpt.latest_checkpoint(self.run.path, verified=True, report=console.print)
         stage, step = 0, 0
         if latest is not None:
             state = ckpt.load_trainer_state(latest)
@@ -210,6 +251,21 @@ class Trainer:
             record["resumed_on"].append(env)
         io.write_json(path, record)
 
+    def _record_recipe_changes(self, resumed_from: Path | None) -> None:
+        """A resume with changed learning rates / warmup / on_nonfinite: in the log and in environment.json."""
+        at = str(resumed_from.relative_to(self.run.path)) if resumed_from else None
+        console.print(
+            f"{self.run.path}: resuming from {at} with a changed recipe: "
+            + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in self.recipe_changes.items()),
+            soft_wrap=True,
+            highlight=False,
+        )
+        self.log({"event": "recipe-changed", "resumed_from": at, "changes": self.recipe_changes})
+        if self.accelerator.is_main_process:
+            record = io.read_json(self.run.environment)
+            record.setdefault("recipe_changes", []).append({"resumed_from": at, "changes": self.recipe_changes})
+            io.write_json(self.run.environment, record)
+
     def log(self, record: dict) -> None:
         """One line of train_log.jsonl (main process) and the trackers, at the current global step."""
         if self.accelerator.is_main_process:
@@ -233,6 +289,15 @@ class Trainer:
         )
         if self.accelerator.is_main_process:
             ckpt.prune_checkpoints(self.run.path, keep=2)
+
+    def _how_to_continue(self) -> str:
+        last = self.last_good_checkpoint()
+        if last is None:
+            return "(Nothing was checkpointed yet: fix it and run the same command again.)"
+        return (
+            f"(The run keeps {last}: fix it and continue with --resume and the same --out; a resume may "
+            "change the learning rates, train.warmup_ratio and train.on_nonfinite.)"
+        )
 
     def last_good_checkpoint(self) -> str | None:
         """The newest complete checkpoint, relative to the run (for a fault's message), or None."""
@@ -261,11 +326,3 @@ def _accelerator(mixed_precision: str, log_with: list[str], run_dir: Path) -> Ac
         log_with=list(log_with) or None,
         project_config=project,
     )
-
-
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-    return prefix or "<root>"

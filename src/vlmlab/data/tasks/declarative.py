@@ -9,12 +9,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
 from vlmlab.errors import ConfigError, UserError, validation_error
+from vlmlab.io import read_yaml_file
 from vlmlab.metrics import METRICS
 from vlmlab.registry import TASKS
 
@@ -101,10 +101,8 @@ def task_files() -> list[Path]:
 
 def read_spec(file: Path) -> TaskSpec:
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = read_yaml_file(file, "task file")
         return TaskSpec(**(raw or {}))
-    except yaml.YAMLError:
-        raise UserError(f"{file}: not valid YAML", exit_code=2) from None
     except ValidationError as exc:
         raise validation_error(exc, context=(str(file),)) from None
     except TypeError:

@@ -55,6 +55,8 @@ def read_json(file: Path, what: str) -> Any:
         raise DataError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except UnicodeDecodeError:
         raise DataError(f"{file}: not UTF-8 text") from None
+    except PermissionError:
+        raise DataError(f"{file}: not readable (permission denied)") from None
 
 
 def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +33,20 @@ class VQAJsonl(Task):
 
 
 def json_records(file: Path) -> Iterator[tuple[str, dict]]:
-    """(`file:line`, record) for each non-blank line; bad JSON or a non-object is a DataError naming file:line."""
-    with open(file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    """(`file:line`, record) for each non-blank line; bad JSON, a non-object, bytes that are not UTF-8 or an
+    unreadable file is a DataError naming the file (and line)."""
+    try:
+        fh = open(file, encoding="utf-8")
+    except PermissionError:
+        raise DataError(f"{file}: not readable (permission denied)") from None
+    with fh:
+        for lineno in itertools.count(1):
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError:
+                raise DataError(f"{file}:{lineno}: not UTF-8 text") from None
+            if not line:
+                return
             if not line.strip():
                 continue
             where = f"{file}:{lineno}"
