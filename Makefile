@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_shapes_world.py
 	$(PY) benchmarks/bench_lm_ladder.py
+	$(PY) benchmarks/bench_memory_preflight.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

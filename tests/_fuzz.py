@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+FUZZ = settings(  # VLMLAB_FUZZ_EXAMPLES=1000 VLMLAB_FUZZ_RANDOM=1 for a longer, non-derandomized search
+    max_examples=int(os.environ.get("VLMLAB_FUZZ_EXAMPLES", 100)),
+    deadline=None,
+    derandomize=not os.environ.get("VLMLAB_FUZZ_RANDOM"),
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 
 TALLY: dict[str, Counter] = {}  # family -> {"rejected": n, "accepted": n}; printed in the pytest summary
 

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from _fuzz import JUNK, dotted, mutations, names_the_path, tally
+from _fuzz import FUZZ, JUNK, dotted, mutations, names_the_path, tally
 from conftest import TINY
 from vlmlab.cli import main
 from vlmlab.lm import pretrain as pretrain_mod
 from vlmlab.train import trainer as trainer_mod
-
-FUZZ = settings(
-    max_examples=int(os.environ.get("VLMLAB_FUZZ_EXAMPLES", 100)),
-    deadline=None,
-    derandomize=not os.environ.get("VLMLAB_FUZZ_RANDOM"),
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
 
 
 class ReachedTraining(Exception):

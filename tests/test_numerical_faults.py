@@ -107,3 +107,38 @@ def test_fault_from_the_cli_is_one_line_and_exit_1(tiny_raw, tmp_path, monkeypat
     assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "align) step 1: non-finite loss" in err and "Traceback" not in err
+
+
+def test_the_advice_after_a_fault_can_be_followed_and_is_recorded(tiny_raw, tmp_path, monkeypatch, capsys):
+    """The stop says: lower the learning rate or raise warmup, then --resume. Both are accepted on resume,
+    recorded in the log and environment.json; a model change still is not."""
+    from vlmlab.cli import main
+
+    calls = _inject(monkeypatch, {2 + 3})  # finetune step 3, after the checkpoint at step 2
+    tiny_raw["train"]["checkpoint_every"] = 2
+    config, run = tmp_path / "c.yaml", RunDir(tmp_path / "run")
+    io.write_yaml(config, tiny_raw)
+    assert main(["train", str(config), "--out", str(run.path), "--no-eval"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "finetune) step 3: non-finite loss" in err and "--resume" in err
+    assert "checkpoints/step-0100000002" in err
+
+    tiny_raw["train"]["stages"][1]["lr"]["llm"] = 1e-4  # the advice
+    tiny_raw["train"]["warmup_ratio"] = 0.25
+    io.write_yaml(config, tiny_raw)
+    calls["n"] = -100  # no more NaN
+    assert main(["train", str(config), "--out", str(run.path), "--no-eval", "--resume"]) == 0
+    text = " ".join(capsys.readouterr().err.split())
+    assert "resuming from checkpoints/step-0100000002 with a changed recipe" in text
+    changes = {"train.stages.1.lr.llm": [1e-3, 1e-4], "train.warmup_ratio": [0.03, 0.25]}
+    events = [r for r in io.read_jsonl(run.train_log) if r.get("event") == "recipe-changed"]
+    assert events == [{"event": "recipe-changed", "resumed_from": "checkpoints/step-0100000002", "changes": changes}]
+    env = io.read_json(run.environment)
+    assert env["recipe_changes"] == [{"resumed_from": "checkpoints/step-0100000002", "changes": changes}]
+
+    (run.final / ckpt.STATE).unlink()  # as if stopped again: a model change is still refused on resume
+    tiny_raw["model"]["llm"]["num_layers"] = 3
+    io.write_yaml(config, tiny_raw)
+    assert main(["train", str(config), "--out", str(run.path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume with a different config (model.llm.num_layers changed" in " ".join(err.split())

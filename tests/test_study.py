@@ -490,3 +490,66 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_dies(tmp_path):
             raise Killed
     assert json.loads(target.read_text()) == {"accuracy": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_a_variant_resumed_with_a_changed_recipe_is_flagged_in_the_report(tmp_path, tiny_raw, monkeypatch, capsys):
+    """gen3 stops on a NaN mid-finetune; the spec's learning rate is lowered (the advice) and the study run
+    again: gen3 resumes with the changed recipe, and the control check in the report flags it."""
+    import torch
+
+    from vlmlab.training_step import NumericalFault
+
+    tiny_raw["train"]["checkpoint_every"] = 2
+    spec = write_spec(tmp_path, tiny_raw)
+    real_forward, calls = torch.nn.Module.__call__, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):  # NaN out of gen3's projector on its 5th training forward
+        out = real_forward(self, *args, **kwargs)
+        if getattr(self, "_poison", False) and self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                return out * float("nan")
+        return out
+
+    from vlmlab.train import trainer as trainer_mod
+
+    real_build = trainer_mod.build_model
+
+    def build(cfg, *args, **kwargs):
+        model = real_build(cfg, *args, **kwargs)
+        model.projector._poison = cfg.model.llm.id == "llama3-tiny"
+        return model
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", poisoned)
+    monkeypatch.setattr(trainer_mod, "build_model", build)
+    out = tmp_path / "study"
+    with pytest.raises(NumericalFault):
+        run_study(spec, out)
+    monkeypatch.setattr(torch.nn.Module, "__call__", real_forward)
+    tiny_raw["train"]["stages"][1]["lr"]["llm"] = 1e-4
+    run_study(write_spec(tmp_path, tiny_raw), out)
+    control = json.loads((out / "control.json").read_text())["provenance"]
+    changes = control["runs"]["gen3/seed-0"]["recipe_changes"]
+    assert changes == [
+        {"resumed_from": "checkpoints/step-0100000002", "changes": {"train.stages.1.lr.llm": [1e-3, 1e-4]}}
+    ]
+    assert control["runs"]["gen1/seed-0"]["recipe_changes"] == []  # gen1 was retrained on the new recipe
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "Flagged: resumed with a changed recipe" in html and "gen3/seed-0" in html
+    assert "train.stages.1.lr.llm: 0.001 → 0.0001" in html
+
+
+def test_skip_lists_that_differ_between_variants_fail_the_data_control():
+    from vlmlab.render.document import Report, Section
+    from vlmlab.report.study_report import _provenance
+
+    def rendered(prov):
+        report = Report("t")
+        _provenance(report.add(Section("Control check")), prov)
+        return report.to_html()
+
+    same = {"runs": {"a/seed-0": {"bad_images": {"t/1": "x.png"}}, "b/seed-0": {"bad_images": {"t/1": "x.png"}}}}
+    assert "skipped the same items" in rendered({**same, "skips_match": True})
+    differ = {"runs": {"a/seed-0": {"bad_images": {"t/1": "x.png"}}, "b/seed-0": {}}, "skips_match": False}
+    assert "did not train on the same data" in rendered(differ)

@@ -92,6 +92,12 @@ class DataConfig(Strict):
     # imported with `vlmlab import-llava` has none: it is only evaluated and analysed)
     eval: list[DataSource] = Field(default_factory=list)
     image: ImageConfig = ImageConfig()
+    # what an unreadable training image (truncated, corrupt, a decompression bomb) does when training reaches
+    # it: `stop` names the file and leaves the run resumable; `skip` trains on without that item (its loss
+    # is masked), counts and logs it, and stops once more than `max_bad_fraction` of the items were skipped.
+    # `vlmlab data check` reads every image beforehand.
+    on_bad_image: Literal["stop", "skip"] = "stop"
+    max_bad_fraction: float = Field(0.001, ge=0.0, le=1.0)
 
     @field_validator("train", mode="before")
     @classmethod
@@ -138,7 +144,7 @@ class StageConfig(Strict):
     """
 
     name: Literal["vision-pretrain", "align", "finetune"]  # the keys of STAGE_KINDS
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     max_steps: int | None = Field(None, ge=1)
     lr: dict[str, float]
     lora: LoraConfig | None = None
@@ -190,6 +196,7 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False  # recompute LLM / vision-tower activations in backward (big models)
+    memory_check: bool = True  # refuse a run whose estimated peak memory exceeds what is available (models.footprint)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)

@@ -107,8 +107,14 @@ RESUME_FREE = (
     "train.checkpoint_every",
     "train.threads",
     "train.trackers",
+    "train.memory_check",
 )
-RESUME_RECIPE = re.compile(r"^(train\.warmup_ratio|train\.on_nonfinite(\..*)?|train\.stages\.\d+\.lr(\..*)?)$")
+# recipe fixes a resume may make, recorded as provenance: after a non-finite stop (learning rates, warmup, the
+# non-finite policy) or a bad-image stop (the bad-image policy and its limit)
+RESUME_RECIPE = re.compile(
+    r"^(train\.warmup_ratio|train\.on_nonfinite(\..*)?|train\.stages\.\d+\.lr(\..*)?"
+    r"|data\.on_bad_image|data\.max_bad_fraction)$"
+)
 
 
 def resume_differences(saved: dict, new: dict) -> tuple[dict[str, list], str | None]:

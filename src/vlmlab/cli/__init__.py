@@ -16,10 +16,34 @@ from vlmlab.parts import load_builtin_parts
 from vlmlab.progress import console
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= `minimum` (a count of items, a size), else argparse's one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _count(1), _count(0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other error: one line, exit 2."""
+
+    def error(self, message: str):
+        _error(f"{self.prog}: {message} (see {self.prog} --help)", EXIT_CONFIG)
+        raise SystemExit(EXIT_CONFIG)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vlmlab", description="Controlled backbone studies of vision-language models."
-    )
+    parser = _Parser(prog="vlmlab", description="Controlled backbone studies of vision-language models.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error (before the command)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -34,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run; writes predictions.parquet and metrics.json")
     p.add_argument("run_dir")
     p.add_argument("--task", action="append", metavar="TASK[:SPLIT]", help="evaluate these instead of the config's")
-    p.add_argument("--limit", type=int, help="at most this many items per --task")
+    p.add_argument("--limit", type=POSITIVE, help="at most this many items per --task")
     p.add_argument("--blind", action="store_true", help="replace every image by a constant (visual-reliance baseline)")
     p.add_argument(
         "--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)"
@@ -50,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictions", required=True, metavar="FILE", help='JSON lines {"item_id": ..., "prediction": ...}'
     )
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/predictions.parquet and DIR/metrics.json")
-    p.add_argument("--limit", type=int, help="score only the first N items")
+    p.add_argument("--limit", type=POSITIVE, help="score only the first N items")
     frame = p.add_mutually_exclusive_group()
     frame.add_argument("--run", metavar="RUN_DIR", help="read box answers in this run's processed-image frame")
-    frame.add_argument("--image-size", type=int, help="side of the processed image box answers refer to (default 64)")
+    frame.add_argument(
+        "--image-size", type=POSITIVE, help="side of the processed image box answers refer to (default 64)"
+    )
     p.add_argument(
         "--geometry", choices=["resize", "letterbox-square"], help="how that image was made (default resize)"
     )
@@ -144,22 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
         "attention", help="text→image attention share per LLM layer of a trained run, and its saturation layer"
     )
     p.add_argument("run_dir")
-    p.add_argument("--n-probe", type=int, default=256, help="probe items from the run's evaluation tasks (default 256)")
+    p.add_argument(
+        "--n-probe", type=POSITIVE, default=256, help="probe items from the run's evaluation tasks (default 256)"
+    )
     p.add_argument(
         "--threshold", type=float, default=0.1, help="saturation: share below this from a layer on (default 0.1)"
     )
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.set_defaults(func=commands.cmd_attention)
 
     p = sub.add_parser("bench", help="cost measurements on a trained run")
     benches = p.add_subparsers(dest="bench", required=True)
     b = benches.add_parser("routing", help="full vs FastV vs DPVR: prefill FLOPs (counted + analytic), latency, memory")
     b.add_argument("run_dir")
-    b.add_argument("--fastv-layer", type=int, default=2)
+    b.add_argument("--fastv-layer", type=NON_NEGATIVE, default=2)
     b.add_argument("--fastv-ratio", type=float, default=0.5)
-    b.add_argument("--dpvr-layer", type=int, default=None, help="default: the run's own DPVR layer, else L/2")
-    b.add_argument("--n-probe", type=int, default=64, help="prompts in the timed batch (default 64)")
-    b.add_argument("--eval-limit", type=int, default=0, help="also evaluate each strategy on N items per task")
+    b.add_argument("--dpvr-layer", type=NON_NEGATIVE, default=None, help="default: the run's own DPVR layer, else L/2")
+    b.add_argument("--n-probe", type=POSITIVE, default=64, help="prompts in the timed batch (default 64)")
+    b.add_argument("--eval-limit", type=NON_NEGATIVE, default=0, help="also evaluate each strategy on N items per task")
     b.set_defaults(func=commands.cmd_bench_routing)
 
     b = benches.add_parser(
@@ -171,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo-vision",
         help="study whose vision factor names the towers (default demo-vision)",
     )
-    b.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512], metavar="PX")
-    b.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
-    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--sizes", type=POSITIVE, nargs="+", default=[64, 128, 256, 512], metavar="PX")
+    b.add_argument("--batch", type=POSITIVE, default=1, help="images per forward (default 1)")
+    b.add_argument("--repeats", type=POSITIVE, default=3)
     b.add_argument("--out", default="runs/bench-vision", help="directory for vision_bench.json and .png")
     b.set_defaults(func=commands.cmd_bench_vision)
 
@@ -192,10 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="generate a synthetic dataset, or check one before training on it")
     gens = p.add_subparsers(dest="generator", required=True)
     g = gens.add_parser("shapes-world", help="seeded multi-object shape scenes with VQA and grounding questions")
-    g.add_argument("--seed", type=int, required=True)
-    g.add_argument("--n", type=int, required=True, help="number of scenes")
+    g.add_argument("--seed", type=NON_NEGATIVE, required=True)
+    g.add_argument("--n", type=POSITIVE, required=True, help="number of scenes")
     g.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
-    g.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    g.add_argument("--size", type=POSITIVE, default=64, help="image side in pixels (default 64)")
     g.add_argument(
         "--split-fractions",
         type=float,
@@ -208,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = gens.add_parser("check", help="load a dataset and decode every image (a bad record or image: one line, exit 1)")
     g.add_argument("task", metavar="TASK[:SPLIT]", help="task id (vlmlab tasks) and split (default test)")
     g.add_argument("--path", help="the dataset's file or directory, for tasks over local files")
-    g.add_argument("--limit", type=int, help="check at most this many items")
+    g.add_argument("--limit", type=POSITIVE, help="check at most this many items")
     g.set_defaults(func=commands.cmd_data_check)
     g = gens.add_parser(
         "convert-refs", help="a refer-toolkit refs(unc).p pickle as refs.json (read safely, no code runs)"
@@ -220,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, code: int) -> int:
+    """Print `error: message` as one line (a control character or line break in user text is shown escaped)."""
+    message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)  # `[key]` is text
     return code
 
@@ -227,7 +257,10 @@ def _error(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Whatever a user or the machine can cause is one line and a non-zero exit code by cause
     (vlmlab.errors.EXIT_*); a traceback is shown only for bugs, or for everything with `--debug`."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage mistake (2, already reported)
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
     try:
         load_builtin_parts()
         return args.func(args)

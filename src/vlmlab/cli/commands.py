@@ -34,6 +34,11 @@ def cmd_train(args) -> int:
     cfg = load_config(resolve_config_path(args.config), parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     cfg = resolve_with_measurements(cfg)  # DPVR `layer: auto`: read off (or first measure) model.init_from's profile
+    if not args.no_eval:  # the evaluation data is read now: a bad record is found before training, not after it
+        from vlmlab.data.sources import load_source
+
+        for i, source in enumerate(cfg.data.eval):
+            load_source(source, f"data.eval.{i}", cfg.data.image)
     trainer = Trainer(cfg, out, resume=args.resume)
     result = trainer.run_training()
     main_process = trainer.accelerator.is_main_process  # under accelerate launch / torchrun: one process reports

@@ -40,10 +40,46 @@ def design_section(study: StudyData) -> Section:
     return s
 
 
+def _provenance(s: Section, prov: dict) -> None:
+    """Runs resumed with a changed recipe, and training items skipped for bad images (flagged: both change
+    what a variant trained on beyond its config)."""
+    runs = prov.get("runs", {})
+    changed = [
+        {"run": name, "resumed from": ch.get("resumed_from") or "start", "changes": _changes(ch.get("changes", {}))}
+        for name, r in runs.items()
+        for ch in r.get("recipe_changes", [])
+    ]
+    if changed:
+        s.text(
+            "**Flagged: resumed with a changed recipe.** These runs were continued after a stop with different "
+            "learning rates, warmup, non-finite or bad-image policy; their steps before the change used the old "
+            "values, so they did not follow one recipe throughout."
+        )
+        s.table(pd.DataFrame(changed))
+    skipped = {name: r.get("bad_images", {}) for name, r in runs.items() if r.get("bad_images")}
+    if skipped:
+        verdict = (
+            "every variant of a seed skipped the same items, so they still trained on the same data"
+            if prov.get("skips_match", True)
+            else "**the variants skipped different items, so they did not train on the same data: the control "
+            "check fails for the data**"
+        )
+        s.text(f"Training items skipped for unreadable images (`data.on_bad_image: skip`): {verdict}.")
+        rows = [
+            {"run": name, "items skipped": len(items), "images": ", ".join(sorted(set(items.values()))[:5])}
+            for name, items in skipped.items()
+        ]
+        s.table(pd.DataFrame(rows))
+
+
+def _changes(changes: dict) -> str:
+    return "; ".join(f"{k}: {json.dumps(old)} → {json.dumps(new)}" for k, (old, new) in changes.items())
+
+
 def control_section(study: StudyData) -> Section:
     c = study.control
     s = Section("Control check")
-    status = "passed" if c.get("passed") else "failed"
+    status = "passed" if c.get("passed") and c.get("provenance", {}).get("skips_match", True) else "failed"
     cfg = c.get("config", {})
     s.text(
         f"**{status}**: all variants resolve to configs that are identical outside the declared keys "
@@ -90,6 +126,7 @@ def control_section(study: StudyData) -> Section:
             for v, h in by.items()
         ]
         s.table(pd.DataFrame(rows))
+    _provenance(s, c.get("provenance", {}))
     env = c.get("environment", {})
     if env:
         pk = env.get("packages", {})

@@ -112,12 +112,32 @@ def summarize(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + extra)
 
 
+def run_provenance(study: Study) -> dict:
+    """What happened to each variant's run beyond its config, for the control check: recipe changes made on
+    resume (after a non-finite or bad-image stop) and the training items skipped for bad images. Variants of a
+    seed that skipped different items did not train on the same data: `skips_match` is then false."""
+    runs = {}
+    for v in study.variants:
+        run = study.run_dir(v)
+        env = io.read_json(run.environment) if run.environment.is_file() else {}
+        info = io.read_json(run.train_info) if run.train_info.is_file() else {}
+        runs[v.run_name] = {
+            "recipe_changes": env.get("recipe_changes", []),
+            "bad_images": (info.get("bad_images") or {}).get("skipped", {}),
+        }
+    by_seed: dict[int, set] = {}
+    for v in study.variants:
+        by_seed.setdefault(v.seed, set()).add(tuple(sorted(runs[v.run_name]["bad_images"])))
+    return {"runs": runs, "skips_match": all(len(skips) == 1 for skips in by_seed.values())}
+
+
 def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
     the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
     results = combine(study)
     summary = summarize(results)
     study.dir.complete.unlink(missing_ok=True)
+    io.write_json(study.dir.control, {**io.read_json(study.dir.control), "provenance": run_provenance(study)})
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")

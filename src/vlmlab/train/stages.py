@@ -44,6 +44,8 @@ class RunState(Protocol):
 
     def checkpoint(self, optimizer, stage: int, step: int) -> None: ...
 
+    def note_bad_items(self, items: list[tuple[str, str]]) -> None: ...
+
     def last_good_checkpoint(self) -> str | None: ...
 
 
@@ -64,7 +66,9 @@ class VisionPretraining:
             study_cache=t.vision_cache,
             write_cache=acc.is_main_process,
         )
-        t.log({"stage": t.cfg.train.stages[s].name, **t.result.vision_pretrain})
+        stage = t.cfg.train.stages[s].name
+        t.note_bad_items([(f"{stage}/{path}", path) for path in t.result.vision_pretrain.get("bad_images", [])])
+        t.log({"stage": stage, **t.result.vision_pretrain})
         t.checkpoint(None, s + 1, 0)
 
 
@@ -102,6 +106,7 @@ class SequenceTraining:
 
         def one_step(step: int) -> tuple[float, float] | None:
             group = [next(batches) for _ in range(accum)]
+            t.note_bad_items([x for b in group for x in b.bad_items])
             update.begin(step)
             # the loss is the token mean over the whole step (every micro-batch of every process), so 2 processes
             # x b items give the gradient of 1 process x 2b, and grad_accum k x b that of 1 x kb

@@ -15,18 +15,24 @@ from accelerate import Accelerator
 from vlmlab import checkpoint as ckpt
 from vlmlab import io
 from vlmlab.config import RunConfig, read_yaml, stage_seed
+from vlmlab.data.bad_images import BadImages
 from vlmlab.data.dataset import VQADataset
+from vlmlab.data.order import stage_steps
 from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.distributed import all_sum
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.locks import exclusive
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
+from vlmlab.models.footprint import check_fits, training_footprints
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import console, progress
 from vlmlab.runs import RunDir, apply_lora, init_run, load_run_model, resume_differences, training_fingerprint
 from vlmlab.train import engines, trackers
 from vlmlab.train.stages import stage_runner
 from vlmlab.training_step import NonFiniteGuard
+
+LONG_STAGE_STEPS = 10_000_000  # a sequence stage longer than this is most likely a typo'd `epochs`: warn
 
 
 @dataclass
@@ -93,7 +99,7 @@ class Trainer:
         if refused is not None:
             raise UserError(
                 f"{self.run.path}: --resume with a different config ({refused} changed; a resume may change only "
-                "learning rates, warmup and train.on_nonfinite)",
+                "learning rates, warmup, train.on_nonfinite and the bad-image policy)",
                 exit_code=2,
             )
 
@@ -123,6 +129,26 @@ class Trainer:
             enable_gradient_checkpointing(model)
         return model
 
+    def _preflight(self, model: VisionLanguageModel) -> None:
+        """Before the run dir exists: refuse what cannot fit in memory, and warn of a stage that would run for an
+        absurd number of steps (a typo'd `epochs`)."""
+        cfg = self.cfg
+        if cfg.train.memory_check:
+            check_fits(training_footprints(model, cfg, self.data), what=f"the run {cfg.name!r}")
+        world = self.accelerator.num_processes
+        for s, stage in enumerate(cfg.train.stages):
+            if not stage.kind.on_sequences or stage.max_steps is not None:
+                continue
+            micro = (stage.batch_size or cfg.train.batch_size) * world
+            steps = stage_steps(stage, len(self.data), micro, cfg.train.grad_accum)
+            if steps > LONG_STAGE_STEPS:
+                console.print(
+                    f"[yellow]warning[/yellow]: train.stages.{s}.epochs={stage.epochs:g} means {steps:,} optimizer "
+                    f"steps over {len(self.data):,} items; set max_steps or fewer epochs if that is not intended",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+
     def _write_run_files(self, model: VisionLanguageModel) -> None:
         """The run dir is created only now, after the config, data and model all checked out."""
         self.run.path.mkdir(parents=True, exist_ok=True)
@@ -151,7 +177,16 @@ class Trainer:
         items = training_items(self.sources)
         self.model = model = self._build(items)
         engines.configure(self.accelerator, cfg, model)
-        self.data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
+        self.data = VQADataset(
+            items,
+            model.llm,
+            cfg.data.image,
+            model.num_image_tokens,
+            with_answers=True,
+            on_bad_image=cfg.data.on_bad_image,
+        )
+        self.bad = BadImages(cfg.data, len(self.data))
+        self._preflight(model)
         self._write_run_files(model)
         if cfg.train.trackers:
             trackers.start(acc, cfg, self.run.path)
@@ -213,6 +248,7 @@ class Trainer:
             state = ckpt.load_trainer_state(latest)
             stage, step = state["stage"], state["step"]
             self.guard.skipped = state.get("nonfinite_skipped", 0)
+            self.bad.skipped = dict(state.get("bad_images", {}))
             self.log_lines = state.get("log_lines", 0)
         if self.accelerator.is_main_process:  # the log is cut back to the checkpoint it continues from
             io.truncate_lines(self.run.train_log, self.log_lines)
@@ -236,6 +272,7 @@ class Trainer:
                 "vision_pretrain": result.vision_pretrain,
                 "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters()) for g in parts},
                 "llm_pretraining": model.llm.pretraining,
+                "bad_images": self.bad.record(),
             },
         )
 
@@ -266,6 +303,20 @@ class Trainer:
             record.setdefault("recipe_changes", []).append({"resumed_from": at, "changes": self.recipe_changes})
             io.write_json(self.run.environment, record)
 
+    def note_bad_items(self, items: list[tuple[str, str]]) -> None:
+        """Record the items a step skipped for their images (`on_bad_image: skip`), from every process; each is
+        logged once, and more than `data.max_bad_fraction` of them stops the run (a DataError)."""
+        if self.accelerator.num_processes > 1 and all_sum(self.accelerator, len(items)) > 0:
+            gathered: list = [None] * self.accelerator.num_processes
+            torch.distributed.all_gather_object(gathered, items)
+            items = [x for part in gathered for x in part]
+        for key, path in items:
+            if self.bad.add(key, path):
+                console.print(
+                    f"{path}: unreadable image, item {key} skipped (data.on_bad_image: skip)", highlight=False
+                )
+                self.log({"event": "bad-image", "item": key, "image": path})
+
     def log(self, record: dict) -> None:
         """One line of train_log.jsonl (main process) and the trackers, at the current global step."""
         if self.accelerator.is_main_process:
@@ -284,6 +335,7 @@ class Trainer:
                 "stage": stage,
                 "step": step,
                 "nonfinite_skipped": self.guard.skipped,
+                "bad_images": self.bad.skipped,
                 "log_lines": self.log_lines,
             },
         )
@@ -296,7 +348,7 @@ class Trainer:
             return "(Nothing was checkpointed yet: fix it and run the same command again.)"
         return (
             f"(The run keeps {last}: fix it and continue with --resume and the same --out; a resume may "
-            "change the learning rates, train.warmup_ratio and train.on_nonfinite.)"
+            "change the learning rates, train.warmup_ratio, train.on_nonfinite and data.on_bad_image.)"
         )
 
     def last_good_checkpoint(self) -> str | None:

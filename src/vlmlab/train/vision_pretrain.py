@@ -18,9 +18,10 @@ from torch import nn
 
 from vlmlab.cache import cache_root
 from vlmlab.config import ImageConfig, RunConfig, StageConfig, stage_seed
+from vlmlab.data.bad_images import BadImages, stop_error
 from vlmlab.data.images import load_image, normalize, to_array
 from vlmlab.data.sources import load_source
-from vlmlab.errors import UserError
+from vlmlab.errors import DataError, UserError
 from vlmlab.models.vision.base import VisionEncoder
 from vlmlab.train import vision_cache
 from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
@@ -61,9 +62,12 @@ class ImageArrays:
 
     def __init__(self, image: ImageConfig):
         self.image = image
+        self._arrays: dict[str, np.ndarray] = {}  # the stage holds every image in memory anyway
 
     def image_array(self, path: str) -> np.ndarray:
-        return to_array(load_image(path), self.image.size, self.image.geometry)
+        if path not in self._arrays:
+            self._arrays[path] = to_array(load_image(path), self.image.size, self.image.geometry)
+        return self._arrays[path]
 
 
 def pretrain_vision(
@@ -194,6 +198,20 @@ def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
     return train, heldout
 
 
+def readable(labels: dict[str, dict], data, cfg: RunConfig) -> tuple[dict[str, dict], list[str]]:
+    """The labelled images that decode, and the paths that did not (`data.on_bad_image: skip`, within
+    `data.max_bad_fraction`); under `stop` the first unreadable image is a DataError naming it."""
+    policy = BadImages(cfg.data, len(labels))
+    for path in labels:
+        try:
+            data.image_array(path)
+        except DataError as exc:
+            if policy.policy != "skip":
+                raise stop_error(exc) from None
+            policy.add(path, path)
+    return {p: v for p, v in labels.items() if p not in policy.skipped}, policy.paths
+
+
 def run_vision_stage(
     cfg: RunConfig,
     s: int,
@@ -219,11 +237,16 @@ def run_vision_stage(
         return cached
     labels, heldout = stage_data_labels(cfg, s) if stage.data is not None else (default_labels(), None)
     data = data if data is not None else ImageArrays(cfg.data.image)
+    labels, bad = readable(labels, data, cfg)
+    if heldout:
+        heldout, _ = readable(heldout, data, cfg)
     metrics = pretrain_vision(
         vision, data, labels, stage, cfg, stage_seed(cfg.seed, s), device, bar, heldout, stage_key=f"train.stages.{s}"
     )
     metrics["seconds"] = time.perf_counter() - t0
     metrics["images"] = len(labels)
+    if bad:
+        metrics["bad_images"] = bad
     if key and write_cache:
         vision_cache.store(cache_dir, key, vision, metrics)
     return metrics

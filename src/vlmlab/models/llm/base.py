@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from vlmlab.models.activations import Activations, transformer_layers
 from vlmlab.models.llm.prompts import IMAGE_TOKEN, PromptFormat, user_message
 
 
@@ -40,6 +41,30 @@ class LanguageBackbone(nn.Module):
     @property
     def num_layers(self) -> int:
         return int(self.lm.config.num_hidden_layers)
+
+    def activations(self, tokens: int) -> Activations:
+        """Activation elements per sequence of `tokens` through the decoder layers (see `models.activations`);
+        the KV cache and logits are the pre-flight's to add."""
+        c = self.lm.config
+        gated = any(name.endswith("gate_proj") for name, _ in self.lm.named_modules())  # SwiGLU (LLaMA family)
+        return transformer_layers(
+            tokens,
+            int(c.hidden_size),
+            int(getattr(c, "intermediate_size", 4 * c.hidden_size)),
+            int(c.num_attention_heads),
+            int(c.num_hidden_layers),
+            gated_mlp=gated,
+            eager=getattr(c, "_attn_implementation", "eager") == "eager",
+        )
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of one layer's keys (= values): fewer than hidden_size with grouped-query attention."""
+        c = self.lm.config
+        heads = int(c.num_attention_heads)
+        kv_heads = int(getattr(c, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // heads)
+        return kv_heads * head_dim
 
     @property
     def decoder(self) -> nn.Module:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vlmlab.models.activations import Activations
+
 
 @dataclass
 class VisionFeatures:
@@ -28,6 +30,11 @@ class VisionEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def activations(self) -> Activations | None:
+        """Activation elements per image (see `models.activations`), for the memory pre-flight; None when the
+        encoder does not say (its activations are then left out of the estimate, which says so)."""
+        return None
 
     @classmethod
     def build(cls, params, *, image_size: int) -> VisionEncoder:  # pragma: no cover - interface

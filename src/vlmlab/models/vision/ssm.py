@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from vlmlab.errors import ConfigError
+from vlmlab.models.activations import Activations, pixels, selective_scan_layers
 from vlmlab.models.memory import build_if_it_fits
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
 from vlmlab.models.vision.mamba_blocks import SS2D, MambaMixer
@@ -39,6 +40,7 @@ class VimEncoder(VisionEncoder):
         self.patch = nn.Conv2d(3, params.hidden_size, params.patch_size, stride=params.patch_size)
         self.pos = nn.Parameter(torch.zeros(1, side * side, params.hidden_size))
         nn.init.trunc_normal_(self.pos, std=0.02)
+        self.params = params
         self.norms = nn.ModuleList(nn.LayerNorm(params.hidden_size) for _ in range(params.num_layers))
         self.mixers = nn.ModuleList(
             MambaMixer(params.hidden_size, params.d_state, params.expand, bidirectional=True)
@@ -53,6 +55,11 @@ class VimEncoder(VisionEncoder):
                 "model.vision.patch_size", f"{params.patch_size} does not divide data.image.size {image_size}"
             )
         return build_if_it_fits(lambda: cls(params, image_size), "model.vision")
+
+    def activations(self) -> Activations:
+        p = self.params
+        scan = selective_scan_layers(self.num_tokens, p.expand * p.hidden_size, p.d_state, 2, p.num_layers, 6, True)
+        return pixels(self.image_size) + scan
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:
         x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos
@@ -115,6 +122,7 @@ class VMambaEncoder(VisionEncoder):
         side = image_size // params.patch_size // 2 ** (tap - 1)
         self.image_size, self.grid, self.num_tokens = image_size, (side, side), side * side
         self.embed_dim = params.hidden_size * 2 ** (tap - 1)
+        self.params = params
         self.stem = nn.Conv2d(3, params.hidden_size, params.patch_size, stride=params.patch_size)
         self.stem_norm = nn.LayerNorm(params.hidden_size)
         self.stages = nn.ModuleList()
@@ -143,6 +151,14 @@ class VMambaEncoder(VisionEncoder):
         if params.path is not None:
             tower.official_load = load_official_vmamba(tower, params.path, params.allow_pickle)
         return tower
+
+    def activations(self) -> Activations:
+        p, total = self.params, pixels(self.image_size)
+        for s in range(len(self.stages)):  # four scan directions over a map that halves per side each stage
+            side = self.image_size // p.patch_size // 2**s
+            width = 2 * p.hidden_size * 2**s
+            total = total + selective_scan_layers(side * side, width, p.d_state, 4, p.depths[s], 8, False)
+        return total
 
     def stage_maps(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The (b, h, w, c) feature map after every built stage."""

@@ -10,6 +10,7 @@ from pydantic import Field
 from safetensors import SafetensorError
 
 from vlmlab.errors import ConfigError, UserError
+from vlmlab.models.activations import Activations, pixels, transformer_layers
 from vlmlab.models.local_checkpoint import safetensors_only
 from vlmlab.models.memory import build_if_it_fits
 from vlmlab.models.vision.base import VisionEncoder, VisionFeatures
@@ -95,6 +96,20 @@ class ViTEncoder(VisionEncoder):
             kwargs = {"add_pooling_layer": False} if params.family == "vit" else {}
             tower = build_if_it_fits(lambda: model_cls(config, **kwargs), "model.vision")
         return cls(tower, params.family, params.feature_layer, params.use_cls)
+
+    def activations(self) -> Activations:
+        cfg = self.tower.config
+        tokens = self.grid[0] * self.grid[1] + int(self.has_cls)  # the tower runs every layer on every token
+        layers = transformer_layers(
+            tokens,
+            int(cfg.hidden_size),
+            int(cfg.intermediate_size),
+            int(cfg.num_attention_heads),
+            int(cfg.num_hidden_layers),
+            gated_mlp=False,
+            eager=getattr(cfg, "_attn_implementation", "eager") == "eager",
+        )
+        return pixels(self.image_size) + layers
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:
         last = self.feature_layer in (-1, self.tower.config.num_hidden_layers)

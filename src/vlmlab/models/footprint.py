@@ -1,0 +1,174 @@
+"""The memory pre-flight: the peak of one training micro-batch per stage and of evaluation, checked before a run starts.
+
+An estimate, per process: weights, gradients and AdamW state of what a stage trains, the decoded images a run
+holds, and activations at the configured image size, token count, batch size, precision and checkpointing
+(`models.activations`). Under FSDP / ZeRO the optimizer state is sharded, so the estimate is an upper bound
+there; with DPVR or FastV routing fewer vision tokens reach the later layers, an upper bound too. A run whose
+estimate exceeds the available memory (free GPU memory, or the OS's available RAM) is refused with one line
+naming the keys that drive it; `train.memory_check: false` skips the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlmlab.config import RunConfig
+from vlmlab.errors import EXIT_MEMORY, UserError
+from vlmlab.models.activations import NONE
+from vlmlab.models.memory import available_bytes
+
+GROUPS = ("vision", "projector", "llm")
+CACHED_IMAGES = 50_000  # VQADataset keeps decoded images up to this many distinct files
+
+
+@dataclass
+class Footprint:
+    """Bytes by component for one phase (a training stage's micro-batch, or evaluation), and the keys behind each."""
+
+    phase: str
+    parts: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)  # parts whose activations are not estimated
+
+    def add(self, name: str, nbytes: int, keys: str) -> None:
+        if nbytes > 0:
+            self.parts[name] = self.parts.get(name, 0) + int(nbytes)
+            self.keys[name] = keys
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        terms = sorted(self.parts.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{name} {gib(n)}" for name, n in terms)
+
+
+def gib(n: int) -> str:
+    if n < 2**30:
+        return f"{n / 2**20:,.1f} MiB"
+    return f"{n / 2**30:,.2f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
+
+
+def _param_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _lora_params(model, lora) -> int:
+    """LoRA adapters' parameters: r x (in + out) per targeted linear layer of the LLM."""
+    total = 0
+    for name, module in model.llm.lm.named_modules():
+        if name.rsplit(".", 1)[-1] in lora.target_modules and hasattr(module, "in_features"):
+            total += lora.r * (module.in_features + module.out_features)
+    return total
+
+
+def _image_bytes(cfg: RunConfig, n_images: int) -> int:
+    return min(n_images, CACHED_IMAGES) * 3 * cfg.data.image.size**2
+
+
+def stage_footprint(model, cfg: RunConfig, s: int, tokens: int, answer_tokens: int, n_images: int) -> Footprint:
+    """Peak bytes of one micro-batch of training stage `s`: sequences of `tokens` (vision tokens included) with
+    up to `answer_tokens` supervised targets; the run's data has `n_images` distinct images."""
+    stage, train = cfg.train.stages[s], cfg.train
+    key = f"train.stages.{s}"
+    batch = stage.batch_size or train.batch_size
+    batch_key = f"{key}.batch_size" if stage.batch_size else "train.batch_size"
+    elem = 2 if train.mixed_precision in ("bf16", "fp16") else 4
+    fp = Footprint(f"training stage {s} ({stage.name}), micro-batch {batch}")
+    fp.add("weights", _param_bytes(model), "model.*")
+    size_keys = "data.image.size, model.vision.patch_size"
+    vision_acts = model.vision.activations()
+    if vision_acts is None:
+        fp.unknown.append(f"model.vision ({cfg.model.vision.id})")
+        vision_acts = NONE
+    if not stage.kind.on_sequences:  # the tower alone, on every labelled image held in memory at once
+        trained = sum(p.numel() for p in model.vision.parameters())
+        fp.add("gradients + AdamW state", trained * 12, f"{key}.lr.vision, model.vision")
+        fp.add("decoded images", 3 * cfg.data.image.size**2 * n_images, "data.image.size")
+        fp.add("vision activations", batch * vision_acts.saved * elem, f"{size_keys}, {batch_key}")
+        return fp
+    trained_groups = [g for g in GROUPS if stage.lr.get(g, 0) > 0]
+    trained = sum(
+        _lora_params(model, stage.lora)
+        if g == "llm" and stage.lora is not None
+        else sum(p.numel() for p in getattr(model, g).parameters())
+        for g in trained_groups
+    )
+    fp.add("gradients + AdamW state", trained * 12, f"{key}.lr ({'+'.join(trained_groups) or 'nothing'} trained)")
+    fp.add("decoded images", _image_bytes(cfg, n_images), "data.image.size")
+    ckpt = train.gradient_checkpointing
+    checkpointed_tower = ckpt and getattr(
+        getattr(model.vision, "tower", None), "supports_gradient_checkpointing", False
+    )
+    if "vision" in trained_groups:
+        per_image = vision_acts.checkpointed if checkpointed_tower else vision_acts.saved
+    else:  # a frozen tower runs without keeping anything for backward
+        per_image = vision_acts.transient
+    fp.add("vision activations", batch * per_image * elem, f"{size_keys}, {batch_key}, train.gradient_checkpointing")
+    if trained_groups:
+        llm = model.llm.activations(tokens)
+        vision_tokens = model.num_image_tokens
+        projector = vision_tokens * (model.vision.embed_dim + 2 * model.llm.embed_dim)
+        per_item = (llm.checkpointed if ckpt else llm.saved) + projector
+        fp.add(
+            "LLM activations",
+            batch * per_item * elem,
+            f"{batch_key}, {size_keys} ({vision_tokens:,} vision tokens of {tokens:,}), train.gradient_checkpointing",
+        )
+        vocab = model.llm.lm.config.vocab_size
+        fp.add("logits", batch * answer_tokens * vocab * 4 * 2, f"{batch_key}")
+    return fp
+
+
+def eval_footprint(model, cfg: RunConfig, tokens: int, n_images: int) -> Footprint:
+    """Peak bytes of one evaluation batch: weights, the KV cache over prompt + new tokens, the largest layer's
+    working set, the last position's logits."""
+    batch, new = cfg.eval.batch_size, cfg.eval.max_new_tokens
+    elem = 2 if cfg.train.mixed_precision in ("bf16", "fp16") else 4
+    fp = Footprint(f"evaluation, batch {batch}")
+    fp.add("weights", _param_bytes(model), "model.*")
+    fp.add("decoded images", _image_bytes(cfg, n_images), "data.image.size")
+    layers = model.llm.num_layers
+    fp.add(
+        "KV cache",
+        batch * 2 * layers * model.llm.kv_dim * (tokens + new) * elem,
+        "eval.batch_size, eval.max_new_tokens, data.image.size, model.vision.patch_size",
+    )
+    vision = model.vision.activations() or NONE
+    largest = max(vision.transient, model.llm.activations(tokens + new).transient)
+    fp.add(
+        "activations",
+        batch * largest * elem,
+        "eval.batch_size, data.image.size, model.vision.patch_size",
+    )
+    fp.add("logits", batch * model.llm.lm.config.vocab_size * 4, "eval.batch_size")
+    return fp
+
+
+def training_footprints(model, cfg: RunConfig, data) -> list[Footprint]:
+    """Every stage's micro-batch and the evaluation after training, for a run on `data` (a VQADataset)."""
+    tokens = max((data.length(i) for i in range(len(data))), default=1)
+    answer = max((len(a) for a in data.answers), default=1)
+    images = len({it.image for it in data.items})
+    out = [stage_footprint(model, cfg, s, tokens, answer, images) for s in range(len(cfg.train.stages))]
+    prompt = max((len(p) for p in data.prompts), default=1) - 1 + data.num_image_tokens
+    return [*out, eval_footprint(model, cfg, prompt, images)]
+
+
+def check_fits(footprints: list[Footprint], available: int | None = None, what: str = "this run") -> None:
+    """Refuse (one line, exit 5) when a phase's estimate exceeds the available memory, naming its largest
+    component and the keys behind it."""
+    available = available_bytes() if available is None else available
+    if available is None:
+        return
+    worst = max(footprints, key=lambda f: f.total)
+    if worst.total <= available:
+        return
+    biggest = max(worst.parts, key=worst.parts.get)
+    raise UserError(
+        f"memory pre-flight: {what} would need about {gib(worst.total)} in {worst.phase} ({worst.describe()}), "
+        f"more than the {gib(available)} available; the largest part, {biggest}, is driven by "
+        f"{worst.keys[biggest]} (train.memory_check: false skips this check)",
+        exit_code=EXIT_MEMORY,
+    )
