@@ -318,9 +318,9 @@ def builtin_config(name: str, kind: str = "configs") -> Path | None:
     return Path(str(path)) if path.is_file() else None
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
     """A config or spec file as data (UTF-8 YAML, no key twice); any problem is one line naming the file."""
-    return read_yaml_file(path)
+    return read_yaml_file(path, what)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

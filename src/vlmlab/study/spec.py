@@ -176,7 +176,7 @@ def build_analysis(spec: AnalysisSpec, key: str):
 def load_study_spec(path: str | Path) -> tuple[StudySpec, Path]:
     """The validated spec and the directory relative paths in it resolve against."""
     path = Path(path)
-    return study_spec_from_dict(read_yaml(path), str(path)), path.parent
+    return study_spec_from_dict(read_yaml(path, "study spec"), str(path)), path.parent
 
 
 def study_spec_from_dict(raw: Any, source: str = "study") -> StudySpec:
