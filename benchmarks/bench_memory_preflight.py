@@ -71,7 +71,7 @@ def measure(name: str, tower: dict, checkpointing: bool, batch: int, size: int) 
         enable_gradient_checkpointing(model)
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
     longest = sorted(range(len(data)), key=lambda i: -data.length(i))[:batch]
-    estimates = footprint.training_footprints(model, cfg, data)
+    estimates = footprint.training_footprints(model, cfg, data.extent())
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     rows = []
     for s, stage in enumerate(cfg.train.stages):
@@ -92,7 +92,7 @@ def measure(name: str, tower: dict, checkpointing: bool, batch: int, size: int) 
     gen = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
     order = sorted(range(len(gen)), key=lambda i: -gen.length(i))[:batch]
     b = gen.collate([gen[i] for i in order])
-    est = footprint.eval_footprint(model, cfg, gen.length(order[0]), 0).total
+    est = footprint.eval_footprint(model, cfg, gen.length(order[0])).total
     with torch.no_grad():
         measured = weights + heap.peak_growth(lambda: greedy_generate(model, b, cfg.eval.max_new_tokens))
     rows.append(("evaluation", est, measured))

@@ -63,16 +63,18 @@ def _llava(tmp_path, records=None):
     return _write_json(tmp_path / "mix.json", records)
 
 
-def test_llava_json_one_item_per_turn_pair_and_skips_text_only(tmp_path):
+def test_llava_json_one_item_per_record_with_its_whole_conversation(tmp_path):
     file = _llava(tmp_path)
     task = _task("llava-json")
     items = task.load("train", path=str(file))
-    assert [it.item_id for it in items] == ["a1-0", "a1-1", "b-0"]
-    assert [it.question for it in items] == ["What colour is it?", "Is it big?", "Describe it."]
-    assert [it.answer for it in items] == ["Red.", "No.", "A red square."]
-    assert [it.category for it in items] == ["coco", "coco", "all"]
+    assert [it.item_id for it in items] == ["a1", "7", "b"]
+    assert items[0].turns == [("What colour is it?", "Red."), ("Is it big?", "No.")]
+    assert [it.question for it in items] == ["What colour is it?", "Hi", "Describe it."]
+    assert [it.answer for it in items] == ["Red.", "Hello", "A red square."]
+    assert [it.category for it in items] == ["coco", "text", "all"]
     assert items[0].image == str((tmp_path / "coco" / "train2017" / "a.png").resolve())
-    assert task.skipped == 1
+    assert items[1].image is None and items[1].turns == [("Hi", "Hello")]  # text-only: kept, no image
+    assert [it.image_at_end for it in items] == [False, False, True]  # "Describe it.\n<image>"
     assert len(task.load("train", limit=2, path=str(file))) == 2
 
 
@@ -85,7 +87,7 @@ def test_llava_json_directory_of_splits_and_repeated_ids(tmp_path):
     _llava(tmp_path, [rec, rec])
     (tmp_path / "mix.json").rename(tmp_path / "val.json")
     items = _task("llava-json").load("val", path=str(tmp_path))
-    assert [it.item_id for it in items] == ["x-0", "x@1-0"]
+    assert [it.item_id for it in items] == ["x", "x@1"]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +123,23 @@ def test_llava_json_directory_of_splits_and_repeated_ids(tmp_path):
             "image path '../outside.png' leaves the image directory",
         ),
         ("not a record", "expected a JSON object"),
+        (
+            {"id": 1, "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]},
+            "a text-only record (no image) has an <image> tag",
+        ),
+        (
+            {
+                "id": 1,
+                "image": "b.png",
+                "conversations": [
+                    {"from": "human", "value": "Q"},
+                    {"from": "gpt", "value": "A"},
+                    {"from": "human", "value": "<image>\nQ2"},
+                    {"from": "gpt", "value": "A2"},
+                ],
+            },
+            "<image> may appear only in the first human turn",
+        ),
     ],
 )
 def test_llava_json_malformed_record_names_file_and_record(tmp_path, record, message):

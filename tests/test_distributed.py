@@ -55,9 +55,17 @@ def test_grad_accumulation_equals_the_larger_batch(tiny_raw, tmp_path):
     _assert_same_training(big, accum)
 
 
-def test_two_gloo_processes_equal_one_process_with_twice_the_batch(tiny_raw, tmp_path):
+@pytest.mark.parametrize("data", ["easy-vqa", "grouped-mix-with-workers"])
+def test_two_gloo_processes_equal_one_process_with_twice_the_batch(tiny_raw, tmp_path, data):
     import copy
 
+    if data != "easy-vqa":  # conversations, text-only rows, grouped batches, max length, 1 worker per process
+        from _mix import write_tiny_mix
+
+        file = write_tiny_mix(tmp_path / "mix")
+        tiny_raw["data"]["train"] = {"task": "llava-json", "split": "train", "path": str(file)}
+        tiny_raw["data"]["workers"] = 1
+        tiny_raw["train"].update(group_by_length="modality", max_length=40)
     tiny_raw["eval"]["batch_size"] = 10  # 24 items -> batches of 10, 10, 4: the last uneven, dealt to one process
     reference = _single(copy.deepcopy(tiny_raw), tmp_path / "one", batch_size=16)
     _decisive(tiny_raw)

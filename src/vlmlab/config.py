@@ -98,6 +98,9 @@ class DataConfig(Strict):
     # `vlmlab data check` reads every image beforehand.
     on_bad_image: Literal["stop", "skip"] = "stop"
     max_bad_fraction: float = Field(0.001, ge=0.0, le=1.0)
+    # data loader worker processes that decode, preprocess and tokenize (None: what the machine allows, one per
+    # core beyond two, at most 8; 0: in the training process). Results do not depend on it.
+    workers: int | None = Field(None, ge=0, le=64)
 
     @field_validator("train", mode="before")
     @classmethod
@@ -197,6 +200,11 @@ class TrainConfig(Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False  # recompute LLM / vision-tower activations in backward (big models)
     memory_check: bool = True  # refuse a run whose estimated peak memory exceeds what is available (models.footprint)
+    # training sequences longer than this are cut at the end (never inside the vision tokens); a row left with
+    # no supervised token teaches nothing and is counted (LLaVA-1.5: 2048)
+    max_length: int | None = Field(None, ge=2)
+    # `modality`: batches of one modality (image / text-only) and similar length (LLaVA's group_by_modality_length)
+    group_by_length: Literal["none", "modality"] = "none"
     log_every: int = Field(10, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)

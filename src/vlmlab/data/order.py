@@ -1,4 +1,9 @@
-"""Seeded, step-addressable batch order: batch k of a run is a pure function of (seed, k)."""
+"""Seeded, step-addressable batch order: batch k of a run is a pure function of (seed, k) and the items.
+
+With `train.group_by_length: modality` (LLaVA-1.5's `group_by_modality_length`) an epoch's batches hold
+items of one modality (with an image, or text-only) and of similar length, which cuts padding; the
+grouping is drawn from the same seed, so resume stays exact and 2 ranks x b still see what 1 x 2b sees.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,16 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from vlmlab.config import RunConfig, StageConfig, stage_seed
+from vlmlab.data.items import VQAItem
+
+GROUP_WINDOW = 32  # global batches sorted by length together when grouping (more: less padding, less mixing)
+
+
+def modality_length(item: VQAItem) -> int:
+    """LLaVA's grouping length: the conversation's words, negative for a text-only item. It reads the text only
+    (no tokenizer, no model), so every variant of a study groups the same items the same way."""
+    words = sum(len(q.split()) + len(a.split()) for q, a in item.turns)
+    return max(words, 1) if item.image is not None else -max(words, 1)
 
 
 class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
@@ -16,7 +31,11 @@ class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
 
     Epoch e is a permutation drawn from `seed` and e; a global batch of `global_batch` indices is
     split into `world` equal contiguous slices, so 2 ranks x b sees exactly what 1 rank x 2b sees.
-    Resuming at step k only needs k: no sampler state to save.
+    Resuming at step k only needs k: no sampler state to save. With `lengths` (`modality_length` per item)
+    the epoch's permutation is grouped: each modality's items, in permuted order, are sorted by length in
+    windows of `GROUP_WINDOW` global batches and cut into batches; the leftovers of both modalities form the
+    last mixed batches; the batches are then put in a seeded random order. An epoch keeps ceil(n / batch)
+    batches either way.
     """
 
     def __init__(
@@ -28,6 +47,7 @@ class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
         start_step: int = 0,
         rank: int = 0,
         world: int = 1,
+        lengths: Sequence[int] | None = None,
     ):
         if global_batch % world:
             raise ValueError("global batch must divide evenly across processes")
@@ -39,8 +59,13 @@ class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
         self.rank = rank
         self.world = world
         self.steps_per_epoch = math.ceil(n_items / global_batch)
+        self.lengths = list(lengths) if lengths is not None else None
+        if self.lengths is not None and len(self.lengths) != n_items:
+            raise ValueError("one length per item")
         self._perm_epoch = -1
         self._perm: list[int] = []
+        self._batches_epoch = -1
+        self._batches: list[list[int]] = []
 
     def _permutation(self, epoch: int) -> list[int]:
         if epoch != self._perm_epoch:
@@ -49,8 +74,31 @@ class SeededBatchOrder(torch.utils.data.Sampler[list[int]]):
             self._perm_epoch = epoch
         return self._perm
 
+    def _grouped(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches, grouped by modality and length (see the class docstring)."""
+        if epoch == self._batches_epoch:
+            return self._batches
+        perm, size = self._permutation(epoch), self.global_batch
+        batches, leftovers = [], []
+        for image in (True, False):
+            part = [i for i in perm if (self.lengths[i] > 0) == image]
+            full = len(part) - len(part) % size
+            for w in range(0, full, size * GROUP_WINDOW):
+                window = sorted(part[w : min(w + size * GROUP_WINDOW, full)], key=lambda i: -abs(self.lengths[i]))
+                batches += [window[b : b + size] for b in range(0, len(window), size)]
+            leftovers += part[full:]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_009)
+        batches = [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
+        for b in range(0, len(leftovers), size):  # the mixed remainder goes last, topped up like an epoch's end
+            chunk = leftovers[b : b + size]
+            batches.append(chunk + perm[: size - len(chunk)])
+        self._batches_epoch, self._batches = epoch, batches
+        return batches
+
     def global_indices(self, step: int) -> list[int]:
         epoch, k = divmod(step, self.steps_per_epoch)
+        if self.lengths is not None:
+            return self._grouped(epoch)[k]
         perm = self._permutation(epoch)
         chunk = perm[k * self.global_batch : (k + 1) * self.global_batch]
         if len(chunk) < self.global_batch:  # last batch of an epoch: top up from the epoch's start
@@ -86,9 +134,16 @@ def stage_steps(stage: StageConfig, n_items: int, micro_batch: int, grad_accum: 
 
 
 def stage_order(
-    cfg: RunConfig, stage_index: int, n_items: int, start_step: int = 0, rank: int = 0, world: int = 1
+    cfg: RunConfig,
+    stage_index: int,
+    n_items: int,
+    start_step: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    lengths: Sequence[int] | None = None,
 ) -> tuple[SeededBatchOrder, int]:
-    """The batch order of a VQA stage and its number of optimizer steps (one place for trainer and control check)."""
+    """The batch order of a VQA stage and its number of optimizer steps (one place for trainer and control check).
+    `lengths` (`modality_length` per item) are used when the run groups batches (`train.group_by_length`)."""
     stage = cfg.train.stages[stage_index]
     micro = (stage.batch_size or cfg.train.batch_size) * world
     accum = cfg.train.grad_accum
@@ -101,14 +156,17 @@ def stage_order(
         start_step=start_step * accum,
         rank=rank,
         world=world,
+        lengths=lengths if cfg.train.group_by_length == "modality" else None,
     )
     return order, total
 
 
-def training_order_fingerprints(cfg: RunConfig, item_ids: Sequence[str]) -> list[str]:
+def training_order_fingerprints(cfg: RunConfig, items: Sequence[VQAItem]) -> list[str]:
     """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order)."""
+    item_ids = [f"{it.task}/{it.item_id}" for it in items]
+    lengths = [modality_length(it) for it in items]
     return [
-        order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids))[0])
+        order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids), lengths=lengths)[0])
         for s, stage in enumerate(cfg.train.stages)
         if stage.kind.on_sequences
     ]

@@ -12,6 +12,7 @@ from vlmlab import io
 from vlmlab.config import DataSource, RunConfig
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
+from vlmlab.data.loader import batch_loader, image_cache_bytes, resolve_workers
 from vlmlab.data.tasks.base import Task
 from vlmlab.distributed import is_main_process, work_group
 from vlmlab.errors import ConfigError
@@ -36,6 +37,7 @@ def predict(
     task id (for `summarize`)."""
     device = next(model.parameters()).device
     rank, world = work_group()
+    workers = resolve_workers(cfg.data.workers)
     rows = []
     model.eval()
     sets = load_eval_sets(sources, cfg.data.image, mode)
@@ -44,15 +46,23 @@ def predict(
             task, items, source = eval_set.task, eval_set.items, eval_set.source
             if tasks is not None:
                 tasks.update({it.task: task for it in items[:1]})
-            data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, mode=mode)
+            data = VQADataset(
+                items,
+                model.llm,
+                cfg.data.image,
+                model.num_image_tokens,
+                with_answers=False,
+                mode=mode,
+                image_cache_bytes=image_cache_bytes(workers),
+            )
             bs = cfg.eval.batch_size
             shown = "" if mode == CLEAN else f" ({mode.name})"
             job = bar.add_task(f"eval {source.task}/{source.split}{shown}", total=len(data), info="")
-            for b, start in enumerate(range(0, len(data), bs)):
-                if b % world != rank:  # whole batches are dealt round-robin: no item twice, none padded or lost
-                    bar.advance(job, min(bs, len(data) - start))
-                    continue
-                batch = data.collate([data[j] for j in range(start, min(start + bs, len(data)))]).to(device)
+            # whole batches are dealt round-robin over the processes: no item twice, none padded or lost
+            mine = [list(range(start, min(start + bs, len(data)))) for start in range(0, len(data), bs)][rank::world]
+            bar.advance(job, len(data) - sum(len(b) for b in mine))  # the other processes' share
+            for batch in batch_loader(data, mine, workers, pin_memory=device.type == "cuda"):
+                batch = batch.to(device)
                 gen = greedy_generate(model, batch, cfg.eval.max_new_tokens)
                 for row_i, idx in enumerate(batch.indices):
                     prediction = model.llm.decode(gen.token_ids[row_i])

@@ -18,7 +18,19 @@ from vlmlab.models.activations import NONE
 from vlmlab.models.memory import available_bytes
 
 GROUPS = ("vision", "projector", "llm")
-CACHED_IMAGES = 50_000  # VQADataset keeps decoded images up to this many distinct files
+
+
+@dataclass(frozen=True)
+class Extent:
+    """What the estimate needs of a run's data (`VQADataset.extent()`): the longest training sequence in tokens
+    (vision tokens included), the most supervised tokens of a row, the longest evaluation prompt, the distinct
+    images and the bytes of decoded images the data pipeline keeps."""
+
+    tokens: int
+    answer_tokens: int
+    prompt_tokens: int
+    images: int
+    image_bytes: int
 
 
 @dataclass
@@ -63,13 +75,9 @@ def _lora_params(model, lora) -> int:
     return total
 
 
-def _image_bytes(cfg: RunConfig, n_images: int) -> int:
-    return min(n_images, CACHED_IMAGES) * 3 * cfg.data.image.size**2
-
-
-def stage_footprint(model, cfg: RunConfig, s: int, tokens: int, answer_tokens: int, n_images: int) -> Footprint:
-    """Peak bytes of one micro-batch of training stage `s`: sequences of `tokens` (vision tokens included) with
-    up to `answer_tokens` supervised targets; the run's data has `n_images` distinct images."""
+def stage_footprint(model, cfg: RunConfig, s: int, extent: Extent) -> Footprint:
+    """Peak bytes of one micro-batch of training stage `s` on data of the given extent."""
+    tokens, answer_tokens = extent.tokens, extent.answer_tokens
     stage, train = cfg.train.stages[s], cfg.train
     key = f"train.stages.{s}"
     batch = stage.batch_size or train.batch_size
@@ -85,7 +93,7 @@ def stage_footprint(model, cfg: RunConfig, s: int, tokens: int, answer_tokens: i
     if not stage.kind.on_sequences:  # the tower alone, on every labelled image held in memory at once
         trained = sum(p.numel() for p in model.vision.parameters())
         fp.add("gradients + AdamW state", trained * 12, f"{key}.lr.vision, model.vision")
-        fp.add("decoded images", 3 * cfg.data.image.size**2 * n_images, "data.image.size")
+        fp.add("decoded images", 3 * cfg.data.image.size**2 * extent.images, "data.image.size")
         fp.add("vision activations", batch * vision_acts.saved * elem, f"{size_keys}, {batch_key}")
         return fp
     trained_groups = [g for g in GROUPS if stage.lr.get(g, 0) > 0]
@@ -96,7 +104,7 @@ def stage_footprint(model, cfg: RunConfig, s: int, tokens: int, answer_tokens: i
         for g in trained_groups
     )
     fp.add("gradients + AdamW state", trained * 12, f"{key}.lr ({'+'.join(trained_groups) or 'nothing'} trained)")
-    fp.add("decoded images", _image_bytes(cfg, n_images), "data.image.size")
+    fp.add("decoded images", extent.image_bytes, "data.image.size")
     ckpt = train.gradient_checkpointing
     checkpointed_tower = ckpt and getattr(
         getattr(model.vision, "tower", None), "supports_gradient_checkpointing", False
@@ -121,14 +129,14 @@ def stage_footprint(model, cfg: RunConfig, s: int, tokens: int, answer_tokens: i
     return fp
 
 
-def eval_footprint(model, cfg: RunConfig, tokens: int, n_images: int) -> Footprint:
+def eval_footprint(model, cfg: RunConfig, tokens: int, image_bytes: int = 0) -> Footprint:
     """Peak bytes of one evaluation batch: weights, the KV cache over prompt + new tokens, the largest layer's
     working set, the last position's logits."""
     batch, new = cfg.eval.batch_size, cfg.eval.max_new_tokens
     elem = 2 if cfg.train.mixed_precision in ("bf16", "fp16") else 4
     fp = Footprint(f"evaluation, batch {batch}")
     fp.add("weights", _param_bytes(model), "model.*")
-    fp.add("decoded images", _image_bytes(cfg, n_images), "data.image.size")
+    fp.add("decoded images", image_bytes, "data.image.size")
     layers = model.llm.num_layers
     fp.add(
         "KV cache",
@@ -146,14 +154,10 @@ def eval_footprint(model, cfg: RunConfig, tokens: int, n_images: int) -> Footpri
     return fp
 
 
-def training_footprints(model, cfg: RunConfig, data) -> list[Footprint]:
-    """Every stage's micro-batch and the evaluation after training, for a run on `data` (a VQADataset)."""
-    tokens = max((data.length(i) for i in range(len(data))), default=1)
-    answer = max((len(a) for a in data.answers), default=1)
-    images = len({it.image for it in data.items})
-    out = [stage_footprint(model, cfg, s, tokens, answer, images) for s in range(len(cfg.train.stages))]
-    prompt = max((len(p) for p in data.prompts), default=1) - 1 + data.num_image_tokens
-    return [*out, eval_footprint(model, cfg, prompt, images)]
+def training_footprints(model, cfg: RunConfig, extent: Extent) -> list[Footprint]:
+    """Every stage's micro-batch and the evaluation after training, for a run on data of `extent`."""
+    out = [stage_footprint(model, cfg, s, extent) for s in range(len(cfg.train.stages))]
+    return [*out, eval_footprint(model, cfg, extent.prompt_tokens, extent.image_bytes)]
 
 
 def check_fits(footprints: list[Footprint], available: int | None = None, what: str = "this run") -> None:

@@ -53,8 +53,17 @@ class VisionLanguageModel(nn.Module):
         return _dtype_of(self.projector)
 
     def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with the vision tokens written over the `<image>` placeholder positions."""
+        """Token embeddings with the vision tokens written over the `<image>` placeholder positions.
+        `pixel_values` holds one image per row that has vision tokens, in row order (text-only rows have none)."""
         embeds = self.llm.embed_tokens(input_ids.masked_fill(image_mask, 0))
+        if pixel_values.shape[0] == 0:  # only text-only rows: the tower does not run
+            if int(image_mask.sum()):
+                raise ValueError("image placeholder count does not match the vision tokens")
+            if torch.is_grad_enabled() and torch.distributed.is_available() and torch.distributed.is_initialized():
+                # DDP expects every trainable parameter in each step's graph: tie them in with weight 0
+                unused = [p for m in (self.vision, self.projector) for p in m.parameters() if p.requires_grad]
+                embeds = embeds + 0.0 * sum(p.sum() for p in unused) if unused else embeds
+            return embeds
         vision = self.encode_images(pixel_values).to(embeds.dtype)
         if int(image_mask.sum()) != vision.shape[0] * vision.shape[1]:
             raise ValueError("image placeholder count does not match the vision tokens")

@@ -97,6 +97,7 @@ def order_settings(variant: Variant) -> dict[str, Any]:
         "data.train": r["data"]["train"],
         "batch_size": r["train"]["batch_size"],
         "grad_accum": r["train"]["grad_accum"],
+        "group_by_length": r["train"]["group_by_length"],
         "stages": stages,
         "seed": r["seed"],
     }
@@ -109,13 +110,13 @@ def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, A
     batch size, say); then it is recorded as expected. The training items are loaded once per data source.
     """
 
-    items_cache: dict[str, list[str]] = {}
+    items_cache: dict[str, list] = {}
     per_seed: dict[str, dict[str, list[str]]] = {}
     settings: dict[str, dict[str, Any]] = {}
     for v in variants:
         source_key = content_hash(v.resolved["data"]["train"])
         if source_key not in items_cache:
-            items_cache[source_key] = [f"{it.task}/{it.item_id}" for it in training_items(load_training_sources(v.cfg))]
+            items_cache[source_key] = training_items(load_training_sources(v.cfg))
         per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, items_cache[source_key])
         settings[f"{v.name}/{v.seed}"] = order_settings(v)
     expected = []

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from vlmlab import checkpoint as ckpt
 from vlmlab.config import RunConfig, StageConfig
 from vlmlab.data.dataset import IGNORE
-from vlmlab.data.order import optimizer_steps_before, stage_order
+from vlmlab.data.loader import batch_loader
+from vlmlab.data.order import modality_length, optimizer_steps_before, stage_order
 from vlmlab.distributed import all_sum
 from vlmlab.runs import apply_lora
 from vlmlab.train import engines
@@ -37,6 +36,7 @@ class RunState(Protocol):
     result: Any  # the TrainResult being filled
     bar: Any  # the progress display
     vision_cache: Path | None
+    workers: int  # data loader worker processes
     global_step: int
     wrapped: Any
 
@@ -45,6 +45,8 @@ class RunState(Protocol):
     def checkpoint(self, optimizer, stage: int, step: int) -> None: ...
 
     def note_bad_items(self, items: list[tuple[str, str]]) -> None: ...
+
+    def note_dropped(self, items: list[tuple[str, str]]) -> None: ...
 
     def last_good_checkpoint(self) -> str | None: ...
 
@@ -85,7 +87,10 @@ class SequenceTraining:
         optimizer = build_optimizer(model, stage, cfg.train)
         accum = cfg.train.grad_accum
         world = acc.num_processes
-        order, total = stage_order(cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=world)
+        lengths = [modality_length(it) for it in data.items] if cfg.train.group_by_length != "none" else None
+        order, total = stage_order(
+            cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=world, lengths=lengths
+        )
         t.global_step = start_step + optimizer_steps_before(cfg, s, len(data), world=world)
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
@@ -95,7 +100,7 @@ class SequenceTraining:
             for g, lr in zip(optimizer.param_groups, base_lrs):  # the config's rates (a resume may change them)
                 g["initial_lr"] = lr
             ckpt.set_rng_state(state["rng"])
-        loader = torch.utils.data.DataLoader(data, batch_sampler=order, collate_fn=data.collate)
+        loader = batch_loader(data, order, t.workers, pin_memory=acc.device.type == "cuda")
         engines.before_prepare(acc, model)
         wrapped, optimizer = acc.prepare(model, optimizer)
         t.wrapped = wrapped
@@ -107,6 +112,7 @@ class SequenceTraining:
         def one_step(step: int) -> tuple[float, float] | None:
             group = [next(batches) for _ in range(accum)]
             t.note_bad_items([x for b in group for x in b.bad_items])
+            t.note_dropped([x for b in group for x in b.dropped])
             update.begin(step)
             # the loss is the token mean over the whole step (every micro-batch of every process), so 2 processes
             # x b items give the gradient of 1 process x 2b, and grad_accum k x b that of 1 x kb

@@ -71,7 +71,9 @@ class Trainer:
         self.bar = None  # the progress display
         self.global_step = 0  # optimizer steps over all stages: the x axis of the trackers
         self.log_lines = 0  # lines of train_log.jsonl written (a checkpoint records them, resume cuts back to them)
-        self.recipe_changes: dict[str, list] = {}  # recipe keys a resume changed: [old, new] (provenance)
+        self.recipe_changes: dict[str, list] = {}
+        self.dropped: dict[str, str] = {}  # rows too long for train.max_length: item -> why
+        self.workers = 0  # recipe keys a resume changed: [old, new] (provenance)
 
     # ----- set-up -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -134,7 +136,7 @@ class Trainer:
         absurd number of steps (a typo'd `epochs`)."""
         cfg = self.cfg
         if cfg.train.memory_check:
-            check_fits(training_footprints(model, cfg, self.data), what=f"the run {cfg.name!r}")
+            check_fits(training_footprints(model, cfg, self.data.extent()), what=f"the run {cfg.name!r}")
         world = self.accelerator.num_processes
         for s, stage in enumerate(cfg.train.stages):
             if not stage.kind.on_sequences or stage.max_steps is not None:
@@ -234,6 +236,12 @@ class Trainer:
             result.model = load_run_model(self.run.path, device=acc.device)[0]
         if acc.is_main_process:
             self._write_train_info(result)
+            if self.dropped:
+                console.print(
+                    f"{len(self.dropped)} of {len(self.data)} training rows did not fit train.max_length="
+                    f"{cfg.train.max_length} and taught nothing (listed in train_log.jsonl as `dropped`)",
+                    highlight=False,
+                )
         return result
 
     def _resume_point(self) -> tuple[int, int, Path | None]:
@@ -249,6 +257,7 @@ class Trainer:
             stage, step = state["stage"], state["step"]
             self.guard.skipped = state.get("nonfinite_skipped", 0)
             self.bad.skipped = dict(state.get("bad_images", {}))
+            self.dropped = dict(state.get("dropped", {}))
             self.log_lines = state.get("log_lines", 0)
         if self.accelerator.is_main_process:  # the log is cut back to the checkpoint it continues from
             io.truncate_lines(self.run.train_log, self.log_lines)
@@ -273,6 +282,7 @@ class Trainer:
                 "parameters": {g: sum(p.numel() for p in getattr(model, g).parameters()) for g in parts},
                 "llm_pretraining": model.llm.pretraining,
                 "bad_images": self.bad.record(),
+                "dropped": {"items": len(self.dropped), "max_length": self.cfg.train.max_length},
             },
         )
 
@@ -303,14 +313,25 @@ class Trainer:
             record.setdefault("recipe_changes", []).append({"resumed_from": at, "changes": self.recipe_changes})
             io.write_json(self.run.environment, record)
 
-    def note_bad_items(self, items: list[tuple[str, str]]) -> None:
-        """Record the items a step skipped for their images (`on_bad_image: skip`), from every process; each is
-        logged once, and more than `data.max_bad_fraction` of them stops the run (a DataError)."""
+    def _from_every_process(self, items: list) -> list:
+        """`items` of every process (a collective only when some process has any)."""
         if self.accelerator.num_processes > 1 and all_sum(self.accelerator, len(items)) > 0:
             gathered: list = [None] * self.accelerator.num_processes
             torch.distributed.all_gather_object(gathered, items)
             items = [x for part in gathered for x in part]
-        for key, path in items:
+        return items
+
+    def note_dropped(self, items: list[tuple[str, str]]) -> None:
+        """Record the rows that taught nothing because they did not fit `train.max_length`; each is logged once."""
+        for key, why in self._from_every_process(items):
+            if key not in self.dropped:
+                self.dropped[key] = why
+                self.log({"event": "dropped", "item": key, "why": why})
+
+    def note_bad_items(self, items: list[tuple[str, str]]) -> None:
+        """Record the items a step skipped for their images (`on_bad_image: skip`), from every process; each is
+        logged once, and more than `data.max_bad_fraction` of them stops the run (a DataError)."""
+        for key, path in self._from_every_process(items):
             if self.bad.add(key, path):
                 console.print(
                     f"{path}: unreadable image, item {key} skipped (data.on_bad_image: skip)", highlight=False
@@ -336,6 +357,7 @@ class Trainer:
                 "step": step,
                 "nonfinite_skipped": self.guard.skipped,
                 "bad_images": self.bad.skipped,
+                "dropped": self.dropped,
                 "log_lines": self.log_lines,
             },
         )

@@ -1,4 +1,4 @@
-"""`llava-json`: LLaVA conversation data (`llava_v1_5_mix665k.json` style), one item per question/answer turn."""
+"""`llava-json`: LLaVA conversation data (`llava_v1_5_mix665k.json` style), one training sample per record."""
 
 from __future__ import annotations
 
@@ -15,16 +15,17 @@ IMAGE_TAG = "<image>"  # LLaVA's placeholder in the text; vlmlab's prompt format
 
 @register_task("llava-json")
 class LlavaJson(Task):
-    """LLaVA conversation JSON (llava_v1_5_mix665k style): one item per human/gpt turn pair.
+    """LLaVA conversation JSON (llava_v1_5_mix665k style): one item per record, its whole conversation.
 
-    `path` is the JSON file (a list of `{id, image, conversations}`), or a directory holding `<split>.json`.
-    Images are relative to the JSON file's directory and may not leave it. Every human -> gpt turn pair is
-    one item (later turns lose the earlier ones as context); the category is the image path's first folder
-    (`coco`, `gqa`, ... in mix665k), else `all`. Records without an image (text-only) are skipped and
-    counted in `skipped`."""
+    `path` is the JSON file (a list of `{id, image?, conversations}`), or a directory holding `<split>.json`.
+    Images are relative to the JSON file's directory and may not leave it. A record is one training sample, as
+    in LLaVA: every assistant turn is supervised with the earlier turns as context. `<image>` may open or
+    close the first human turn (both occur in mix665k); a record without `image` is text-only (the ShareGPT
+    part, ~6% of mix665k) and trains without vision tokens. The category is the image path's first folder
+    (`coco`, `gqa`, ... in mix665k), `text` for text-only records, else `all`. `question`/`answer` are the first
+    turn's (what an evaluation of this file would ask)."""
 
     splits = ("train", "val", "test")
-    skipped = 0
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         file = require_path(path, "llava-json", "a LLaVA .json file or a directory holding <split>.json")
@@ -34,40 +35,43 @@ class LlavaJson(Task):
         if not isinstance(records, list):
             raise DataError(f"{file}: expected a JSON list of conversation records")
         seen: set[str] = set()
-        self.skipped = 0
-
-        def items():
-            for index, record in enumerate(records):
-                where = f"{file}[record {index}]"
-                if isinstance(record, dict) and record.get("image") is None:
-                    self.skipped += 1
-                    continue
-                yield from record_items(record, where, file.parent, index, seen)
-
-        return take(items(), limit, f"{file}: no records with an image")
+        items = (record_item(r, f"{file}[record {i}]", file.parent, i, seen) for i, r in enumerate(records))
+        return take(items, limit, f"{file}: no records")
 
 
-def record_items(record: dict, where: str, root: Path, index: int, seen: set[str]) -> list[VQAItem]:
-    """One item per human -> gpt pair of one record; ids are `{id}-{pair}` (`{id}@{index}-{pair}` for a repeated id)."""
+def record_item(record: object, where: str, root: Path, index: int, seen: set[str]) -> VQAItem:
+    """The sample of one record; its id is the record's (`{id}@{index}` for a repeated id)."""
     record_id = str(field(record, "id", (str, int), where))
     if record_id in seen:
         record_id = f"{record_id}@{index}"
     seen.add(record_id)
-    name = field(record, "image", str, where)
-    image = image_under(root, name, where)
-    folders = PurePosixPath(name.replace("\\", "/")).parts[:-1]
-    category = folders[0] if folders else "all"
-    return [
-        VQAItem(
-            item_id=f"{record_id}-{pair}",
-            task="llava-json",
-            category=category,
-            question=question.replace(IMAGE_TAG, "").strip(),
-            answer=answer.strip(),
-            image=image,
-        )
-        for pair, (question, answer) in enumerate(turn_pairs(record, where))
-    ]
+    turns = turn_pairs(record, where)
+    name = record.get("image")
+    if name is None:
+        if any(IMAGE_TAG in q for q, _ in turns):
+            raise DataError(f"{where}: a text-only record (no image) has an {IMAGE_TAG} tag")
+        image, category, at_end = None, "text", False
+    else:
+        if not isinstance(name, str):
+            raise DataError(f"{where}: field 'image' must be a string path")
+        image = image_under(root, name, where)
+        folders = PurePosixPath(name.replace("\\", "/")).parts[:-1]
+        category = folders[0] if folders else "all"
+        first = turns[0][0].strip()
+        at_end = first.endswith(IMAGE_TAG) and not first.startswith(IMAGE_TAG)
+        if any(IMAGE_TAG in q for q, _ in turns[1:]):
+            raise DataError(f"{where}: {IMAGE_TAG} may appear only in the first human turn")
+    turns = [(q.replace(IMAGE_TAG, "").strip(), a.strip()) for q, a in turns]
+    return VQAItem(
+        item_id=record_id,
+        task="llava-json",
+        category=category,
+        question=turns[0][0],
+        answer=turns[0][1],
+        image=image,
+        conversation=tuple(turns) if len(turns) > 1 else (),
+        image_at_end=at_end,
+    )
 
 
 def turn_pairs(record: dict, where: str) -> list[tuple[str, str]]:

@@ -11,7 +11,8 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vlmlab.models.activations import Activations, transformer_layers
-from vlmlab.models.llm.prompts import IMAGE_TOKEN, PromptFormat, user_message
+from vlmlab.models.llm.encoding import TextEncoder
+from vlmlab.models.llm.prompts import IMAGE_TOKEN, PromptFormat
 
 
 class LanguageBackbone(nn.Module):
@@ -32,6 +33,7 @@ class LanguageBackbone(nn.Module):
         self.stop_token = stop
         self.stop_token_id = tokenizer.convert_tokens_to_ids(stop)
         self.pad_token_id = tokenizer.pad_token_id
+        self.text = TextEncoder(tokenizer, prompt, self.image_token_id, self.stop_token_id)
         self.pretraining: dict | None = None  # a tiny rung's LM pretraining summary (bits per byte, tokens, ...)
 
     @property
@@ -78,22 +80,23 @@ class LanguageBackbone(nn.Module):
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.lm.get_input_embeddings()(input_ids)
 
-    def render_prompt(self, question: str) -> str:
-        """The prompt text up to where the answer starts (contains one `<image>`)."""
-        return self.tokenizer.apply_chat_template(
-            user_message(question), add_generation_prompt=True, tokenize=False, chat_template=self.prompt.chat_template
-        )
+    def render_prompt(self, question: str, image: bool = True, image_at_end: bool = False) -> str:
+        """The prompt text up to where the answer starts (contains one `<image>` unless `image` is False)."""
+        return self.text.render_prompt(question, image, image_at_end)
 
-    def encode_prompt(self, question: str) -> list[int]:
-        return self.tokenizer(self.render_prompt(question), add_special_tokens=False)["input_ids"]
+    def encode_prompt(self, question: str, image: bool = True, image_at_end: bool = False) -> list[int]:
+        return self.text.encode_prompt(question, image, image_at_end)
 
     def encode_answer(self, answer: str) -> list[int]:
         """Answer tokens followed by the stop token (these are the supervised positions)."""
-        ids = self.tokenizer(self.prompt.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-        return ids + [self.stop_token_id]
+        return self.text.encode_answer(answer)
+
+    def encode_conversation(self, turns, image: bool = True, image_at_end: bool = False):
+        """(ids, labels) of a whole training conversation (see `TextEncoder.encode_conversation`)."""
+        return self.text.encode_conversation(turns, image, image_at_end)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return self.text.decode(ids)
 
     def save_tokenizer(self, directory: str | Path) -> None:
         self.tokenizer.save_pretrained(str(directory))

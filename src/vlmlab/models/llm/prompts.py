@@ -45,6 +45,22 @@ LLAMA3 = PromptFormat(
 FORMATS = {f.name: f for f in (VICUNA, LLAMA3)}
 
 
-def user_message(question: str) -> list[dict[str, str]]:
-    """The single user turn every task uses: the image placeholder, then the question."""
-    return [{"role": "user", "content": f"{IMAGE_TOKEN}\n{question}"}]
+def user_message(question: str, image: bool = True, image_at_end: bool = False) -> list[dict[str, str]]:
+    """The single user turn every task uses: the image placeholder, then the question (or after it, as some
+    of LLaVA's training records have it; or none, for a text-only record)."""
+    if not image:
+        return [{"role": "user", "content": question}]
+    content = f"{question}\n{IMAGE_TOKEN}" if image_at_end else f"{IMAGE_TOKEN}\n{question}"
+    return [{"role": "user", "content": content}]
+
+
+def conversation_messages(
+    turns: list[tuple[str, str]], image: bool = True, image_at_end: bool = False
+) -> list[dict[str, str]]:
+    """A whole conversation as chat messages: the image placeholder in the first user turn (LLaVA's layout),
+    then user/assistant turns in order."""
+    messages: list[dict[str, str]] = []
+    for t, (question, answer) in enumerate(turns):
+        messages += user_message(question, image, image_at_end) if t == 0 else [{"role": "user", "content": question}]
+        messages.append({"role": "assistant", "content": answer})
+    return messages
