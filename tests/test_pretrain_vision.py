@@ -87,15 +87,19 @@ def test_pretrain_vision_scores_held_out_images_caches_and_the_study_reuses_it(t
         assert any(k.startswith("heldout_top1/") for k in info["vision_pretrain"])
 
 
-def test_a_stage_data_source_is_for_vision_pretraining_only(tiny_raw):
+def test_a_vision_pretrain_stage_takes_one_labelled_set(tiny_raw):
     import pytest
 
     from vlmlab.config import config_from_dict
     from vlmlab.errors import ConfigError
 
-    tiny_raw["train"]["stages"][0]["data"] = {"task": "easy-vqa"}
-    with pytest.raises(ConfigError, match="train.stages.0: `data` is for the vision-pretrain stage"):
+    tiny_raw["train"]["stages"].insert(0, {"name": "vision-pretrain", "lr": {"vision": 1e-3}, "data": []})
+    tiny_raw["train"]["stages"][0]["data"] = [{"task": "easy-vqa"}, {"task": "easy-vqa"}]
+    with pytest.raises(ConfigError, match="train.stages.0: `data` of a vision-pretrain stage is one labelled image"):
         config_from_dict(tiny_raw)
+    tiny_raw["train"]["stages"][0]["data"] = {"task": "easy-vqa"}
+    tiny_raw["train"]["stages"][1]["data"] = [{"task": "easy-vqa", "limit": 8}]  # a sequence stage's own mixture
+    assert config_from_dict(tiny_raw).train.stages[1].sources[0].limit == 8
 
 
 def test_an_imagenet_style_folder_pretrains_a_tower_that_generalises(tmp_path, tiny_raw):

@@ -120,16 +120,14 @@ class StageKind:
     """What kind of training a stage is. The trainer runs each kind with its own object (`vlmlab.train.stages`);
     lower layers read these facts instead of comparing stage names.
 
-    `on_sequences`: trains the VLM on the VQA sequences of `data.train` (its optimizer steps are counted
-    over them); otherwise it trains the vision tower alone on image labels. `own_data`: may name its
-    own labelled set (`data`)."""
+    `on_sequences`: trains the VLM on VQA sequences (of `data.train`, or of the stage's own `data`; its
+    optimizer steps are counted over them); otherwise it trains the vision tower alone on image labels."""
 
     name: str
     on_sequences: bool
-    own_data: bool = False
 
 
-VISION_PRETRAIN = StageKind("vision-pretrain", on_sequences=False, own_data=True)
+VISION_PRETRAIN = StageKind("vision-pretrain", on_sequences=False)
 STAGE_KINDS = {k.name: k for k in (VISION_PRETRAIN, StageKind("align", True), StageKind("finetune", True))}
 
 
@@ -153,19 +151,27 @@ class StageConfig(Strict):
     lora: LoraConfig | None = None
     batch_size: int | None = Field(None, ge=1)  # None = train.batch_size
     augment: list[Literal["hflip", "rot90"]] = Field(default_factory=list)  # vision-pretrain only
-    # vision-pretrain only: its own labelled images (e.g. a shapes-world set, or an `image-folder` of class
-    # dirs), scored after training on `heldout_split` of the same source; None = the run's training images
-    data: DataSource | None = None
+    # The stage's own data; None = the run's `data.train`. `align`/`finetune`: a source or a mixture to train
+    # on (LLaVA-1.5 aligns on its 558k captions, then finetunes on mix665k). `vision-pretrain`: one labelled
+    # image set (e.g. shapes-world, or an `image-folder` of class dirs), scored on `heldout_split` of it.
+    data: DataSource | list[DataSource] | None = None
     heldout_split: str | None = "val"
 
     @property
     def kind(self) -> StageKind:
         return STAGE_KINDS[self.name]
 
+    @property
+    def sources(self) -> list[DataSource] | None:
+        """The stage's own training sources as a list (None: the run's data.train)."""
+        return None if self.data is None else self.data if isinstance(self.data, list) else [self.data]
+
     @model_validator(mode="after")
-    def _data_for_vision_pretraining_only(self) -> StageConfig:
-        if self.data is not None and not self.kind.own_data:
-            raise ValueError("`data` is for the vision-pretrain stage (other stages train on data.train)")
+    def _one_set_for_vision_pretraining(self) -> StageConfig:
+        if isinstance(self.data, list) and not self.kind.on_sequences:
+            raise ValueError("`data` of a vision-pretrain stage is one labelled image set, not a list")
+        if isinstance(self.data, list) and not self.data:
+            raise ValueError("`data` is an empty list (leave it out to train on data.train)")
         return self
 
     @field_validator("lr")
@@ -247,6 +253,11 @@ def resolve_parts(cfg: RunConfig) -> RunConfig:
         TASKS.get(src.task, key=f"data.train.{i}.task")
     for i, src in enumerate(cfg.data.eval):
         TASKS.get(src.task, key=f"data.eval.{i}.task")
+    for s, stage in enumerate(cfg.train.stages):
+        for i, src in enumerate(stage.sources or []):
+            TASKS.get(
+                src.task, key=f"train.stages.{s}.data" + (f".{i}" if isinstance(stage.data, list) else "") + ".task"
+            )
     return cfg
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -161,21 +161,24 @@ def stage_order(
     return order, total
 
 
-def training_order_fingerprints(cfg: RunConfig, items: Sequence[VQAItem]) -> list[str]:
-    """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order)."""
-    item_ids = [f"{it.task}/{it.item_id}" for it in items]
-    lengths = [modality_length(it) for it in items]
-    return [
-        order_fingerprint(item_ids, stage_order(cfg, s, len(item_ids), lengths=lengths)[0])
-        for s, stage in enumerate(cfg.train.stages)
-        if stage.kind.on_sequences
-    ]
+def training_order_fingerprints(cfg: RunConfig, stage_items: Callable[[int], Sequence[VQAItem]]) -> list[str]:
+    """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order);
+    `stage_items(s)` gives the items stage `s` trains on."""
+    out = []
+    for s, stage in enumerate(cfg.train.stages):
+        if stage.kind.on_sequences:
+            items = stage_items(s)
+            item_ids = [f"{it.task}/{it.item_id}" for it in items]
+            lengths = [modality_length(it) for it in items]
+            out.append(order_fingerprint(item_ids, stage_order(cfg, s, len(items), lengths=lengths)[0]))
+    return out
 
 
-def optimizer_steps_before(cfg: RunConfig, stage_index: int, n_items: int, world: int = 1) -> int:
-    """Optimizer steps of the sequence stages before `stage_index` (the x axis trackers log against)."""
+def optimizer_steps_before(cfg: RunConfig, stage_index: int, n_items: Callable[[int], int], world: int = 1) -> int:
+    """Optimizer steps of the sequence stages before `stage_index` (the x axis trackers log against);
+    `n_items(s)` is the number of items stage `s` trains on."""
     return sum(
-        stage_order(cfg, i, n_items, world=world)[1]
+        stage_order(cfg, i, n_items(i), world=world)[1]
         for i in range(stage_index)
         if cfg.train.stages[i].kind.on_sequences
     )

@@ -154,10 +154,14 @@ def eval_footprint(model, cfg: RunConfig, tokens: int, image_bytes: int = 0) -> 
     return fp
 
 
-def training_footprints(model, cfg: RunConfig, extent: Extent) -> list[Footprint]:
-    """Every stage's micro-batch and the evaluation after training, for a run on data of `extent`."""
-    out = [stage_footprint(model, cfg, s, extent) for s in range(len(cfg.train.stages))]
-    return [*out, eval_footprint(model, cfg, extent.prompt_tokens, extent.image_bytes)]
+def training_footprints(model, cfg: RunConfig, stage_extents: list[Extent] | Extent, eval_extent: Extent | None = None):
+    """Every stage's micro-batch (on its data's extent: one for all stages, or one per stage) and the evaluation
+    after training (on `eval_extent`, by default the first stage's)."""
+    n = len(cfg.train.stages)
+    extents = stage_extents if isinstance(stage_extents, list) else [stage_extents] * n
+    out = [stage_footprint(model, cfg, s, extents[s]) for s in range(n)]
+    last = eval_extent or extents[0]
+    return [*out, eval_footprint(model, cfg, last.prompt_tokens, last.image_bytes)]
 
 
 def check_fits(footprints: list[Footprint], available: int | None = None, what: str = "this run") -> None:

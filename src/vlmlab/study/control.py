@@ -6,7 +6,7 @@ from typing import Any
 
 from vlmlab.config import PART_REGISTRIES, flatten
 from vlmlab.data.order import training_order_fingerprints
-from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.data.sources import load_stage_items
 from vlmlab.errors import UserError
 from vlmlab.io import content_hash
 from vlmlab.study.spec import StudySpec, Variant
@@ -92,7 +92,7 @@ def _value_at(data: Any, key: str) -> Any:
 def order_settings(variant: Variant) -> dict[str, Any]:
     """The resolved keys that decide a run's data order: the training data, batch sizes, stage lengths."""
     r = variant.resolved
-    stages = [{k: st[k] for k in ("name", "epochs", "max_steps", "batch_size")} for st in r["train"]["stages"]]
+    stages = [{k: st[k] for k in ("name", "epochs", "max_steps", "batch_size", "data")} for st in r["train"]["stages"]]
     return {
         "data.train": r["data"]["train"],
         "batch_size": r["train"]["batch_size"],
@@ -114,10 +114,17 @@ def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, A
     per_seed: dict[str, dict[str, list[str]]] = {}
     settings: dict[str, dict[str, Any]] = {}
     for v in variants:
-        source_key = content_hash(v.resolved["data"]["train"])
-        if source_key not in items_cache:
-            items_cache[source_key] = training_items(load_training_sources(v.cfg))
-        per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, items_cache[source_key])
+
+        def stage_items(s: int, v=v) -> list:
+            stage_data = v.resolved["train"]["stages"][s].get("data")
+            key = content_hash(
+                [v.resolved["data"]["train"] if stage_data is None else stage_data, v.resolved["data"]["image"]]
+            )
+            if key not in items_cache:
+                items_cache[key] = load_stage_items(v.cfg, s)
+            return items_cache[key]
+
+        per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, stage_items)
         settings[f"{v.name}/{v.seed}"] = order_settings(v)
     expected = []
     for seed, by_variant in per_seed.items():

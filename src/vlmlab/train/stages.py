@@ -30,7 +30,7 @@ class RunState(Protocol):
     cfg: RunConfig
     accelerator: Any
     model: Any  # the VisionLanguageModel
-    data: Any  # the VQADataset of data.train
+    data: Any  # the VQADataset of data.train (vision-pretrain reads its images)
     sources: list  # (task, items) per data.train source
     guard: NonFiniteGuard
     result: Any  # the TrainResult being filled
@@ -47,6 +47,8 @@ class RunState(Protocol):
     def note_bad_items(self, items: list[tuple[str, str]]) -> None: ...
 
     def note_dropped(self, items: list[tuple[str, str]]) -> None: ...
+
+    def stage_data(self, s: int) -> Any: ...  # the VQADataset sequence stage `s` trains on
 
     def last_good_checkpoint(self) -> str | None: ...
 
@@ -79,7 +81,7 @@ class SequenceTraining:
     stage's learning rates (0 = frozen), resumable at any checkpointed step."""
 
     def run(self, t: RunState, s: int, start_step: int, resume_from: Path | None) -> None:
-        cfg, acc, model, data = t.cfg, t.accelerator, t.model, t.data
+        cfg, acc, model, data = t.cfg, t.accelerator, t.model, t.stage_data(s)
         stage = cfg.train.stages[s]
         apply_lora(model, cfg, up_to_stage=s)
         t.result.trainable[stage.name] = apply_stage_freezing(model, stage)
@@ -91,7 +93,7 @@ class SequenceTraining:
         order, total = stage_order(
             cfg, s, len(data), start_step=start_step, rank=acc.process_index, world=world, lengths=lengths
         )
-        t.global_step = start_step + optimizer_steps_before(cfg, s, len(data), world=world)
+        t.global_step = start_step + optimizer_steps_before(cfg, s, lambda i: len(t.stage_data(i)), world=world)
         lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total), total)
         if resume_from is not None and start_step > 0:
             state = ckpt.load_trainer_state(resume_from)

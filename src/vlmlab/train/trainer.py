@@ -17,8 +17,9 @@ from vlmlab import io
 from vlmlab.config import RunConfig, read_yaml, stage_seed
 from vlmlab.data.bad_images import BadImages
 from vlmlab.data.dataset import VQADataset
+from vlmlab.data.loader import image_cache_bytes, resolve_workers
 from vlmlab.data.order import stage_steps
-from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.data.sources import load_stage_items, load_training_sources, stage_data_key, training_items
 from vlmlab.distributed import all_sum
 from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
@@ -46,8 +47,10 @@ class TrainResult:
 
 
 def tokenizer_texts(items) -> list[str]:
-    """Texts a tiny preset's tokenizer is trained on: every distinct question and answer."""
-    return list(dict.fromkeys([it.question for it in items] + [it.answer for it in items]))
+    """Texts a tiny preset's tokenizer is trained on: every distinct question and answer (then the later turns
+    of conversations)."""
+    later = [text for it in items for turn in it.turns[1:] for text in turn]
+    return list(dict.fromkeys([it.question for it in items] + [it.answer for it in items] + later))
 
 
 class Trainer:
@@ -71,9 +74,10 @@ class Trainer:
         self.bar = None  # the progress display
         self.global_step = 0  # optimizer steps over all stages: the x axis of the trackers
         self.log_lines = 0  # lines of train_log.jsonl written (a checkpoint records them, resume cuts back to them)
-        self.recipe_changes: dict[str, list] = {}
+        self.recipe_changes: dict[str, list] = {}  # recipe keys a resume changed: [old, new] (provenance)
         self.dropped: dict[str, str] = {}  # rows too long for train.max_length: item -> why
-        self.workers = 0  # recipe keys a resume changed: [old, new] (provenance)
+        self.workers = 0  # data loader worker processes (data.workers, resolved when training starts)
+        self.datasets: dict[str, VQADataset] = {}  # the sequences each stage's data key names
 
     # ----- set-up -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -131,22 +135,45 @@ class Trainer:
             enable_gradient_checkpointing(model)
         return model
 
+    def _dataset(self, items, model: VisionLanguageModel) -> VQADataset:
+        cfg = self.cfg
+        return VQADataset(
+            items,
+            model.llm,
+            cfg.data.image,
+            model.num_image_tokens,
+            with_answers=True,
+            on_bad_image=cfg.data.on_bad_image,
+            max_length=cfg.train.max_length,
+            image_cache_bytes=image_cache_bytes(self.workers),
+        )
+
+    def stage_data(self, s: int) -> VQADataset:
+        """The sequences stage `s` trains on (its own `data`, else data.train)."""
+        return self.datasets[stage_data_key(self.cfg, s)]
+
     def _preflight(self, model: VisionLanguageModel) -> None:
         """Before the run dir exists: refuse what cannot fit in memory, and warn of a stage that would run for an
         absurd number of steps (a typo'd `epochs`)."""
         cfg = self.cfg
         if cfg.train.memory_check:
-            check_fits(training_footprints(model, cfg, self.data.extent()), what=f"the run {cfg.name!r}")
+            extents = {key: data.extent() for key, data in self.datasets.items()}
+            per_stage = [
+                extents[stage_data_key(cfg, s) if stage.kind.on_sequences else "data.train"]
+                for s, stage in enumerate(cfg.train.stages)
+            ]
+            check_fits(training_footprints(model, cfg, per_stage, extents["data.train"]), what=f"the run {cfg.name!r}")
         world = self.accelerator.num_processes
         for s, stage in enumerate(cfg.train.stages):
             if not stage.kind.on_sequences or stage.max_steps is not None:
                 continue
             micro = (stage.batch_size or cfg.train.batch_size) * world
-            steps = stage_steps(stage, len(self.data), micro, cfg.train.grad_accum)
+            n = len(self.stage_data(s))
+            steps = stage_steps(stage, n, micro, cfg.train.grad_accum)
             if steps > LONG_STAGE_STEPS:
                 console.print(
                     f"[yellow]warning[/yellow]: train.stages.{s}.epochs={stage.epochs:g} means {steps:,} optimizer "
-                    f"steps over {len(self.data):,} items; set max_steps or fewer epochs if that is not intended",
+                    f"steps over {n:,} items; set max_steps or fewer epochs if that is not intended",
                     soft_wrap=True,
                     highlight=False,
                 )
@@ -176,18 +203,16 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.sources = load_training_sources(cfg)
-        items = training_items(self.sources)
-        self.model = model = self._build(items)
+        items = {"data.train": training_items(self.sources)}
+        for s, stage in enumerate(cfg.train.stages):  # a sequence stage may train on its own data (LLaVA's align)
+            if stage.kind.on_sequences and stage_data_key(cfg, s) not in items:
+                items[stage_data_key(cfg, s)] = load_stage_items(cfg, s)
+        self.model = model = self._build([it for part in items.values() for it in part])
         engines.configure(self.accelerator, cfg, model)
-        self.data = VQADataset(
-            items,
-            model.llm,
-            cfg.data.image,
-            model.num_image_tokens,
-            with_answers=True,
-            on_bad_image=cfg.data.on_bad_image,
-        )
-        self.bad = BadImages(cfg.data, len(self.data))
+        self.workers = resolve_workers(cfg.data.workers)
+        self.datasets = {key: self._dataset(part, model) for key, part in items.items()}
+        self.data = self.datasets["data.train"]
+        self.bad = BadImages(cfg.data, sum(len(d) for d in self.datasets.values()))
         self._preflight(model)
         self._write_run_files(model)
         if cfg.train.trackers:
@@ -238,7 +263,7 @@ class Trainer:
             self._write_train_info(result)
             if self.dropped:
                 console.print(
-                    f"{len(self.dropped)} of {len(self.data)} training rows did not fit train.max_length="
+                    f"{len(self.dropped)} training rows did not fit train.max_length="
                     f"{cfg.train.max_length} and taught nothing (listed in train_log.jsonl as `dropped`)",
                     highlight=False,
                 )

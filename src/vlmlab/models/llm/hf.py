@@ -27,7 +27,7 @@ class HFCausalLM(LanguageBackbone):
     class Params(PartParams):
         identity_fields = ("template",)  # a factor that swaps checkpoints swaps their chat templates with them
         path: str
-        template: Literal["native", "vicuna", "llama3"] = "native"
+        template: Literal["native", "vicuna", "llava-v1", "llama3"] = "native"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attn_implementation: Literal["sdpa", "eager"] = "sdpa"
         trust_remote_code: bool = False  # run Python shipped with the checkpoint: only for code you trust

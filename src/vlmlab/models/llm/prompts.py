@@ -31,6 +31,19 @@ VICUNA = PromptFormat(
     answer_prefix=" ",
 )
 
+# LLaVA-1.5's `conv_vicuna_v1` (what its released checkpoints were trained with): vicuna plus its system line
+LLAVA_V1 = PromptFormat(
+    name="llava-v1",
+    chat_template=(
+        "{{ bos_token }}A chat between a curious human and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the human's questions. "
+        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+        "{% else %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    ),
+    answer_prefix=" ",
+)
+
 LLAMA3 = PromptFormat(
     name="llama3",
     chat_template=(
@@ -42,7 +55,7 @@ LLAMA3 = PromptFormat(
     stop_token="<|eot_id|>",
 )
 
-FORMATS = {f.name: f for f in (VICUNA, LLAMA3)}
+FORMATS = {f.name: f for f in (VICUNA, LLAVA_V1, LLAMA3)}
 
 
 def user_message(question: str, image: bool = True, image_at_end: bool = False) -> list[dict[str, str]]:

@@ -50,7 +50,7 @@ class TinyParams(PartParams):
     queries_per_kv: int = Field(1, ge=1, le=64)  # 1 = multi-head attention; >1 = grouped-query attention
     vocab_size: int = Field(512, ge=64, le=262144)
     tokenizer: Literal["sentencepiece", "byte-level"] = "sentencepiece"
-    template: Literal["vicuna", "llama3"] = "vicuna"
+    template: Literal["vicuna", "llava-v1", "llama3"] = "vicuna"
     pretrain: PretrainRecipe = PretrainRecipe()
 
     @field_validator("pretrain", mode="before")
