@@ -22,7 +22,7 @@ sequences, vlmlab's answer for the item alone (batch 1), and each model's next-t
 differing step (top 2, margin, largest difference between the two models).
 
 Usage: python benchmarks/bench_eval.py [--n 256] [--batch B] [--steps 300] [--run RUN_DIR] [--out DIR]
-       [--device cuda --dtype bfloat16]
+       [--repeat 5] [--workers W] [--device cuda --dtype bfloat16]
 Without --out everything goes to a temporary directory; --run reuses a trained (exportable) run.
 Goals (issue 21): (a) >= 10x (b), >= 1x (c), 100% identical answers.
 """
@@ -50,6 +50,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration  # noqa: E
 from vlmlab.cli import main as vlmlab  # noqa: E402
 from vlmlab.config import DataSource, config_from_dict  # noqa: E402
 from vlmlab.data.dataset import VQADataset  # noqa: E402
+from vlmlab.data.loader import resolve_workers  # noqa: E402
 from vlmlab.evaluation.evaluate import predict  # noqa: E402
 from vlmlab.evaluation.generate import greedy_generate  # noqa: E402
 from vlmlab.evaluation.records import load_eval_sets  # noqa: E402
@@ -89,15 +90,17 @@ TINY_LLAVA = {
         "eval": [{"task": "easy-vqa", "split": "test"}],
         "image": {"size": 64, "geometry": "resize"},
     },
-    "train": {"batch_size": 32, "stages": [{"name": "finetune", "max_steps": 300, "lr": {}}]},
+    "train": {
+        "batch_size": 32,
+        "stages": [{"name": "finetune", "max_steps": 300, "lr": {"vision": 1e-3, "projector": 2e-3, "llm": 2e-3}}],
+    },
     "eval": {"batch_size": 128, "max_new_tokens": 10},
 }
-LR = {"vision": 1e-3, "projector": 2e-3, "llm": 2e-3}
 
 
 def train_run(out: Path, steps: int) -> Path:
-    cfg = dict(TINY_LLAVA)
-    cfg["train"] = {**cfg["train"], "stages": [{"name": "finetune", "max_steps": steps, "lr": LR}]}
+    train = TINY_LLAVA["train"]
+    cfg = {**TINY_LLAVA, "train": {**train, "stages": [{**train["stages"][0], "max_steps": steps}]}}
     t0 = time.perf_counter()
     result = Trainer(config_from_dict(cfg), out).run_training()
     print(f"trained {result.steps} steps in {time.perf_counter() - t0:.0f}s -> {out}")
@@ -243,6 +246,7 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="reuse this trained run instead of training one")
     ap.add_argument("--out", default=None, help="keep the run and the export here (default: a temporary dir)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per way, interleaved; the median is shown")
+    ap.add_argument("--workers", type=int, default=None, help="(a)'s data-loader workers; default: data.workers (auto)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args()
@@ -261,7 +265,10 @@ def main() -> None:
         for p in model.parameters():  # parameters only, as from_pretrained(dtype=...): RoPE's inv_freq stays fp32
             p.data = p.data.to(dtype)
         batch = args.batch or cfg.eval.batch_size
-        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": batch})})
+        data_cfg = cfg.data.model_copy(
+            update={"workers": args.workers if args.workers is not None else cfg.data.workers}
+        )
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": batch}), "data": data_cfg})
         source = DataSource(task="easy-vqa", split="test", limit=args.n)
         items = load_eval_sets([source], cfg.data.image)[0].items
         hf = HFWay(export, args.device, dtype, cfg.eval.max_new_tokens, model.llm.stop_token_id)
@@ -300,11 +307,13 @@ def main() -> None:
             + f"; torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}; "
             f"load average {load[0]:.1f} before timing, {os.getloadavg()[0]:.1f} after."
         )
+        if max(load[0], os.getloadavg()[0]) > 1.5 * (os.cpu_count() or 1):
+            print("WARNING: the machine was busy while timing (load average above); items/s are not reliable.")
         print(f"Command: `{' '.join(['python', 'benchmarks/bench_eval.py', *sys.argv[1:]])}`")
         print(
             f"{n} easy-VQA test items, {args.device} {args.dtype}, max_new_tokens {cfg.eval.max_new_tokens} "
             f"(vlmlab answers {statistics.mean(map(len, ours)):.1f} tokens on average); "
-            f"{args.repeat} timed repeats per way; vlmlab accuracy {records['correct'].mean():.3f}.\n"
+            f"{args.repeat} timed repeats per way; vlmlab data-loader workers {resolve_workers(cfg.data.workers)}; vlmlab accuracy {records['correct'].mean():.3f}.\n"
         )
         print("| way | items/s | vlmlab / way | identical answers (vs vlmlab) |\n|---|---|---|---|")
         for name, tokens in zip(ways, (None, single, batched)):

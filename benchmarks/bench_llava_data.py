@@ -75,7 +75,12 @@ def write_mix(root: Path, records: int, seed: int = 0) -> Path:
     return file
 
 
-def tiny_config(file: Path, workers: int) -> dict:
+def tiny_config(file: Path, workers: int, tokenizer: Path | None = None) -> dict:
+    """Tiny backbones (what is measured is the data path); with `tokenizer`, the LLM's tokenizer is read from
+    there, as a real backbone's is, instead of being fit to all 665k records' texts."""
+    llm = {"id": "llama2-tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "init": "random"}
+    if tokenizer is not None:
+        llm["tokenizer_path"] = str(tokenizer)
     return {
         "name": "llava-data-bench",
         "seed": 0,
@@ -89,7 +94,7 @@ def tiny_config(file: Path, workers: int) -> dict:
                 "num_heads": 2,
             },
             "projector": {"id": "gelu-mlp"},
-            "llm": {"id": "llama2-tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "init": "random"},
+            "llm": llm,
         },
         "data": {
             "train": [{"task": "llava-json", "path": str(file)}],
@@ -106,10 +111,32 @@ def tiny_config(file: Path, workers: int) -> dict:
     }
 
 
-def time_to_first_step(file: Path, out: Path, workers: int) -> tuple[float, float]:
-    """(seconds from `vlmlab train` to its first logged optimizer step, peak RSS in GiB of it and its workers)."""
+def save_tokenizer(file: Path, out: Path) -> Path:
+    """A tokenizer fit to the first 2,000 records, saved as a backbone's would be."""
+    directory = out / "tokenizer"
+    if not directory.is_dir():
+        sample = out / "sample.json"
+        sample.write_text(json.dumps(json.loads(file.read_text())[:2000]))
+        cfg = config_from_dict(tiny_config(sample, 0))
+        items = training_items(load_training_sources(cfg))
+        model = build_model(cfg, texts=[t for it in items for turn in it.turns for t in turn])
+        model.llm.save_tokenizer(directory)
+    return directory
+
+
+def _memory(process: psutil.Process) -> int:
+    """Proportional set size (shared pages split between the processes sharing them), else RSS."""
+    try:
+        return process.memory_full_info().pss
+    except (psutil.Error, AttributeError):
+        return process.memory_info().rss
+
+
+def time_to_first_step(file: Path, out: Path, workers: int, tokenizer: Path) -> tuple[float, float]:
+    """(seconds from `vlmlab train` to its first logged optimizer step, peak memory in GiB of it and its workers:
+    the sum of their proportional set sizes, so pages a forked worker shares with its parent count once)."""
     config = out / "bench.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(file, workers)))
+    config.write_text(yaml.safe_dump(tiny_config(file, workers, tokenizer)))
     run = out / "run"
     subprocess.run(["rm", "-rf", str(run)], check=True)
     t0 = time.perf_counter()
@@ -125,7 +152,7 @@ def time_to_first_step(file: Path, out: Path, workers: int) -> tuple[float, floa
             if proc.poll() is not None:
                 raise SystemExit(f"vlmlab train ended early: {proc.stderr.read()[-2000:]}")
             try:
-                rss = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
+                rss = _memory(parent) + sum(_memory(c) for c in parent.children(recursive=True))
             except psutil.Error:
                 rss = 0
             peak = max(peak, rss)
@@ -192,9 +219,11 @@ def main() -> None:
         )
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     if not args.skip_a:
-        print("\n| data.workers | seconds to the first optimizer step | peak RSS (GiB, with workers) |\n|---|---|---|")
+        tokenizer = save_tokenizer(file, out)
+        print("\n| data.workers | seconds to the first optimizer step | peak memory (GiB PSS, with workers) |")
+        print("|---|---|---|")
         for workers in (0, 1):
-            seconds, rss = time_to_first_step(file, out, workers)
+            seconds, rss = time_to_first_step(file, out, workers, tokenizer)
             print(f"| {workers} | {seconds:.1f} | {rss:.2f} |", flush=True)
     if not args.skip_b:
         rate, text = gpu_consumption()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -494,3 +495,24 @@ def test_refcoco_errors(tmp_path):
     (root / "instances.json").unlink()
     with pytest.raises(DataError, match=f"{root / 'instances.json'}: COCO instances file not found"):
         _task("refcoco").load("train", path=str(root))
+
+
+def test_llava_json_follows_a_symlinked_image_folder_but_not_dotdot(tmp_path):
+    """LLaVA's playground/data links coco/ to a shared copy: that is inside the data directory lexically."""
+    shared = tmp_path / "shared" / "coco"
+    _image(shared / "a.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "coco").symlink_to(shared, target_is_directory=True)
+    rec = {
+        "id": 1,
+        "image": "coco/a.png",
+        "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}],
+    }
+    (data / "mix.json").write_text(json.dumps([rec]))
+    items = _task("llava-json").load("train", path=str(data / "mix.json"))
+    assert items[0].image == str(data.resolve() / "coco" / "a.png") and Path(items[0].image).is_file()
+    for bad in ("coco/../../shared/coco/a.png", "/etc/hostname"):
+        (data / "mix.json").write_text(json.dumps([dict(rec, image=bad)]))
+        with pytest.raises(DataError, match="leaves the image directory"):
+            _task("llava-json").load("train", path=str(data / "mix.json"))

@@ -49,6 +49,20 @@ def test_exported_llava_gives_the_same_logits(clip_run, tmp_path, capsys):
         ).logits
     real = batch.attention_mask.bool()
     torch.testing.assert_close(theirs[real], ours[real], atol=1e-5, rtol=1e-5)
+    # generate() stops where vlmlab does (llama3's <|eot_id|>, not the LM's eos) and answers the same
+    from vlmlab.evaluation.generate import greedy_generate
+
+    assert llava.generation_config.eos_token_id == model.llm.stop_token_id
+    with torch.no_grad():
+        gen = greedy_generate(model, batch, cfg.eval.max_new_tokens)
+        out = llava.generate(
+            input_ids=batch.input_ids,
+            pixel_values=batch.pixel_values,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            do_sample=False,
+        )[:, batch.input_ids.shape[1] :]
+    assert [model.llm.decode(t.tolist()) for t in out] == [model.llm.decode(t) for t in gen.token_ids]
     processor = AutoProcessor.from_pretrained(tmp_path / "llava")
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": "<image>\\nwhat color is the shape?"}], add_generation_prompt=True, tokenize=False

@@ -98,8 +98,9 @@ class DataConfig(Strict):
     # `vlmlab data check` reads every image beforehand.
     on_bad_image: Literal["stop", "skip"] = "stop"
     max_bad_fraction: float = Field(0.001, ge=0.0, le=1.0)
-    # data loader worker processes that decode, preprocess and tokenize (None: what the machine allows, one per
-    # core beyond two, at most 8; 0: in the training process). Results do not depend on it.
+    # data loader worker processes that decode, preprocess and tokenize (None: what the machine allows, the cores
+    # beyond two shared by the node's processes, at most 4 each; 0: in the training process). Results do not
+    # depend on it.
     workers: int | None = Field(None, ge=0, le=64)
 
     @field_validator("train", mode="before")

@@ -12,11 +12,14 @@ IMAGE_CACHE_BYTES = 1 << 30  # decoded images a process keeps, in all (split bet
 
 
 def resolve_workers(configured: int | None) -> int:
-    """`data.workers`, or what the machine allows: one per core beyond two (the training process and its
-    threads keep two), at most 8; 0 on a 2-core machine."""
+    """`data.workers`, or what the machine allows: the cores beyond two (the training processes keep those),
+    shared between the processes of this node (LOCAL_WORLD_SIZE under torchrun / accelerate launch), at most 4
+    per process (benchmarks/RESULTS.md: one worker already feeds far more than a GPU consumes); 0 on a 2-core
+    machine."""
     if configured is not None:
         return configured
-    return min(8, max(0, (os.cpu_count() or 1) - 2))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return min(4, max(0, ((os.cpu_count() or 1) - 2) // local))
 
 
 def _worker_init(_worker_id: int) -> None:

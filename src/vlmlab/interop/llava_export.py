@@ -65,6 +65,9 @@ def to_llava(model: VisionLanguageModel, cfg: RunConfig):
         multimodal_projector_bias=True,
     )
     llava = LlavaForConditionalGeneration(config).eval()
+    # generate() stops where vlmlab does: at the prompt format's stop token (llama3: <|eot_id|>), not the LM's eos
+    llava.generation_config.eos_token_id = model.llm.stop_token_id
+    llava.generation_config.pad_token_id = model.llm.pad_token_id
     if model.llm.image_token_id >= lm.get_input_embeddings().num_embeddings:
         llava.resize_token_embeddings(model.llm.image_token_id + 1)
     parts = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
@@ -55,7 +55,7 @@ def record_item(record: object, where: str, root: Path, index: int, seen: set[st
         if not isinstance(name, str):
             raise DataError(f"{where}: field 'image' must be a string path")
         image = image_under(root, name, where)
-        folders = PurePosixPath(name.replace("\\", "/")).parts[:-1]
+        folders = [part for part in name.replace("\\", "/").split("/")[:-1] if part not in ("", ".")]
         category = folders[0] if folders else "all"
         first = turns[0][0].strip()
         at_end = first.endswith(IMAGE_TAG) and not first.startswith(IMAGE_TAG)

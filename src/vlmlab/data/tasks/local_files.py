@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,9 +74,16 @@ def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
 
 
 def image_under(root: Path, name: str, where: str) -> str:
-    """The resolved path of image `name` relative to `root`; a path that leaves `root` is a DataError."""
-    base = root.resolve()
-    image = (base / name).resolve()
-    if not image.is_relative_to(base):
+    """The path of image `name` under `root`; a path that leaves `root` (absolute, or through `..`) is a
+    DataError. Confinement is lexical: symlinks inside `root` are followed when the image is read (LLaVA's
+    data folders often link `coco/` to a shared copy). Cheap enough for 665k records (no system call)."""
+    base = _resolved(os.fspath(root))
+    image = os.path.normpath(os.path.join(base, name))
+    if os.path.isabs(name) or not (image == base or image.startswith(base.rstrip(os.sep) + os.sep)):
         raise DataError(f"{where}: image path {name!r} leaves the image directory {root}")
-    return str(image)
+    return image
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(root: str) -> str:
+    return os.path.realpath(root)
