@@ -43,17 +43,45 @@ next one runs):
    `LlavaForConditionalGeneration.generate` (greedy, left padding) on the same collated inputs, `--max-new-tokens`
    (default 16) tokens, items/s (median of 2 timed runs after a warm-up), and whether every row's generated token
    ids are identical (first differing row/step reported otherwise).
+5. **The 7B-shape finetune step (issue 19 (c)).** LLaVA-1.5-7B's finetune stage at its real shape with random
+   weights: the model of checks 3-4 (taken over and cast to fp32 when they ran, else built in fp32), trained the
+   way `train.stages.SequenceTraining` does it: `apply_stage_freezing` + `build_optimizer` for a `finetune` stage
+   (projector and LLM at lr 2e-5, the CLIP tower frozen, weight decay 0, LLaVA's recipe),
+   `enable_gradient_checkpointing`, the trainer's accelerate `Accelerator` in bf16 (autocast over fp32 weights) and
+   `TrainingStep` (token-mean loss, clip 1.0, non-finite guard, torch's AdamW: foreach on CUDA). Rows are real
+   `VQADataset` collations: multi-turn shapes-world conversations (576 vision + ~250 text tokens, left-padded).
+   For micro-batch 4 and 8 (`--ft-batches`; a size that runs out of memory is reported and larger ones skipped):
+   step time (median of 5 after 2 warm-up), samples/s, tokens/s, achieved TFLOP/s and MFU against 989 TFLOP/s
+   (bf16 dense, H100 SXM = H200), peak memory (`max_memory_allocated`: whole step, and forward+backward alone)
+   next to vlmlab's own pre-flight estimate (`models.footprint.stage_footprint`). FLOPs are counted analytically:
+   8 x N_trainable x T (forward 2, backward 4, the checkpointed layers' forward again 2; T = non-padding tokens,
+   N = LLM + projector = 6.76B) + 2 x N_tower x 577 x images (frozen tower, forward only); embeddings (no
+   FLOPs) and the LM head (run on answer tokens only) make this ~4% high, attention's T^2 terms ~3% low, and
+   `FlopCounterMode` counts one step as the cross-check. `MFU 6N` leaves the recompute out (PaLM's model FLOPs).
+   One step per size runs under torch.profiler (CPU + CUDA, no trace file): CUDA kernel time by category (GEMM /
+   attention / elementwise+norm / optimizer = everything in `TrainingStep.update` / other), by phase (forward /
+   backward+recompute / optimizer), top ops and kernels, and kernel time over the unprofiled step time (GPU busy
+   well under 100% means the step waits on the CPU). One GPU, no FSDP/ZeRO: sharding would only divide the
+   optimizer state and weights across devices and add communication; one device gives the compute-bound MFU.
+   Memory (estimated): 6.76B x (4 weight + 4 gradient + 8 AdamW) B = 101 GiB + 1.1 GiB tower, plus the
+   foreach AdamW's fp32 temporary (sqrt of v for the ~6.7B-parameter group: ~25 GiB) at the update, ~127 GiB
+   (vlmlab's pre-flight says 103 GiB at micro-batch 4, 105 at 8: it leaves that temporary out);
+   activations with checkpointing are ~0.4 GiB per row (fp32 layer inputs) plus one layer's recompute, so both
+   sizes should fit in 139 GiB. If the update does not fit, the check retries with `foreach=False` (no
+   temporary), then with only the LLM's last half of the layers trained, and says so in its headline.
 
 Run (GPU machine, from the repository root; vlmlab and its dependencies must import there, e.g. carried wheels):
     python benchmarks/gpu_checks.py --out DIR          # DIR defaults to $OUT, else ./gpu-checks
     python benchmarks/gpu_checks.py --only 1,3 --layers 16
+    python benchmarks/gpu_checks.py --only 5 --ft-batches 4,8,16
 Here (CPU, tiny shapes, about 15 s on 2 cores):
     python benchmarks/gpu_checks.py --dry-run --out /tmp/gpu-checks
 
 Writes gpu_checks.json and gpu_checks.md (rewritten after every check, so a killed run keeps what finished),
-gpu_checks.log (everything printed) and, for check 3, trace_full.json / trace_dpvr.json into the output folder.
+gpu_checks.log (everything printed) and, for check 3, trace_full.json / trace_dpvr.json into the output folder
+(five files; check 5's profile goes into the summaries only: a 7B training step's trace is far too large).
 
-Expected GPU runtime (H200; estimated, not yet measured): about 2.5 minutes in all, plus ~15 s of imports and CUDA
+Expected GPU runtime (H200; estimated, not yet measured): about 3 minutes in all, plus ~15 s of imports and CUDA
 start-up. The estimate counts the ops each check dispatches (profiled on CPU at the GPU shapes) at ~10 us of host
 time per op, since at these sizes eager PyTorch is launch-bound, plus the arithmetic and memory traffic where
 they dominate (bf16 at ~0.6 PFLOP/s, HBM at ~4 TB/s):
@@ -64,9 +92,15 @@ they dominate (bf16 at ~0.6 PFLOP/s, HBM at ~4 TB/s):
   layers (~20 ms, launch-bound: the GPU needs ~4.5 ms to read 13.5 GB of weights and the KV cache), ~115 decode
   steps and 12 prefills of 16 x ~615 tokens (~0.2 s each), and reading three profiles;
 - check 4 ~30 s: a second 7B copy for transformers, then 3 generations per library and batch size (16 new tokens;
-  a batch-64 prefill is ~0.5 PFLOP, ~1 s).
-Every check is capped (`--limits`, default 60,120,150,120 s) and the whole run by `--budget-s` (default 420 s): a
-check whose time is up is stopped and reported as `timeout`, and the next one still runs if budget is left.
+  a batch-64 prefill is ~0.5 PFLOP, ~1 s);
+- check 5 ~30 s after checks 3-4 (~50 s alone: building 7B fp32 weights ~20 s): a step is ~180 TFLOP at
+  micro-batch 4 (8 x 6.76B x ~3.3k tokens; 360 at 8), ~0.4 s / ~0.8 s at 45% MFU, plus the AdamW update over
+  6.76B fp32 parameters (~270 GB of HBM traffic, ~70 ms); 9 steps per size (2 warm-up, 5 timed, one FLOP-counted,
+  one profiled) ~4 s + ~7 s, and reading each profile (~40k events) ~5 s.
+Every check is capped (`--limits`, default 45,90,110,75,150 s) and the whole run by `--budget-s` (default 420 s):
+a check whose time is up is stopped and reported as `timeout`, and the next one still runs if budget is left.
+Checks 1-4 at their caps (320 s) still leave check 5 ~80 s. Check 5 also watches its own clock: it skips a
+micro-batch size, the FLOP count or the profile that would not finish, and keeps what finished on a timeout.
 """
 
 from __future__ import annotations
@@ -127,14 +161,25 @@ SIZES = {
     "gen_batches": ("16,64", "2,4"),
     "max_new_tokens": (16, 5),
     "gen_repeats": (2, 1),
-    "limits": ("60,120,150,120", "60,60,90,90"),
+    # check 5
+    "ft_batches": ("4,8", "2,4"),
+    "ft_text_tokens": (250, 80),
+    "ft_steps": ((2, 5), (1, 2)),  # (warm-up, timed) steps per micro-batch size
+    "limits": ("45,90,110,75,150", "60,60,90,90,90"),
     "ssm_steps": (300, 20),
     "budget_s": (420.0, 150.0),
 }
 
 SCAN_TOLERANCE = {"float32": (1e-4, 1e-3), "bfloat16": (2e-2, 5e-2)}  # (output, gradients): max|x-y| / max|y|
 QUESTION_SUFFIX = "\nAnswer the question using a single word or phrase."  # LLaVA-1.5's short-answer prompt
-CHECKS = {1: "selective scan kernel", 2: "VMamba bf16 vs fp32", 3: "DPVR decode profile", 4: "generation throughput"}
+CHECKS = {
+    1: "selective scan kernel",
+    2: "VMamba bf16 vs fp32",
+    3: "DPVR decode profile",
+    4: "generation throughput",
+    5: "7B finetune step",
+}
+USES_VLM = {3, 4, 5}  # the checks that share the LLaVA-shaped model (`vlm_7b`)
 
 
 def size(name: str, dry: bool):
@@ -691,14 +736,9 @@ def probe_items(n: int, folder: Path, seed: int):
     return items
 
 
-def vlm_7b(ctx):
-    """The LLaVA-shaped VLM (full routing), built once for checks 3 and 4: (model, cfg, items)."""
-    if ctx.cache.get("vlm") is not None:
-        return ctx.cache["vlm"]
-    from vlmlab.config import config_from_dict
-    from vlmlab.models.build import build_model
-
-    args, dry, log = ctx.args, ctx.dry, ctx.log
+def vlm_raw_config(ctx) -> tuple[dict, dict, dict]:
+    """The LLaVA-shaped VLM's config as plain data (checks 3-5): (raw config, LLM shape, vision tower)."""
+    args, dry = ctx.args, ctx.dry
     shape = dict(size("llm", dry))
     for key in ("layers", "hidden", "ffn", "heads"):
         if getattr(args, key) is not None:
@@ -726,20 +766,34 @@ def vlm_7b(ctx):
         },
         "data": {"train": {"task": "shapes-world", "split": "train"}, "image": {"size": size("image_size", dry)}},
     }
+    return raw, shape, vision
+
+
+def vlm_7b(ctx, dtype: torch.dtype = torch.bfloat16):
+    """The LLaVA-shaped VLM (full routing, random weights in `dtype`), built once for checks 3 and 4 (check 5
+    takes it over, or builds its own in fp32): (model, cfg, items, shape)."""
+    if ctx.cache.get("vlm") is not None:
+        return ctx.cache["vlm"]
+    from vlmlab.config import config_from_dict
+    from vlmlab.models.build import build_model
+
+    args, dry, log = ctx.args, ctx.dry, ctx.log
+    raw, shape, vision = vlm_raw_config(ctx)
     cfg = config_from_dict(raw)
     n_items = max([size("n_probe", dry) if args.n_probe is None else args.n_probe, *ctx.gen_batches])
     items = probe_items(n_items, ctx.work / "images", ctx.seed)
     texts = [it.question for it in items] + [it.answer for it in items]
     t0 = time.perf_counter()
-    with torch.device(ctx.device), default_dtype(torch.bfloat16):
+    with torch.device(ctx.device), default_dtype(dtype):
         model = build_model(cfg, texts=texts).eval()
     sync(ctx.device)
     n = sum(p.numel() for p in model.parameters())
     log(
-        f"built a random bf16 VLM on {ctx.device.type} in {time.perf_counter() - t0:.1f} s: {n / 1e9:.2f}B parameters; "
-        f"LLM {shape['layers']} layers x {shape['hidden']} (MLP {shape['ffn']}, {shape['heads']} heads, vocabulary "
-        f"{model.llm.lm.config.vocab_size}, attention {model.llm.lm.config._attn_implementation}); vision "
-        f"{vision['num_layers']} x {vision['hidden_size']}, {model.num_image_tokens} tokens"
+        f"built a random {str(dtype).removeprefix('torch.')} VLM on {ctx.device.type} in {time.perf_counter() - t0:.1f}"
+        f" s: {n / 1e9:.2f}B parameters; LLM {shape['layers']} layers x {shape['hidden']} (MLP {shape['ffn']}, "
+        f"{shape['heads']} heads, vocabulary {model.llm.lm.config.vocab_size}, attention "
+        f"{model.llm.lm.config._attn_implementation}); vision {vision['num_layers']} x {vision['hidden_size']}, "
+        f"{model.num_image_tokens} tokens"
     )
     ctx.cache["vlm"] = (model, cfg, items, shape)
     return ctx.cache["vlm"]
@@ -1112,6 +1166,510 @@ def check_generation(ctx) -> dict:
     return {"status": "pass" if all_identical else "fail", "headline": headline, "batches": rows, "details": details}
 
 
+# ----- check 5: the LLaVA-1.5-7B finetune step ----------------------------------------------------------------
+
+PEAK_TFLOPS = 989.0  # bf16 dense, H100 SXM and H200
+# LLaVA-1.5's finetune recipe in vlmlab's keys (projector + LLM at 2e-5, tower frozen); batch_size per micro-batch
+FINETUNE_TRAIN = {
+    "stages": [{"name": "finetune", "lr": {"projector": 2e-5, "llm": 2e-5}}],
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.03,
+    "schedule": "cosine",
+    "max_grad_norm": 1.0,
+    "mixed_precision": "bf16",
+    "gradient_checkpointing": True,
+}
+GEMM_OPS = {
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::addbmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::_scaled_mm",
+    "aten::addmv",
+    "aten::mv",
+    "aten::convolution",
+    "aten::_convolution",
+    "aten::cudnn_convolution",
+    "aten::convolution_backward",
+}
+OTHER_OP_WORDS = ("embedding", "index", "scatter", "gather", "nonzero", "masked", "nll_loss", "log_softmax", "cat")
+OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+def finetune_items(n: int, folder: Path, seed: int, data_for, image_tokens: int, text_tokens: int):
+    """n multi-turn training conversations over shapes-world scenes, as LLaVA-665k's multi-turn records are:
+    shapes-world questions (LLaVA's short-answer suffix) asked of one image, as many turns as bring the row's
+    text tokens in the backbone's chat template closest to `text_tokens` (`data_for(items)` is the VQADataset
+    that counts them)."""
+    import numpy as np
+    from PIL import Image
+
+    from vlmlab.data import shapes_world as sw
+    from vlmlab.data.items import VQAItem
+
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 5, i])
+        objects = sw.sample_objects(rng, 64)
+        path = folder / f"scene{i:04d}.png"
+        Image.fromarray(sw.render(objects, 64)).save(path)
+        turns: list[tuple[str, str]] = []
+        category, item, length, previous = "", None, 0, (None, 0)
+        while length < text_tokens and len(turns) < 200:
+            previous = (item, length)
+            questions = sw.scene_questions(rng, objects, 64)
+            q = questions[len(turns) % len(questions)]
+            category = category or q["category"]
+            turns.append((q["question"] + QUESTION_SUFFIX, q["answer"]))
+            item = VQAItem(f"ft{i}", "shapes-world", category, *turns[0], str(path), conversation=tuple(turns))
+            length = data_for([item]).length(0) - image_tokens
+        if previous[0] is not None and text_tokens - previous[1] < length - text_tokens:
+            item = previous[0]  # one turn fewer is closer
+        items.append(item)
+    return items
+
+
+def finetune_flops(model, batch, tower_positions: int) -> dict:
+    """Analytic FLOPs of one training step: 8 x N x T for each trainable parameter (forward 2, backward 4,
+    the checkpointed forward again 2), 6 x N x T for a frozen LLM/projector parameter the backward passes
+    through (no weight gradient), 2 x N x positions per image for the frozen tower (forward only)."""
+    tokens = int(batch.attention_mask.sum())
+    images = int(batch.pixel_values.shape[0])
+    train = sum(p.numel() for m in (model.llm, model.projector) for p in m.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for m in (model.llm, model.projector) for p in m.parameters() if not p.requires_grad)
+    tower = sum(p.numel() for p in model.vision.parameters())
+    total = 8 * train * tokens + 6 * frozen * tokens + 2 * tower * tower_positions * images
+    return {
+        "tokens": tokens,
+        "padded_tokens": int(batch.input_ids.numel()),
+        "images": images,
+        "trainable_params": train,
+        "frozen_llm_params": frozen,
+        "tower_params": tower,
+        "flops": total,
+        "flops_6n": 6 * train * tokens + 4 * frozen * tokens + 2 * tower * tower_positions * images,
+    }
+
+
+def op_category(name: str) -> str:
+    if name.startswith(("aten::_foreach", "aten::_fused_adam")):
+        return "optimizer"
+    if "attention" in name or "flash" in name or "sdpa" in name:
+        return "attention"
+    if name in GEMM_OPS or "convolution" in name:
+        return "GEMM"
+    if any(w in name for w in OTHER_OP_WORDS) or not name.startswith("aten::"):
+        return "other"
+    return "elementwise+norm"
+
+
+def step_phase(event) -> str:
+    """forward / optimizer (TrainingStep.update: clip, guard, AdamW, zero_grad) by the enclosing range; the
+    rest is backward (with the checkpointed layers' recomputed forward), which runs on autograd's threads."""
+    e = event.cpu_parent
+    while e is not None:
+        if e.name == "ft::forward":
+            return "forward"
+        if e.name == "ft::update":
+            return "optimizer"
+        e = e.cpu_parent
+    return "backward+recompute"
+
+
+def train_profile_summary(prof, on_gpu: bool, step_s: float) -> dict:
+    """One profiled training step: time (CUDA kernel time on a GPU, self CPU time of aten ops on the CPU)
+    by category (GEMM / attention / elementwise+norm / optimizer / other), by phase, the top ops and kernels."""
+    from torch.autograd import DeviceType
+
+    events = list(prof.events())
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    by_op: dict[tuple[str, str], list] = {}  # (op, category) -> [calls, us]
+    categories: dict[str, float] = defaultdict(float)
+    phases: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.device_type != DeviceType.CPU:
+            continue
+        if on_gpu:
+            us = getattr(e, "self_device_time_total", 0.0)
+        else:
+            us = e.self_cpu_time_total if e.name.startswith("aten::") else 0.0
+        if us <= 0:
+            continue
+        phase = step_phase(e)
+        cat = "optimizer" if phase == "optimizer" else op_category(e.name)
+        row = by_op.setdefault((e.name, cat), [0, 0.0])
+        row[0] += 1
+        row[1] += us
+        categories[cat] += us
+        phases[phase] += us
+    total = sum(categories.values())
+    kernel_us = sum(e.time_range.elapsed_us() for e in kernels)
+    if on_gpu and kernel_us > total:  # kernels no aten op launched (memcpy/memset from the runtime)
+        categories["other"] += kernel_us - total
+        phases["unattributed"] = kernel_us - total
+        total = kernel_us
+    by_kernel: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    for e in kernels:
+        by_kernel[e.name][0] += 1
+        by_kernel[e.name][1] += e.time_range.elapsed_us()
+    pct = lambda us: 100 * us / total if total else 0.0  # noqa: E731
+    return {
+        "time": "CUDA kernel time" if on_gpu else "self CPU time of aten ops",
+        "total_ms": total / 1000,
+        "kernels": len(kernels),
+        "gpu_busy_of_step": kernel_us / 1e6 / step_s if on_gpu and step_s else None,
+        "categories": {
+            k: {"ms": v / 1000, "percent": pct(v)} for k, v in sorted(categories.items(), key=lambda kv: -kv[1])
+        },
+        "phases": {k: {"ms": v / 1000, "percent": pct(v)} for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
+        "top_ops": [
+            {"name": k, "category": c, "calls": n, "ms": us / 1000, "percent": pct(us)}
+            for (k, c), (n, us) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:15]
+        ],
+        "top_kernels": [
+            {"name": k, "calls": n, "ms": us / 1000, "percent": pct(us)}
+            for k, (n, us) in sorted(by_kernel.items(), key=lambda kv: -kv[1][1])[:8]
+        ],
+    }
+
+
+def counted_flops(step) -> dict:
+    """torch.utils.flop_counter's count of one training step (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    by_op = counter.get_flop_counts().get("Global", {})
+    attention = sum(v for k, v in by_op.items() if "attention" in str(k))
+    return {"flops": counter.get_total_flops(), "attention_flops": attention}
+
+
+def check_finetune_step(ctx) -> dict:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from vlmlab.config import config_from_dict
+    from vlmlab.data.dataset import IGNORE, VQADataset
+    from vlmlab.distributed import all_sum
+    from vlmlab.models.build import enable_gradient_checkpointing
+    from vlmlab.models.footprint import stage_footprint
+    from vlmlab.train import engines
+    from vlmlab.train.optim import apply_stage_freezing, build_optimizer
+    from vlmlab.train.trainer import _accelerator
+    from vlmlab.training_step import Fault, NonFiniteGuard, TrainingStep, schedule
+
+    log, device, dry, args = ctx.log, ctx.device, ctx.dry, ctx.args
+    t_start = time.perf_counter()
+    deadline = t_start + ctx.limit - 3
+    on_gpu = device.type == "cuda"
+    reused = ctx.cache.get("vlm") is not None
+    model, _, _, shape = vlm_7b(ctx, dtype=torch.float32)
+    ctx.cache.pop("vlm", None)  # trained from here on: no longer the checks 3-4 model
+    if reused:  # checks 3-4's bf16 weights become fp32 master weights (the values do not matter here)
+        model.float()
+    raw, _, _ = vlm_raw_config(ctx)
+    cfg = config_from_dict({**raw, "train": FINETUNE_TRAIN})
+    stage = cfg.train.stages[0]
+    checkpointed = enable_gradient_checkpointing(model)
+    trainable_counts = apply_stage_freezing(model, stage)
+    optimizer = build_optimizer(model, stage, cfg.train)
+    acc = _accelerator(cfg.train.mixed_precision, [], ctx.work / "accelerate")
+    batches = [int(b) for b in str(args.ft_batches or size("ft_batches", dry)).split(",") if b.strip()]
+    n_warm, n_timed = size("ft_steps", dry)
+    total_steps = len(batches) * (n_warm + n_timed + 2)
+    wrapped = None
+    try:
+        wrapped, optimizer = acc.prepare(model, optimizer)
+        wrapped.train()
+        guard = NonFiniteGuard(policy="skip", max_skips=10**6)
+        lr_factor = schedule(cfg.train.schedule, int(cfg.train.warmup_ratio * total_steps), total_steps)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        update = TrainingStep(optimizer, trainable, lr_factor, cfg.train.max_grad_norm, guard, acc)
+        image_tokens = model.num_image_tokens
+        text_tokens = args.ft_text_tokens or size("ft_text_tokens", dry)
+
+        def data_for(items):
+            return VQADataset(items, model.llm, cfg.data.image, image_tokens, with_answers=True)
+
+        items = finetune_items(max(batches), ctx.work / "ft-images", ctx.seed, data_for, image_tokens, text_tokens)
+        data = data_for(items)
+        rows = [data[i] for i in range(len(data))]
+        extent = data.extent()
+        log(
+            f"finetune: {sum(trainable_counts.values()) / 1e9:.3f}B trainable parameters "
+            f"({', '.join(f'{g} {n / 1e6:.1f}M' for g, n in trainable_counts.items() if n)}), tower frozen; "
+            f"gradient checkpointing in {', '.join(checkpointed) or 'nothing'}; {cfg.train.mixed_precision} autocast "
+            f"through accelerate, fp32 master weights, AdamW groups {[g['name'] for g in optimizer.param_groups]}; "
+            f"{len(items)} conversations of {image_tokens} vision + "
+            f"{statistics.mean(len(r.ids) for r in rows) - image_tokens:.0f} text tokens on average "
+            f"({statistics.mean(len(it.turns) for it in items):.1f} turns)"
+        )
+        counter = {"step": 0, "peak_fwd_bwd": 0, "peak_step": 0}
+
+        def step(batch, trace_ranges: bool = False) -> float:
+            """One optimizer step as SequenceTraining.one_step runs it (grad_accum 1, one process)."""
+            rf = record_function if trace_ranges else lambda _: contextlib.nullcontext()
+            update.begin(counter["step"])
+            targets = max(all_sum(acc, int((batch.labels[:, 1:] != IGNORE).sum())), 1)
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats(device)
+            b = batch.to(acc.device)
+            with rf("ft::forward"), acc.autocast():
+                out = wrapped(**b.model_inputs(), labels=b.labels)
+            with rf("ft::backward"):
+                update.backward(out.loss_sum, acc.num_processes / targets * engines.backward_scale(acc, 1))
+            loss = float(out.loss_sum.detach()) / targets
+            del out
+            if on_gpu:
+                counter["peak_fwd_bwd"] = max(counter["peak_fwd_bwd"], torch.cuda.max_memory_allocated(device))
+            with rf("ft::update"):
+                skipped = update.update(lambda: Fault(f"check 5 step {counter['step']}", "random weights"))
+            if on_gpu:
+                counter["peak_step"] = max(counter["peak_step"], torch.cuda.max_memory_allocated(device))
+            counter["step"] += 1
+            counter["skipped"] = counter.get("skipped", 0) + (skipped is not None)
+            return loss
+
+        def fall_back(level: int) -> str:
+            """What fits when the full finetune does not: 1 = AdamW without foreach (no fp32 temporary the
+            size of the LLM), 2 = also freeze the LLM's embeddings and first half of the layers."""
+            optimizer.zero_grad(set_to_none=True)
+            if level == 1:
+                for g in optimizer.param_groups:
+                    g["foreach"] = False
+                return "full finetune, AdamW foreach=False (vlmlab's default foreach AdamW did not fit)"
+            layers = model.llm.lm.model.layers
+            keep = max(1, len(layers) // 2)
+            frozen = [*model.llm.lm.model.embed_tokens.parameters()]
+            frozen += [p for layer in layers[: len(layers) - keep] for p in layer.parameters()]
+            for p in frozen:
+                p.requires_grad_(False)
+                optimizer.state.pop(p, None)
+            update.params = [p for p in model.parameters() if p.requires_grad]
+            return f"LLM's last {keep} of {len(layers)} layers + lm_head + projector (full finetune did not fit)"
+
+        tower_positions = image_tokens + 1  # CLS + patches (577 at 336 px)
+        results, notes = [], []
+        mode = "full finetune (LLM + projector), vlmlab's AdamW (torch's default: foreach on CUDA)"
+        level, status = 0, "done"
+        queue = list(batches)
+        while queue:
+            mb = queue[0]
+            est = results[-1]["step_s"] * mb / results[-1]["micro_batch"] if results else None
+            left = deadline - time.perf_counter()
+            if est is not None and left < (n_warm + n_timed + 1) * est + 5:
+                notes.append(f"micro-batch {mb} skipped: {left:.0f} s left, ~{(n_warm + n_timed) * est:.0f} s needed")
+                log(notes[-1])
+                queue.pop(0)
+                continue
+            batch = data.collate(rows[:mb])
+            flops = finetune_flops(model, batch, tower_positions)
+            rec = {"micro_batch": mb, "mode": mode, **flops}
+            counter.update(peak_fwd_bwd=0, peak_step=0)
+            oom = None
+            try:
+                for _ in range(n_warm):
+                    step(batch)
+                times, losses = [], []
+                for _ in range(n_timed):
+                    sync(device)
+                    t0 = time.perf_counter()
+                    losses.append(step(batch))
+                    sync(device)
+                    times.append(time.perf_counter() - t0)
+            except OOM_ERRORS as exc:
+                oom = str(exc).strip().splitlines()[0][:300]
+            except CheckTimeout as exc:
+                notes.append(f"micro-batch {mb}: {exc} while timing it")
+                status = "timeout"
+                break
+            if oom is not None:
+                free_memory()
+                if mb == batches[0] and not results and level < 2:
+                    level += 1
+                    mode = fall_back(level)
+                    free_memory()
+                    notes.append(f"micro-batch {mb}: out of memory ({oom}); retrying as {mode}")
+                    log(notes[-1])
+                    continue
+                rec.update(status="out of memory", error=oom)
+                results.append(rec)
+                log(f"micro-batch {mb}: out of memory ({oom}); larger micro-batches skipped")
+                break
+            queue.pop(0)
+            t = statistics.median(times)
+            rec.update(
+                status="done",
+                step_s=t,
+                step_times_s=times,
+                samples_per_s=mb / t,
+                tokens_per_s=flops["tokens"] / t,
+                tflops=flops["flops"] / t / 1e12,
+                mfu=flops["flops"] / t / 1e12 / PEAK_TFLOPS,
+                mfu_6n=flops["flops_6n"] / t / 1e12 / PEAK_TFLOPS,
+                loss=statistics.mean(losses),
+            )
+            if on_gpu:
+                rec.update(
+                    peak_gib=counter["peak_step"] / 2**30,
+                    peak_fwd_bwd_gib=counter["peak_fwd_bwd"] / 2**30,
+                    reserved_gib=torch.cuda.max_memory_reserved(device) / 2**30,
+                )
+            try:
+                batch_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": mb})})
+                rec["vlmlab_estimate_gib"] = stage_footprint(model, batch_cfg, 0, extent).total / 2**30
+            except Exception as exc:  # noqa: BLE001 - the estimate is a side note
+                rec["vlmlab_estimate_gib"] = f"n/a ({exc})"
+            results.append(rec)
+            log(
+                f"micro-batch {mb}: step {t * 1000:.0f} ms (median of {n_timed} after {n_warm} warm-up), "
+                f"{mb / t:.2f} samples/s, {flops['tokens'] / t:,.0f} tokens/s, {rec['tflops']:.3g} TFLOP/s "
+                f"(analytic {flops['flops'] / 1e12:.3g} TFLOP/step), MFU {100 * rec['mfu']:.1f}% of {PEAK_TFLOPS:.0f}"
+                + (
+                    f"; peak {rec['peak_gib']:.1f} GiB (fwd+bwd {rec['peak_fwd_bwd_gib']:.1f}, reserved "
+                    f"{rec['reserved_gib']:.1f}), vlmlab's estimate {rec['vlmlab_estimate_gib']:.1f} GiB"
+                    if on_gpu and isinstance(rec["vlmlab_estimate_gib"], float)
+                    else ""
+                )
+            )
+            try:  # the cross-check and the profile: one step each, if time is left
+                if deadline - time.perf_counter() > 3 * t + 5:
+                    counted = counted_flops(lambda b=batch: step(b))
+                    rec["counted_flops"] = counted["flops"]
+                    rec["counted_attention_flops"] = counted["attention_flops"]
+                    rec["counted_over_analytic"] = counted["flops"] / flops["flops"]
+                    log(
+                        f"  FlopCounterMode: {counted['flops'] / 1e12:.3g} TFLOP/step "
+                        f"({rec['counted_over_analytic']:.3f} x analytic; attention "
+                        f"{100 * counted['attention_flops'] / max(counted['flops'], 1):.1f}%)"
+                    )
+                if deadline - time.perf_counter() > 3 * t + 15:
+                    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+                    t0 = time.perf_counter()
+                    with profile(activities=activities) as prof:
+                        step(batch, trace_ranges=True)
+                        sync(device)
+                    rec["profile"] = train_profile_summary(prof, on_gpu, t)
+                    del prof
+                    log(f"  profiled one step ({time.perf_counter() - t0:.1f} s with reading it)")
+                    log("\n" + "\n".join(profile_tables(rec["profile"], mb)))
+                else:
+                    notes.append(f"micro-batch {mb}: not profiled ({deadline - time.perf_counter():.0f} s left)")
+            except OOM_ERRORS as exc:
+                notes.append(f"micro-batch {mb}: out of memory in the FLOP count / profile step ({exc})"[:300])
+                free_memory()
+            except CheckTimeout as exc:
+                notes.append(f"micro-batch {mb}: {exc} in the FLOP count / profile step")
+                status = "timeout"
+                break
+        done = [r for r in results if r.get("status") == "done"]
+        if not done and status != "timeout":
+            status = "fail"
+        details = [
+            f"- LLM {shape['layers']} layers x {shape['hidden']} (MLP {shape['ffn']}, {shape['heads']} heads, "
+            f"vocabulary {model.llm.lm.config.vocab_size}), CLIP-shaped tower {image_tokens} tokens (frozen), gelu-mlp"
+            f" projector; random weights, fp32 master weights, {cfg.train.mixed_precision} autocast (accelerate), "
+            f"gradient checkpointing ({', '.join(checkpointed)}), vlmlab's build_optimizer (AdamW, lr 2e-5) + "
+            f"TrainingStep (clip 1.0, non-finite guard); one GPU, no sharding",
+            f"- mode: {mode}; weights {'from checks 3-4, cast to fp32' if reused else 'built in fp32'}; "
+            f"{n_timed} timed steps after {n_warm} warm-up per micro-batch; skipped (non-finite) steps: "
+            f"{counter.get('skipped', 0)}",
+            f"- data: multi-turn shapes-world conversations, {image_tokens} vision + ~{text_tokens} text tokens "
+            "per row (the number of turns closest to it), collated by VQADataset (left padding)",
+            "- analytic FLOPs per step: 8 x N_trainable x T (forward 2 + backward 4 + recompute 2) "
+            + ("+ 6 x N_frozen_LLM x T " if level == 2 else "")
+            + f"+ 2 x N_tower x {tower_positions} x images (frozen tower, forward only); T = non-padding tokens. "
+            f"MFU against {PEAK_TFLOPS:.0f} TFLOP/s; `MFU 6N` counts no recompute (PaLM's model FLOPs)",
+            *(f"- note: {n}" for n in notes),
+            "",
+            "| micro-batch | status | step ms | samples/s | tokens/s | TFLOP/s | MFU | MFU 6N | TFLOP/step "
+            "(counted/analytic) | peak GiB (fwd+bwd) | vlmlab estimate GiB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            if r.get("status") != "done":
+                details.append(f"| {r['micro_batch']} | {r['status']} | | | | | | | | | |")
+                continue
+            counted = f" ({r['counted_over_analytic']:.3f})" if "counted_over_analytic" in r else ""
+            peak = f"{r['peak_gib']:.1f} ({r['peak_fwd_bwd_gib']:.1f})" if "peak_gib" in r else "-"
+            est = r["vlmlab_estimate_gib"]
+            details.append(
+                f"| {r['micro_batch']} | {r['status']} | {r['step_s'] * 1000:.0f} | {r['samples_per_s']:.2f} | "
+                f"{r['tokens_per_s']:,.0f} | {r['tflops']:.3g} | {100 * r['mfu']:.1f}% | {100 * r['mfu_6n']:.1f}% | "
+                f"{r['flops'] / 1e12:.3g}{counted} | {peak} | {est if isinstance(est, str) else f'{est:.1f}'} |"
+            )
+        for r in done:
+            if "profile" in r:
+                details += ["", *profile_tables(r["profile"], r["micro_batch"])]
+        if done:
+            best = max(done, key=lambda r: r["samples_per_s"])
+            prof = best.get("profile")
+            bottleneck = ""
+            if prof and prof["categories"]:
+                cat, share = next(iter(prof["categories"].items()))
+                bottleneck = f"; largest share {cat} {share['percent']:.0f}%"
+                if prof.get("gpu_busy_of_step") is not None:
+                    bottleneck += f", GPU busy {100 * prof['gpu_busy_of_step']:.0f}% of the step"
+            headline = "; ".join(
+                f"mb {r['micro_batch']}: "
+                + (
+                    f"{r['samples_per_s']:.2f} samples/s, {r['tflops']:.3g} TFLOP/s (MFU {100 * r['mfu']:.1f}%)"
+                    + (f", peak {r['peak_gib']:.0f} GiB" if "peak_gib" in r else "")
+                    if r.get("status") == "done"
+                    else r["status"]
+                )
+                for r in results
+            )
+            headline += bottleneck + ("" if level == 0 else f" [{mode}]")
+        else:
+            headline = "no micro-batch size finished" + (f" ({notes[-1]})" if notes else "")
+        log(headline)
+        return {
+            "status": status,
+            "headline": headline,
+            "mode": mode,
+            "weights": "checks 3-4's, cast to fp32" if reused else "built in fp32",
+            "trainable": trainable_counts,
+            "peak_tflops": PEAK_TFLOPS,
+            "micro_batches": results,
+            "notes": notes,
+            "details": details,
+        }
+    finally:
+        acc.free_memory()  # drops accelerate's references to the model and optimizer (main frees the rest)
+
+
+def profile_tables(p: dict, mb: int) -> list[str]:
+    lines = [
+        f"### micro-batch {mb}: one step by category ({p['time']}, {p['total_ms']:.1f} ms in all"
+        + (f"; GPU busy {100 * p['gpu_busy_of_step']:.0f}% of the unprofiled step)" if p["gpu_busy_of_step"] else ")"),
+        "",
+        "| category | ms | % |",
+        "|---|---|---|",
+        *(f"| {k} | {v['ms']:.1f} | {v['percent']:.1f} |" for k, v in p["categories"].items()),
+        "",
+        "| phase | ms | % |",
+        "|---|---|---|",
+        *(f"| {k} | {v['ms']:.1f} | {v['percent']:.1f} |" for k, v in p["phases"].items()),
+        "",
+        "| op | category | calls | ms | % |",
+        "|---|---|---|---|---|",
+        *(
+            f"| `{o['name']}` | {o['category']} | {o['calls']} | {o['ms']:.1f} | {o['percent']:.1f} |"
+            for o in p["top_ops"]
+        ),
+    ]
+    if p["top_kernels"]:
+        lines += ["", "| kernel | calls | ms | % |", "|---|---|---|---|"]
+        lines += [
+            f"| `{short(k['name'])}` | {k['calls']} | {k['ms']:.1f} | {k['percent']:.1f} |" for k in p["top_kernels"]
+        ]
+    return lines
+
+
 # ----- driver --------------------------------------------------------------------------------------------------
 
 
@@ -1127,7 +1685,13 @@ class Context:
         self.gen_batches = [int(b) for b in str(batches).split(",") if b.strip()] if 4 in args.only else []
 
 
-RUNNERS = {1: check_scan, 2: check_vmamba_precision, 3: check_decode_profile, 4: check_generation}
+RUNNERS = {
+    1: check_scan,
+    2: check_vmamba_precision,
+    3: check_decode_profile,
+    4: check_generation,
+    5: check_finetune_step,
+}
 
 
 def parse_args(argv=None):
@@ -1136,8 +1700,10 @@ def parse_args(argv=None):
     )
     ap.add_argument("--out", default=None, help="output folder (default $OUT, else ./gpu-checks)")
     ap.add_argument("--dry-run", action="store_true", help="every check at tiny shapes on CPU")
-    ap.add_argument("--only", default="1,2,3,4", help="checks to run, e.g. 1,3")
-    ap.add_argument("--limits", default=None, help="seconds per check 1..4 (default 60,120,150,120; dry 60,60,90,90)")
+    ap.add_argument("--only", default="1,2,3,4,5", help="checks to run, e.g. 1,3")
+    ap.add_argument(
+        "--limits", default=None, help="seconds per check 1..5 (default 45,90,110,75,150; dry 60,60,90,90,90)"
+    )
     ap.add_argument("--budget-s", type=float, default=None, help="whole run (default 420; dry 150)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install-mamba", action="store_true", help="pip install --mamba-spec first (GPU machine)")
@@ -1145,11 +1711,11 @@ def parse_args(argv=None):
     ap.add_argument("--install-timeout", type=float, default=240)
     ap.add_argument("--ssm-steps", type=int, default=None, help="check 2 training steps (default 300; dry 20)")
     ap.add_argument("--ssm-lr", type=float, default=1e-3)
-    ap.add_argument("--layers", type=int, default=None, help="checks 3-4: decoder layers (default 32)")
-    ap.add_argument("--hidden", type=int, default=None, help="checks 3-4: width (default 4096)")
-    ap.add_argument("--ffn", type=int, default=None, help="checks 3-4: MLP width (default 11008)")
-    ap.add_argument("--heads", type=int, default=None, help="checks 3-4: attention heads (default 32)")
-    ap.add_argument("--tiny-tower", action="store_true", help="checks 3-4: a 2-layer CLIP tower instead of ViT-L")
+    ap.add_argument("--layers", type=int, default=None, help="checks 3-5: decoder layers (default 32)")
+    ap.add_argument("--hidden", type=int, default=None, help="checks 3-5: width (default 4096)")
+    ap.add_argument("--ffn", type=int, default=None, help="checks 3-5: MLP width (default 11008)")
+    ap.add_argument("--heads", type=int, default=None, help="checks 3-5: attention heads (default 32)")
+    ap.add_argument("--tiny-tower", action="store_true", help="checks 3-5: a 2-layer CLIP tower instead of ViT-L")
     ap.add_argument("--n-probe", type=int, default=None, help="check 3 batch (default 16)")
     ap.add_argument("--dpvr-layer", type=int, default=None, help="check 3 (default 18 of 32, scaled with --layers)")
     ap.add_argument("--fastv-layer", type=int, default=2)
@@ -1157,16 +1723,20 @@ def parse_args(argv=None):
     ap.add_argument("--no-trace", action="store_true", help="check 3: no Chrome traces")
     ap.add_argument("--gen-batches", default=None, help="check 4 batch sizes (default 16,64)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="check 4 (default 16)")
+    ap.add_argument("--ft-batches", default=None, help="check 5 micro-batch sizes (default 4,8; dry 2,4)")
+    ap.add_argument(
+        "--ft-text-tokens", type=int, default=None, help="check 5 text tokens per row (default 250; dry 80)"
+    )
     args = ap.parse_args(argv)
     try:
         args.only = sorted({int(c) for c in args.only.split(",") if c.strip()})
     except ValueError:
-        ap.error(f"--only: comma-separated check numbers 1-4, got {args.only!r}")
+        ap.error(f"--only: comma-separated check numbers 1-5, got {args.only!r}")
     if not args.only or not set(args.only) <= set(RUNNERS):
-        ap.error(f"--only: check numbers 1-4, got {args.only}")
+        ap.error(f"--only: check numbers 1-5, got {args.only}")
     limits = (args.limits or size("limits", args.dry_run)).split(",")
-    if len(limits) != 4:
-        ap.error("--limits: four numbers of seconds")
+    if len(limits) != len(RUNNERS):
+        ap.error(f"--limits: {len(RUNNERS)} numbers of seconds")
     args.limits = {i + 1: float(v) for i, v in enumerate(limits)}
     args.budget_s = args.budget_s or size("budget_s", args.dry_run)
     args.ssm_steps = args.ssm_steps or size("ssm_steps", args.dry_run)
@@ -1227,7 +1797,8 @@ def main(argv=None) -> int:
         if record.get("error"):
             log(record["error"].rstrip())
         log(f"== check {number}: {record['status']} in {record['seconds']:.1f} s")
-        if (number == 3 and 4 not in args.only) or number == 4 or record["status"] in ("timeout", "error"):
+        later = [n for n in args.only if n > number and n in USES_VLM]  # check 5 takes the weights over
+        if not later or record["status"] in ("timeout", "error"):
             ctx.cache.pop("vlm", None)
         free_memory()
         report.set(number, record)

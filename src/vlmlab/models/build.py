@@ -63,6 +63,9 @@ def enable_gradient_checkpointing(model: VisionLanguageModel) -> list[str]:
     enabled = []
     for group, module in (("llm", model.llm.lm), ("vision", getattr(model.vision, "tower", None))):
         if module is not None and getattr(module, "supports_gradient_checkpointing", False):
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name goes in v6
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             enabled.append(group)
     return enabled

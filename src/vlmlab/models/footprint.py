@@ -95,7 +95,7 @@ def stage_footprint(model, cfg: RunConfig, s: int, extent: Extent) -> Footprint:
         fp.add("gradients + AdamW state", trained * 12, f"{key}.lr.vision, model.vision")
         fp.add("decoded images", 3 * cfg.data.image.size**2 * extent.images, "data.image.size")
         fp.add("vision activations", batch * vision_acts.saved * elem, f"{size_keys}, {batch_key}")
-        return fp
+        return _with_update_peak(fp, trained, f"{key}.lr.vision, model.vision")
     trained_groups = [g for g in GROUPS if stage.lr.get(g, 0) > 0]
     trained = sum(
         _lora_params(model, stage.lora)
@@ -126,6 +126,17 @@ def stage_footprint(model, cfg: RunConfig, s: int, extent: Extent) -> Footprint:
         )
         vocab = model.llm.lm.config.vocab_size
         fp.add("logits", batch * answer_tokens * vocab * 4 * 2, f"{batch_key}")
+    return _with_update_peak(fp, trained, f"{key}.lr")
+
+
+ACTIVATION_PARTS = ("vision activations", "LLM activations", "logits")
+
+
+def _with_update_peak(fp: Footprint, trained: int, keys: str) -> Footprint:
+    """The optimizer step runs after backward has freed the activations, but torch's AdamW (foreach) holds an
+    fp32 temporary the size of its state while it updates: the step's peak is the larger of the two."""
+    activations = sum(fp.parts.get(name, 0) for name in ACTIVATION_PARTS)
+    fp.add("AdamW update temporaries", trained * 4 - activations, keys)  # only what exceeds the activations
     return fp
 
 

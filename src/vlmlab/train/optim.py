@@ -41,7 +41,7 @@ def build_optimizer(model: VisionLanguageModel, stage: StageConfig, train: Train
             continue
         decay = [p for n, p in params if p.ndim >= 2 and "norm" not in n]
         no_decay = [p for n, p in params if not (p.ndim >= 2 and "norm" not in n)]
-        for plist, wd in ((decay, train.weight_decay), (no_decay, 0.0)):
+        for plist, wd, kind in ((decay, train.weight_decay, "decay"), (no_decay, 0.0, "no_decay")):
             if plist:
                 param_groups.append(
                     {
@@ -49,7 +49,7 @@ def build_optimizer(model: VisionLanguageModel, stage: StageConfig, train: Train
                         "lr": lr,
                         "initial_lr": lr,
                         "weight_decay": wd,
-                        "name": f"{group}/{'decay' if wd else 'no_decay'}",
+                        "name": f"{group}/{kind}",  # by kind, not by value: with weight_decay 0 both stay apart
                     }
                 )
     if not param_groups:
