@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shapes_world.py
 	$(PY) benchmarks/bench_lm_ladder.py
 	$(PY) benchmarks/bench_memory_preflight.py
+	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_llava_data.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
