@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_memory_preflight.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_llava_data.py
+	$(PY) benchmarks/bench_mfu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
