@@ -72,8 +72,9 @@ def test_pretrain_vision_scores_held_out_images_caches_and_the_study_reuses_it(t
     table = [line.split() for line in (first.out + first.err).splitlines() if line.startswith(("vit ", "vmamba "))]
     assert [row[0] for row in table] == ["vit", "vmamba"]
     for row in table:
-        train_top1, heldout_top1 = float(row[-4]), float(row[-3])
+        train_top1, heldout_top1 = float(row[-5]), float(row[-4])
         assert 0.0 <= heldout_top1 <= 1.0 and 0.0 <= train_top1 <= 1.0 and row[-1] == "s"  # trained now
+        assert row[-3] == "-"  # no box IoU under the classify objective
     assert main(["pretrain-vision", str(spec), "--out", str(out)]) == 0
     again = capsys.readouterr()
     assert sum(line.rstrip().endswith("cached") for line in (again.out + again.err).splitlines()) == 2
@@ -135,7 +136,7 @@ def test_an_imagenet_style_folder_pretrains_a_tower_that_generalises(tmp_path, t
     torch.manual_seed(0)
     tower = VISION_ENCODERS.get("vit").build(cfg.model.vision.params, image_size=32)
     with progress(disable=True) as bar:
-        metrics = run_vision_stage(cfg, 0, tower, None, dict, torch.device("cpu"), bar)
+        metrics = run_vision_stage(cfg, 0, tower, None, list, torch.device("cpu"), bar)
     assert metrics["images"] == 36 and metrics["heldout_images"] == 15
     assert metrics["heldout_top1/class"] >= 0.9
 

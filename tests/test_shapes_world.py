@@ -211,6 +211,51 @@ def test_task_loads_scores_boxes_and_labels_images(dirs):
     assert sum("largest_shape" in lab for lab in labels.values()) > len(labels) // 2
 
 
+def test_image_objects_are_the_scenes_exact_boxes(dirs):
+    task = ShapesWorld()
+    items = task.load("train", path=str(dirs["a"]))
+    objects = task.image_objects(items)
+    scenes = {str((dirs["a"] / s["image"]).resolve()): s for s in _scenes(dirs["a"]).values()}
+    assert set(objects) == {it.image for it in items}
+    for image, entry in objects.items():
+        assert entry["size"] == (SIZE, SIZE)
+        assert entry["objects"] == [
+            {"box": o["box"], "color": o["color"], "shape": o["shape"]} for o in scenes[image]["objects"]
+        ]
+
+
+def test_chat_task_makes_a_conversation_per_scene_with_every_box_question(dirs):
+    """shapes-world-chat: a scene's asked questions and a box turn per nameable object, one sample per scene."""
+    from vlmlab.data.shapes_world import box_text_coords, unique_name
+    from vlmlab.data.tasks.shapes_chat import MAX_TURNS, ShapesWorldChat
+
+    chat = ShapesWorldChat().load("train", path=str(dirs["a"]))
+    single = ShapesWorld().load("train", path=str(dirs["a"]))
+    scenes = {str((dirs["a"] / s["image"]).resolve()): s for s in _scenes(dirs["a"]).values()}
+    assert len(chat) == len({it.image for it in single})  # one sample per train scene
+    asked = {(it.image, it.question): it.answer for it in single}
+    boxes = 0
+    for item in chat:
+        turns = dict(item.turns)
+        assert len(item.turns) <= MAX_TURNS and len(turns) == len(item.turns)  # no question twice
+        assert (item.question, item.answer) == item.turns[0]
+        scene = scenes[item.image]
+        for question, answer in turns.items():
+            if (item.image, question) in asked:  # the generator's own question keeps its answer
+                assert answer == asked[(item.image, question)]
+            else:  # an added box question: a named object's (or a relation's) exact box
+                assert question.startswith("Give the box of the ") and re.fullmatch(r"\[\d+, \d+, \d+, \d+\]", answer)
+        for obj in scene["objects"]:
+            name = unique_name(obj, scene["objects"])
+            question = f"Give the box of the {name}."
+            if name and question in turns:
+                assert json.loads(turns[question]) == box_text_coords(obj["box"], SIZE)
+        boxes += sum(q.startswith("Give the box") for q in turns)
+    assert boxes / len(chat) > 1.5  # several boxes per image (the single-turn data has at most one)
+    again = ShapesWorldChat().load("train", path=str(dirs["a"]))
+    assert [it.turns for it in again] == [it.turns for it in chat]  # the order is seeded per scene
+
+
 def test_loader_errors_name_the_path_and_line(dirs, tmp_path):
     task = ShapesWorld()
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "nowhere"))):

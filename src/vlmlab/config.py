@@ -152,6 +152,9 @@ class StageConfig(Strict):
     lora: LoraConfig | None = None
     batch_size: int | None = Field(None, ge=1)  # None = train.batch_size
     augment: list[Literal["hflip", "rot90"]] = Field(default_factory=list)  # vision-pretrain only
+    # vision-pretrain only: `classify` image attributes from mean-pooled tokens (an ImageNet analogue), or `dense`:
+    # each token's occupant (attributes, background) and its object's box (a detection analogue)
+    objective: Literal["classify", "dense"] = "classify"
     # The stage's own data; None = the run's `data.train`. `align`/`finetune`: a source or a mixture to train
     # on (LLaVA-1.5 aligns on its 558k captions, then finetunes on mix665k). `vision-pretrain`: one labelled
     # image set (e.g. shapes-world, or an `image-folder` of class dirs), scored on `heldout_split` of it.
@@ -171,6 +174,8 @@ class StageConfig(Strict):
     def _one_set_for_vision_pretraining(self) -> StageConfig:
         if isinstance(self.data, list) and not self.kind.on_sequences:
             raise ValueError("`data` of a vision-pretrain stage is one labelled image set, not a list")
+        if self.objective != "classify" and self.kind.on_sequences:
+            raise ValueError("`objective` is a vision-pretrain setting (align and finetune train on sequences)")
         if isinstance(self.data, list) and not self.data:
             raise ValueError("`data` is an empty list (leave it out to train on data.train)")
         return self

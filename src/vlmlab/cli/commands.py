@@ -198,20 +198,23 @@ def cmd_pretrain_vision(args) -> int:
     with progress() as bar:
         rows = pretrain_towers([(v.name, v.seed, v.cfg) for v in study.variants], study.dir.vision_cache, bar)
     console.print(
-        "matched vision pretraining (mean top-1 over the attributes; held-out = images never trained on)",
+        "matched vision pretraining (mean top-1 over the attributes, per object token for `dense`; held-out = images"
+        " never trained on; box IoU: `dense` objects' boxes read off their tokens, held-out if any)",
         highlight=False,
     )
     console.print(
-        f"{'variant':<12}{'seed':>5}{'tower':>8}{'params':>10}{'images':>8}{'train':>8}{'held-out':>10}{'time':>9}",
+        f"{'variant':<12}{'seed':>5}{'tower':>8}{'params':>10}{'images':>8}{'train':>8}{'held-out':>10}{'box IoU':>9}"
+        f"{'time':>9}",
         highlight=False,
     )
     for r in rows:
         held = mean_top1(r, "heldout_top1/")
+        iou = r.get("heldout_box_iou", r.get("train_box_iou"))
         time_s = "cached" if r.get("cached") else f"{r['seconds']:.0f} s"
         console.print(
             f"{r['variant']:<12}{r['seed']:>5}{r['tower']:>8}{r['parameters']:>10,}{r.get('images', 0):>8}"
             f"{mean_top1(r, 'train_top1/') or float('nan'):>8.3f}{held if held is not None else float('nan'):>10.3f}"
-            f"{time_s:>9}",
+            f"{'-' if iou is None else f'{iou:.3f}':>9}{time_s:>9}",
             highlight=False,
         )
     return 0

@@ -13,7 +13,7 @@ from vlmlab.data.sources import load_training_sources
 from vlmlab.errors import UserError
 from vlmlab.registry import VISION_ENCODERS
 from vlmlab.train import vision_cache
-from vlmlab.train.vision_pretrain import ordered_image_labels, run_vision_stage
+from vlmlab.train.vision_pretrain import run_vision_stage
 
 
 def pretrain_towers(runs: Iterable[tuple[str, int, RunConfig]], study_cache: Path, bar) -> list[dict[str, Any]]:
@@ -38,7 +38,7 @@ def pretrain_towers(runs: Iterable[tuple[str, int, RunConfig]], study_cache: Pat
             s,
             tower.to(device),
             None,
-            lambda cfg=cfg: ordered_image_labels(load_training_sources(cfg)),
+            lambda cfg=cfg: load_training_sources(cfg),
             device,
             bar,
             study_cache=study_cache,

@@ -20,7 +20,7 @@ from vlmlab.distributed import all_sum
 from vlmlab.runs import apply_lora
 from vlmlab.train import engines
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer
-from vlmlab.train.vision_pretrain import ordered_image_labels, run_vision_stage
+from vlmlab.train.vision_pretrain import run_vision_stage
 from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
 
 
@@ -64,7 +64,7 @@ class VisionPretraining:
             s,
             t.model.vision,
             t.data,
-            lambda: ordered_image_labels(t.sources),
+            lambda: t.sources,
             acc.device,
             t.bar,
             study_cache=t.vision_cache,

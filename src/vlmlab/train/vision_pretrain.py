@@ -1,7 +1,9 @@
-"""`vision-pretrain` stage: image-attribute classification of the vision tower (an ImageNet analogue).
+"""`vision-pretrain` stage: the vision tower alone learns from labelled images through throw-away heads.
 
-The tower's tokens are mean-pooled into one linear head per attribute (e.g. shape, colour); the heads
-are thrown away after the stage. Labels come from the task (`Task.image_labels`).
+The stage's `objective` says what it learns: `classify` (an ImageNet analogue) mean-pools the tokens into one
+linear head per image attribute (e.g. shape, colour; labels from `Task.image_labels`); `dense` (a detection
+analogue, `train.dense_pretrain`) labels every token with what occupies its patch and that object's box
+(objects from `Task.image_objects`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from vlmlab.train import vision_cache
 from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
 
 IGNORE = -100
+WHAT = {"classify": "image-level labels", "dense": "objects with boxes"}  # what each objective learns from
 
 
 def label_table(image_labels: dict[str, dict[str, str]]) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
@@ -45,8 +48,11 @@ def label_table(image_labels: dict[str, dict[str, str]]) -> tuple[list[str], dic
     return paths, classes, table
 
 
-def _augment(batch: np.ndarray, kinds: list[str], rng: np.random.Generator) -> np.ndarray:
+def _augment(batch: np.ndarray, kinds: list[str], rng: np.random.Generator):
+    """(augmented copy of the (B, H, W, C) batch, flip per image or None, counter-clockwise quarter turns per
+    image or None): what moved, so dense labels can move with the pixels."""
     out = batch.copy()
+    flip = turns = None
     if "hflip" in kinds:
         flip = rng.random(len(out)) < 0.5
         out[flip] = out[flip, :, ::-1]
@@ -54,7 +60,52 @@ def _augment(batch: np.ndarray, kinds: list[str], rng: np.random.Generator) -> n
         turns = rng.integers(0, 4, len(out))
         for i, k in enumerate(turns):
             out[i] = np.rot90(out[i], k, axes=(0, 1))
-    return out
+    return out, flip, turns
+
+
+class ClassifyObjective:
+    """The `classify` objective: the tower's tokens are mean-pooled into one linear head per image attribute."""
+
+    name = "classify"
+
+    def __init__(self, vision, paths, image_labels: dict[str, dict[str, str]], image: ImageConfig, device):
+        _, self.classes, table = label_table(image_labels)
+        self.labels = torch.from_numpy(table)
+        self.heads = nn.ModuleDict({a: nn.Linear(vision.embed_dim, len(c)) for a, c in self.classes.items()}).to(device)
+        self.correct = np.zeros(len(self.classes))
+        self.seen = np.zeros(len(self.classes))
+        self.device = device
+
+    def loss(self, features, idx: np.ndarray, flips, turns, record: bool) -> torch.Tensor:
+        pooled = features.tokens.mean(1)
+        target = self.labels[torch.from_numpy(idx)].to(self.device)
+        loss = 0.0
+        for j, (_attr, head) in enumerate(self.heads.items()):
+            logits = head(pooled)
+            loss = loss + F.cross_entropy(logits, target[:, j], ignore_index=IGNORE)
+            if record:  # accuracy over the last epoch's batches
+                known = target[:, j] != IGNORE
+                self.correct[j] += int((logits.argmax(1) == target[:, j])[known].sum())
+                self.seen[j] += int(known.sum())
+        return loss
+
+    def train_metrics(self) -> dict[str, float]:
+        return {f"train_top1/{a}": float(self.correct[j] / max(self.seen[j], 1)) for j, a in enumerate(self.heads)}
+
+    def heldout(self, vision, data, heldout_labels, cfg, batch_size: int) -> dict[str, float]:
+        return heldout_top1(vision, self.heads, self.classes, data, heldout_labels, cfg, self.device, batch_size)
+
+
+def objective_class(name: str):
+    """The objective class of a vision-pretrain stage's `objective`."""
+    from vlmlab.train.dense_pretrain import DenseObjective
+
+    return {"classify": ClassifyObjective, "dense": DenseObjective}[name]
+
+
+def objective_labels(name: str, task, items) -> dict[str, dict]:
+    """What objective `name` learns from, per image: attribute classes (`classify`) or objects with boxes (`dense`)."""
+    return task.image_labels(items) if name == "classify" else task.image_objects(items)
 
 
 class ImageArrays:
@@ -86,11 +137,11 @@ def pretrain_vision(
     returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1. The steps are
     the shared `TrainingStep` (schedule, clipping, the run's non-finite policy) in a `StepLoop`."""
     if not image_labels:
-        raise UserError("train.stages: vision-pretrain found no image-level labels in the training task")
-    paths, classes, table = label_table(image_labels)
+        raise UserError(f"{stage_key}: vision-pretrain found no {WHAT[stage.objective]} in the training task")
+    paths = list(image_labels)
     images = np.stack([data.image_array(p) for p in paths])
-    heads = nn.ModuleDict({a: nn.Linear(vision.embed_dim, len(c)) for a, c in classes.items()}).to(device)
-    params = [p for p in vision.parameters()] + list(heads.parameters())
+    objective = objective_class(stage.objective)(vision, paths, image_labels, cfg.data.image, device)
+    params = [p for p in vision.parameters()] + list(objective.heads.parameters())
     for p in vision.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=stage.lr["vision"], weight_decay=cfg.train.weight_decay, betas=cfg.train.betas)
@@ -103,9 +154,6 @@ def pretrain_vision(
     update = TrainingStep(opt, params, factor, cfg.train.max_grad_norm, guard)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    labels = torch.from_numpy(table)
-    correct = np.zeros(len(classes))
-    seen = np.zeros(len(classes))
     job = bar.add_task(f"{stage.name}", total=total, info="")
     vision.train()
     epoch_order: list[torch.Tensor] = []
@@ -114,19 +162,12 @@ def pretrain_vision(
         k = step % per_epoch
         if k == 0:  # each epoch a new permutation from the stage's own generator
             epoch_order[:] = [torch.randperm(len(paths), generator=gen)]
-        idx = epoch_order[0][k * batch_size : (k + 1) * batch_size]
+        idx = epoch_order[0][k * batch_size : (k + 1) * batch_size].numpy()
         update.begin(step)
-        pixels = normalize(_augment(images[idx.numpy()], stage.augment, rng), cfg.data.image.mean, cfg.data.image.std)
-        pooled = vision(torch.from_numpy(pixels).to(device)).tokens.mean(1)
-        target = labels[idx].to(device)
-        loss = 0.0
-        for j, (_attr, head) in enumerate(heads.items()):
-            logits = head(pooled)
-            loss = loss + F.cross_entropy(logits, target[:, j], ignore_index=IGNORE)
-            if step >= total - per_epoch:  # accuracy over the last epoch's batches
-                known = target[:, j] != IGNORE
-                correct[j] += int((logits.argmax(1) == target[:, j])[known].sum())
-                seen[j] += int(known.sum())
+        batch, flips, turns = _augment(images[idx], stage.augment, rng)
+        pixels = normalize(batch, cfg.data.image.mean, cfg.data.image.std)
+        features = vision(torch.from_numpy(pixels).to(device))
+        loss = objective.loss(features, idx, flips, turns, record=step >= total - per_epoch)
         update.backward(loss)
         where = f"{stage_key} ({stage.name}) step {step + 1}"
         hint = likely_cause(f"{stage_key}.lr", {"vision": stage.lr["vision"]}, factor(step), cfg.train.mixed_precision)
@@ -137,9 +178,9 @@ def pretrain_vision(
         total, log_every=1, on_log=lambda _, loss: bar.update(job, info=f"loss {loss:.3f}"), bar=bar, job=job
     )
     loop.run(one_step)
-    metrics = {f"train_top1/{a}": float(correct[j] / max(seen[j], 1)) for j, a in enumerate(heads)}
+    metrics = objective.train_metrics()
     if heldout:
-        metrics.update(heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size))
+        metrics.update(objective.heldout(vision, data, heldout, cfg, batch_size))
         metrics["heldout_images"] = len(heldout)
     return metrics
 
@@ -165,8 +206,9 @@ def heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size)
     return {f"heldout_top1/{a}": correct[a] / seen[a] for a in heads if seen[a]}
 
 
-def ordered_image_labels(sources) -> dict[str, dict[str, str]]:
-    """Image-attribute labels from every (task, items) source (attributes a source lacks stay unknown).
+def ordered_image_labels(sources, objective: str = "classify") -> dict[str, dict]:
+    """What `objective` learns from (`objective_labels`), per image, from every (task, items) source; with
+    `classify`, attributes a source lacks stay unknown.
 
     Ordered by (source, path relative to the source's image root): the same data gives the same
     pretraining order wherever it is stored (a study's dataset cache, a copied directory).
@@ -174,7 +216,7 @@ def ordered_image_labels(sources) -> dict[str, dict[str, str]]:
     labels: dict[str, dict[str, str]] = {}
     keys: dict[str, tuple[int, str]] = {}
     for i, (task, items) in enumerate(sources):
-        source_labels = task.image_labels(items)
+        source_labels = objective_labels(objective, task, items)
         if not source_labels:
             continue
         root = os.path.commonpath([os.path.dirname(p) for p in source_labels])
@@ -188,13 +230,17 @@ def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
     """(train labels, held-out labels or None) of a vision-pretrain stage that names its own `data`."""
     stage = cfg.train.stages[s]
     source = stage.data
-    train = ordered_image_labels([load_source(source, f"train.stages.{s}.data", cfg.data.image)])
+    train = ordered_image_labels([load_source(source, f"train.stages.{s}.data", cfg.data.image)], stage.objective)
     if not train:
-        raise UserError(f"train.stages.{s}.data: task {source.task!r} gives no image-level labels to pretrain on")
+        raise UserError(
+            f"train.stages.{s}.data: task {source.task!r} gives no {WHAT[stage.objective]} to pretrain on"
+            f" (objective: {stage.objective})"
+        )
     heldout = None
     if stage.heldout_split is not None and stage.heldout_split != source.split:
         held = source.model_copy(update={"split": stage.heldout_split, "limit": None})
-        heldout = ordered_image_labels([load_source(held, f"train.stages.{s}.heldout_split", cfg.data.image)])
+        held_source = load_source(held, f"train.stages.{s}.heldout_split", cfg.data.image)
+        heldout = ordered_image_labels([held_source], stage.objective)
     return train, heldout
 
 
@@ -217,7 +263,7 @@ def run_vision_stage(
     s: int,
     vision,
     data,
-    default_labels,
+    default_sources,
     device,
     bar,
     study_cache: Path | None = None,
@@ -227,7 +273,8 @@ def run_vision_stage(
 
     A stage with its own `data` is cached under `$VLMLAB_CACHE/vision-pretrain` (the tower depends on
     that set and the recipe, not on the run), so `vlmlab pretrain-vision`, every study and every run
-    share it; a stage on the run's training images is cached in the study's own cache, if any."""
+    share it; a stage on the run's training images is cached in the study's own cache, if any.
+    `default_sources()` gives the run's (task, items) training sources, read only by a stage without `data`."""
     stage = cfg.train.stages[s]
     cache_dir = cache_root() / "vision-pretrain" if stage.data is not None else study_cache
     key = vision_cache.stage_key(cfg, s) if cache_dir is not None else None
@@ -235,7 +282,14 @@ def run_vision_stage(
     cached = vision_cache.load(cache_dir, key, vision) if key else None
     if cached is not None:
         return cached
-    labels, heldout = stage_data_labels(cfg, s) if stage.data is not None else (default_labels(), None)
+    labels, heldout = (
+        stage_data_labels(cfg, s)
+        if stage.data is not None
+        else (
+            ordered_image_labels(default_sources(), stage.objective),
+            None,
+        )
+    )
     data = data if data is not None else ImageArrays(cfg.data.image)
     labels, bad = readable(labels, data, cfg)
     if heldout:

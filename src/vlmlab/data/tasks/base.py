@@ -32,6 +32,11 @@ class Task:
         """Image-level attribute labels `{image path: {attribute: class}}` for a vision-pretrain stage."""
         return {}
 
+    def image_objects(self, items: list[VQAItem]) -> dict[str, dict]:
+        """Objects with boxes per image for a `dense` vision-pretrain stage: `{image path: {"size": (width, height),
+        "objects": [{"box": [x1, y1, x2, y2] in pixels, attribute: class, ...}]}}`; empty when the task has none."""
+        return {}
+
     def score(self, prediction: str, item: VQAItem) -> float:
         return METRICS[self.metric](prediction, item)
 

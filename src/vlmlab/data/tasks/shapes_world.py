@@ -36,16 +36,21 @@ class ShapesWorld(Task):
         return read_items(root / f"{split}.jsonl", split, limit, task="shapes-world")
 
     def image_labels(self, items: list[VQAItem]) -> dict[str, dict[str, str]]:
-        """`count`, `largest_shape`, `largest_color` per image, from the scenes.jsonl beside the images/ folder."""
-        per_root: dict[Path, dict[str, dict[str, str]]] = {}
-        labels: dict[str, dict[str, str]] = {}
-        for item in items:
-            root = Path(item.image).parent.parent
-            if root not in per_root:
-                per_root[root] = read_scene_labels(root)
-            if item.image in per_root[root]:
-                labels[item.image] = per_root[root][item.image]
-        return labels
+        """`count`, `has_<colour>_<shape>`, `largest_shape`, `largest_color` per image (`scene_labels`), from the
+        scenes.jsonl beside the images/ folder."""
+        return _per_image(items, lambda scene: scene_labels(scene["objects"]))
+
+    def image_objects(self, items: list[VQAItem]) -> dict[str, dict]:
+        """Each image's objects: exact pixel box, `color` and `shape` (for a `dense` vision-pretrain stage)."""
+        return _per_image(
+            items,
+            lambda scene: {
+                "size": (int(scene["width"]), int(scene["height"])),
+                "objects": [
+                    {"box": list(o["box"]), "color": o["color"], "shape": o["shape"]} for o in scene["objects"]
+                ],
+            },
+        )
 
     def score(self, prediction: str, item: VQAItem) -> float:
         if item.category != "ground":
@@ -53,15 +58,28 @@ class ShapesWorld(Task):
         return box_hit(prediction, item.answer, IOU_THRESHOLD)
 
 
-def read_scene_labels(root: Path) -> dict[str, dict[str, str]]:
-    """{resolved image path: scene labels} for every scene in `root/scenes.jsonl`."""
+def _per_image(items: list[VQAItem], read) -> dict[str, dict]:
+    """`read(scene)` for every image of `items`, from the scenes.jsonl beside each images/ folder."""
+    per_root: dict[Path, dict[str, dict]] = {}
+    out: dict[str, dict] = {}
+    for item in items:
+        root = Path(item.image).parent.parent
+        if root not in per_root:
+            per_root[root] = read_scenes(root, read)
+        if item.image in per_root[root]:
+            out[item.image] = per_root[root][item.image]
+    return out
+
+
+def read_scenes(root: Path, read) -> dict[str, dict]:
+    """{resolved image path: read(scene)} for every scene in `root/scenes.jsonl`."""
     file = root / "scenes.jsonl"
     if not file.is_file():
         raise DataError(f"{file}: scene file not found (needed for image labels)")
     out = {}
     for where, scene in json_records(file):
         try:
-            out[str((root / scene["image"]).resolve())] = scene_labels(scene["objects"])
+            out[str((root / scene["image"]).resolve())] = read(scene)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: not a shapes-world scene ({exc.__class__.__name__}: {exc})") from None
     return out

@@ -27,6 +27,7 @@ class VisionEncoder(nn.Module):
     embed_dim: int
     num_tokens: int
     image_size: int
+    grid: tuple[int, int]  # (rows, cols) of the patch tokens `forward` returns
 
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:  # pragma: no cover - interface
         raise NotImplementedError
