@@ -59,3 +59,33 @@ def test_temperature_scaling_recovers_a_systematically_overconfident_model():
     after = expected_calibration_error(apply_temperature(overconfident[10000:], t), correct[10000:])
     assert after < 0.02 < before
     assert fit_temperature([0.9, 0.8], [True, True]) == 1.0  # nothing to fit with one outcome
+
+
+def test_ece_pairs_give_a_verdict_with_a_paired_bootstrap_interval():
+    import pandas as pd
+
+    from vlmlab.analysis.calibration import bootstrap_ece_difference, ece_pairs
+
+    rng = np.random.default_rng(0)
+    n = 600
+    p = rng.uniform(0.05, 0.95, n)
+    correct = rng.random(n) < p  # calibrated: right as often as it says
+    over = np.clip(p + 0.3, 0, 1)  # the same answers, 0.3 more confident than it should be
+    diff, low, high = bootstrap_ece_difference(p, correct, over, correct)
+    assert diff == pytest.approx(expected_calibration_error(p, correct) - expected_calibration_error(over, correct))
+    assert low <= diff <= high < 0
+    same = bootstrap_ece_difference(p, correct, p, correct)
+    assert same == (0.0, 0.0, 0.0)
+
+    frame = pd.DataFrame(
+        [
+            {"variant": v, "task": "t", "seed": s, "item_id": str(i), "confidence": c[i], "correct": bool(correct[i])}
+            for v, c in (("good", p), ("over", over))
+            for s in (0, 1)
+            for i in range(n)
+        ]
+    )
+    pairs = ece_pairs(frame, ["good", "over"], 15)
+    row = pairs.iloc[0]
+    assert (row["first"], row["second"], row["verdict"]) == ("good", "over", "first better calibrated")
+    assert row["seeds"] == 2 and row["seeds_same_sign"] == 2 and row["n"] == 2 * n

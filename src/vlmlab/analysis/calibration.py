@@ -96,6 +96,75 @@ def heldout_half(frame: pd.DataFrame) -> np.ndarray:
     return np.array([crc32(f"{s}/{i}".encode()) % 2 == 1 for s, i in zip(frame["seed"], frame["item_id"])], dtype=bool)
 
 
+def bootstrap_ece_difference(
+    conf_a, correct_a, conf_b, correct_b, n_bins: int = 15, samples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(ECE(a) − ECE(b), 95% interval) over paired items: both variants answered the same items, and each
+    bootstrap sample redraws items (with their two answers) with replacement."""
+    conf_a, conf_b = np.asarray(conf_a, dtype=float), np.asarray(conf_b, dtype=float)
+    gap_a = np.asarray(correct_a, dtype=float) - conf_a  # per item: correct − confidence; ECE sums it per bin
+    gap_b = np.asarray(correct_b, dtype=float) - conf_b
+    n = len(gap_a)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    onehot_a = np.eye(n_bins)[_bins(conf_a, n_bins)] * gap_a[:, None]  # (items, bins)
+    onehot_b = np.eye(n_bins)[_bins(conf_b, n_bins)] * gap_b[:, None]
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)])  # (samples, items)
+    diff = (np.abs(counts @ onehot_a).sum(1) - np.abs(counts @ onehot_b).sum(1)) / n
+    point = (np.abs(onehot_a.sum(0)).sum() - np.abs(onehot_b.sum(0)).sum()) / n
+    return float(point), float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
+
+
+def ece_verdict(low: float, high: float) -> str:
+    if high < 0:
+        return "first better calibrated"
+    if low > 0:
+        return "second better calibrated"
+    return "no detectable difference"
+
+
+def ece_pairs(clean: pd.DataFrame, variants: list[str], n_bins: int) -> pd.DataFrame:
+    """Per pair of variants and task: ECE of each, the difference with a paired item-bootstrap 95% interval
+    (items x seeds resampled), its verdict, and the difference per seed (whether seeds agree on its sign)."""
+    rows = []
+    for i, a in enumerate(variants):
+        for b in variants[i + 1 :]:
+            for task in dict.fromkeys(clean["task"]):
+                f = clean[clean["task"] == task]
+                keys = ["seed", "item_id"]
+                pair = f[f["variant"] == a][[*keys, "confidence", "correct"]].merge(
+                    f[f["variant"] == b][[*keys, "confidence", "correct"]], on=keys, suffixes=("_a", "_b")
+                )
+                if pair.empty:
+                    continue
+                diff, low, high = bootstrap_ece_difference(
+                    pair["confidence_a"], pair["correct_a"], pair["confidence_b"], pair["correct_b"], n_bins
+                )
+                per_seed = [
+                    expected_calibration_error(g["confidence_a"], g["correct_a"], n_bins)
+                    - expected_calibration_error(g["confidence_b"], g["correct_b"], n_bins)
+                    for _, g in pair.groupby("seed", sort=True)
+                ]
+                rows.append(
+                    {
+                        "first": a,
+                        "second": b,
+                        "task": task,
+                        "ece_first": expected_calibration_error(pair["confidence_a"], pair["correct_a"], n_bins),
+                        "ece_second": expected_calibration_error(pair["confidence_b"], pair["correct_b"], n_bins),
+                        "difference": diff,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "verdict": ece_verdict(low, high),
+                        "seeds": len(per_seed),
+                        "seeds_same_sign": int(sum(np.sign(d) == np.sign(diff) for d in per_seed)),
+                        "n": len(pair),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class CalibrationResult:
     n_bins: int
@@ -103,6 +172,7 @@ class CalibrationResult:
     variants: list[str]
     table: pd.DataFrame  # per variant and task: accuracy, mean confidence, ECE, MCE, Brier (+ temperature scaling)
     reliability: pd.DataFrame  # per variant, task and non-empty bin: n, mean confidence, share correct
+    pairs: pd.DataFrame  # per pair of variants and task: ECE difference, paired bootstrap CI, verdict (ece_pairs)
 
 
 @register_analysis("calibration")
@@ -115,6 +185,7 @@ class Calibration(Analysis):
 
     title = "Calibration"
     Result = CalibrationResult
+    version = 2  # pairwise ECE verdicts
 
     def compute(self, study, measured) -> CalibrationResult:
         n_bins = self.params.n_bins
@@ -140,7 +211,10 @@ class Calibration(Analysis):
                 rel = reliability_table(f["confidence"], f["correct"], n_bins)
                 bins.append(rel.assign(variant=variant, task=task))
         reliability = pd.concat(bins, ignore_index=True) if bins else pd.DataFrame()
-        return CalibrationResult(n_bins, self.params.temperature, study.variants, pd.DataFrame(rows), reliability)
+        pairs = ece_pairs(clean, study.variants, n_bins)
+        return CalibrationResult(
+            n_bins, self.params.temperature, study.variants, pd.DataFrame(rows), reliability, pairs
+        )
 
     def render(self, r: CalibrationResult) -> Section:
         import matplotlib.pyplot as plt
@@ -179,6 +253,29 @@ class Calibration(Analysis):
         fig.tight_layout()
         section.figure(fig, "Reliability diagrams (clean evaluation, pooled over seeds).", "calibration")
         section.table(table, "Per variant and task, pooled over seeds.")
+        if not r.pairs.empty:
+            section.table(
+                r.pairs,
+                "Which of two variants is better calibrated, per task: ECE(first) − ECE(second) with a paired "
+                "bootstrap 95% interval over the same items (1000 redraws of items × seeds); `seeds_same_sign`: "
+                "of the `seeds` seeds, how many show a difference of the same sign on their own.",
+            )
+            decided = r.pairs[r.pairs["verdict"] != "no detectable difference"]
+            section.text(
+                f"{len(decided)} of {len(r.pairs)} pairs × tasks differ in calibration beyond the bootstrap interval"
+                + (
+                    ": "
+                    + "; ".join(
+                        f"{p['first']} {'below' if p['difference'] < 0 else 'above'} {p['second']} on "
+                        f"`{p['task']}` ({p['difference']:+.3f}, {p['ci_low']:+.3f} to {p['ci_high']:+.3f})"
+                        for _, p in decided.iterrows()
+                    )
+                    + " (ECE: lower is better calibrated)."
+                    if len(decided)
+                    else "."
+                )
+                + (" The verdicts rest on one seed." if r.pairs["seeds"].max() < 2 else "")
+            )
         if not table.empty:
             worst = table.sort_values("ece", ascending=False).iloc[0]
             section.text(
