@@ -225,3 +225,44 @@ def test_a_ladder_study_passes_the_control_check_through_the_rungs_identity_fiel
     wide[2].resolved["model"]["llm"]["hidden_size"] = 48
     with pytest.raises(ControlViolation, match=r"model\.llm\.hidden_size \(32 vs 48\)"):
         check_config_control(spec, wide)
+
+
+def test_the_template_option_changes_only_the_template(tiny_raw):
+    """`model.llm.template: vicuna` on the gen3 rung: the same pretrained weights and tokenizer, prompts in vicuna's
+    template instead of llama3's; `native` is the rung's own. As a study factor it crosses the ladder and passes
+    the control check (template-matched vs native representations)."""
+    from vlmlab.study.control import check_config_control
+    from vlmlab.study.spec import expand_variants, study_spec_from_dict
+
+    tiny_raw["model"]["llm"] = {"id": "llama3-tiny", **SMALL, "pretrain": QUICK_RECIPE}
+    models = {}
+    for template in ("native", "llama3", "vicuna"):
+        tiny_raw["model"]["llm"]["template"] = template
+        models[template] = build_model(config_from_dict(tiny_raw))
+    native, own, vicuna = models["native"].llm, models["llama3"].llm, models["vicuna"].llm
+    assert native.prompt.name == own.prompt.name == "llama3" and vicuna.prompt.name == "vicuna"
+    for name, tensor in native.lm.state_dict().items():
+        torch.testing.assert_close(vicuna.lm.state_dict()[name], tensor, rtol=0, atol=0)
+    assert vicuna.tokenizer.get_vocab() == native.tokenizer.get_vocab()
+    question = "What color is the circle?"
+    assert native.encode_prompt(question) == own.encode_prompt(question) != vicuna.encode_prompt(question)
+    assert "ASSISTANT:" in vicuna.tokenizer.decode(vicuna.encode_prompt(question))
+    assert "<|start_header_id|>" in native.tokenizer.decode(native.encode_prompt(question))
+
+    tiny_raw["model"]["llm"] = {"id": "llama2-tiny", **SMALL, "pretrain": QUICK_RECIPE}
+    factors = {
+        "llm": {"keys": ["model.llm.id"], "levels": {f"gen{g}": {"model.llm.id": f"llama{g}-tiny"} for g in (1, 3)}},
+        "template": {
+            "keys": ["model.llm.template"],
+            "levels": {"native": {"model.llm.template": "native"}, "vicuna": {"model.llm.template": "vicuna"}},
+        },
+    }
+    spec = study_spec_from_dict({"name": "matched", "base": tiny_raw, "factors": factors})
+    variants = expand_variants(spec, Path("."))
+    check_config_control(spec, variants)
+    assert {v.name: v.cfg.model.llm.params.prompt_format().name for v in variants} == {
+        "gen1-native": "vicuna",
+        "gen1-vicuna": "vicuna",
+        "gen3-native": "llama3",
+        "gen3-vicuna": "vicuna",
+    }

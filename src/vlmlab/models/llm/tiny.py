@@ -50,7 +50,9 @@ class TinyParams(PartParams):
     queries_per_kv: int = Field(1, ge=1, le=64)  # 1 = multi-head attention; >1 = grouped-query attention
     vocab_size: int = Field(512, ge=64, le=262144)
     tokenizer: Literal["sentencepiece", "byte-level"] = "sentencepiece"
-    template: Literal["vicuna", "llava-v1", "llama3"] = "vicuna"
+    # the chat template; `native` = the rung's own (vicuna for gen1/2, llama3 for gen3). A study holds it fixed
+    # across rungs by setting one (e.g. vicuna) for all, or compares native and matched as a factor.
+    template: Literal["native", "vicuna", "llava-v1", "llama3"] = "vicuna"
     pretrain: PretrainRecipe = PretrainRecipe()
 
     @field_validator("pretrain", mode="before")
@@ -64,6 +66,11 @@ class TinyParams(PartParams):
     def architecture(self) -> dict[str, Any]:
         """Everything that decides the LM's shape and tokenizer (the recipe is hashed separately)."""
         return self.model_dump(mode="json", exclude={"init", "tokenizer_path", "pretrain", "template"})
+
+    def prompt_format(self):
+        """The chat template this rung prompts with (`native` resolved to the rung's own default)."""
+        name = type(self).model_fields["template"].default if self.template == "native" else self.template
+        return FORMATS[name]
 
     def ffn_size(self) -> int:
         if self.intermediate_size is not None:
@@ -93,18 +100,18 @@ class TinyLlama(LanguageBackbone):
         if params.init == "pretrained":
             return cls._pretrained(params, tokenizer_dir, pretrained_weights)
         tokenizer = _random_init_tokenizer(params, tokenizer_dir, texts)
-        return cls(_new_lm(params, tokenizer), tokenizer, FORMATS[params.template])
+        return cls(_new_lm(params, tokenizer), tokenizer, params.prompt_format())
 
     @classmethod
     def _pretrained(cls, params: TinyParams, tokenizer_dir, pretrained_weights: bool):
         if not pretrained_weights and tokenizer_dir is not None:
             # weights come from a run's checkpoint next: only the shape is needed, not the cached rung
             tokenizer = _load_tokenizer(Path(tokenizer_dir), "tokenizer")
-            return cls(_new_lm(params, tokenizer), tokenizer, FORMATS[params.template])
+            return cls(_new_lm(params, tokenizer), tokenizer, params.prompt_format())
         backbone = cls.pretrained_backbone(params)
 
         tokenizer = _load_tokenizer(backbone.path, "backbone cache")
-        llm = cls(load_backbone_lm(backbone.path).train(), tokenizer, FORMATS[params.template])
+        llm = cls(load_backbone_lm(backbone.path).train(), tokenizer, params.prompt_format())
         llm.pretraining = summary(backbone.record)
         return llm
 
@@ -217,5 +224,5 @@ class Llama3Tiny(TinyLlama):
         queries_per_kv: int = Field(4, ge=1, le=64)
         vocab_size: int = Field(2048, ge=64, le=262144)
         tokenizer: Literal["sentencepiece", "byte-level"] = "byte-level"
-        template: Literal["vicuna", "llama3"] = "llama3"
+        template: Literal["native", "vicuna", "llama3"] = "llama3"
         pretrain: PretrainRecipe = PretrainRecipe(tokens=3_000_000, seq_len=256, batch_size=8)
