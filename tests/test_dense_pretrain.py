@@ -118,3 +118,42 @@ def test_objective_is_a_vision_pretrain_setting_and_part_of_the_cached_tower(tin
     tiny_raw["train"]["stages"][1]["objective"] = "dense"
     with pytest.raises(ConfigError, match="objective"):
         config_from_dict(tiny_raw)
+
+
+@pytest.mark.parametrize(
+    "vision",
+    [
+        {"id": "vim", "patch_size": 8, "hidden_size": 32, "num_layers": 1, "d_state": 4},
+        {"id": "vmamba", "patch_size": 8, "hidden_size": 16, "depths": [1, 1], "tap_stage": 2, "d_state": 4},
+    ],
+    ids=["vim", "vmamba-stage2"],
+)
+def test_the_dense_objective_trains_the_ssm_towers_on_their_own_grid(tmp_path, monkeypatch, vision):
+    from vlmlab.progress import progress
+    from vlmlab.registry import VISION_ENCODERS
+    from vlmlab.train.vision_pretrain import run_vision_stage
+
+    monkeypatch.setenv("VLMLAB_CACHE", str(tmp_path / "cache"))
+    generate(tmp_path / "sw", seed=3, n=40, size=64)
+    stage = {"name": "vision-pretrain", "objective": "dense", "max_steps": 2, "batch_size": 8, "lr": {"vision": 1e-3}}
+    stage.update(
+        augment=["hflip", "rot90"], data={"task": "shapes-world", "split": "train", "path": str(tmp_path / "sw")}
+    )
+    cfg = config_from_dict(
+        {
+            "name": "dense-ssm",
+            "model": {
+                "vision": vision,
+                "projector": {"id": "gelu-mlp"},
+                "llm": {"id": "llama2-tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "init": "random"},
+            },
+            "data": {"train": {"task": "easy-vqa", "limit": 4}, "image": {"size": 64}},
+            "train": {"stages": [stage]},
+        }
+    )
+    tower = VISION_ENCODERS.get(vision["id"]).build(cfg.model.vision.params, image_size=64)
+    assert tower.grid == ((8, 8) if vision["id"] == "vim" else (4, 4))
+    with progress(disable=True) as bar:
+        metrics = run_vision_stage(cfg, 0, tower, None, list, torch.device("cpu"), bar)
+    assert {"heldout_box_iou", "heldout_top1/color", "heldout_top1/shape"} <= set(metrics)
+    assert 0.0 <= metrics["heldout_box_iou"] <= 1.0
