@@ -224,3 +224,34 @@ def test_a_stage_trains_on_its_own_data_as_llava_aligns_on_captions(mix_raw, tmp
 
     a, b = training_order_fingerprints(cfg, lambda s: load_stage_items(cfg, s))
     assert a != b  # the control check fingerprints each stage's own items
+
+
+def test_image_position_after_puts_the_vision_tokens_after_the_question_in_training_and_evaluation(tiny_raw, tmp_path):
+    """`data.image.position: after` (`{question}\\n<image>`) for tasks that do not place the image themselves, in
+    the training rows and the evaluation prompts alike; LLaVA records keep their own placement; the tower's cache
+    key ignores it (the layout is the prompt's, not the tower's)."""
+    from vlmlab.data.sources import load_source
+    from vlmlab.train.vision_cache import stage_key
+
+    tiny_raw["train"]["stages"].insert(0, {"name": "vision-pretrain", "max_steps": 1, "lr": {"vision": 1e-3}})
+    before = config_from_dict(tiny_raw)
+    tiny_raw["data"]["image"]["position"] = "after"
+    after = config_from_dict(tiny_raw)
+    assert stage_key(before, 0) == stage_key(after, 0)
+    train = training_items(load_training_sources(after))
+    _, evaluation = load_source(after.data.eval[0], "data.eval.0", after.data.image)
+    assert all(it.image_at_end for it in train + evaluation)
+    assert not any(it.image_at_end for it in training_items(load_training_sources(before)))
+
+    model = build_model(after, texts=[t for it in train for turn in it.turns for t in turn])
+    data = VQADataset(train[:4], model.llm, after.data.image, model.num_image_tokens, with_answers=True)
+    ids = list(data[0].ids)
+    start, length = data.vision_span(0)
+    assert set(ids[start : start + length]) == {model.llm.image_token_id}
+    words = train[0].question.split()[-1]
+    assert words in model.llm.tokenizer.decode(ids[:start])  # the question comes first, then the image's tokens
+    assert words not in model.llm.tokenizer.decode(ids[start + length :])
+
+    tiny_raw["data"]["train"] = {"task": "llava-json", "split": "train", "path": str(write_tiny_mix(tmp_path / "mix"))}
+    records = training_items(load_training_sources(config_from_dict(tiny_raw)))  # a LLaVA file places its images
+    assert any(not it.image_at_end for it in records if it.image is not None)

@@ -59,6 +59,10 @@ class ModelConfig(Strict):
 class ImageConfig(Strict):
     size: int = Field(64, ge=8, le=4096)
     geometry: Literal["resize", "letterbox-square"] = "resize"
+    # where the image goes in a single-turn prompt: `before` the question (`<image>\n{question}`, LLaVA's layout)
+    # or `after` it (`{question}\n<image>`: the vision tokens follow the question, so in a causal decoder they can
+    # attend to it). Conversations from LLaVA files keep the placement their records give.
+    position: Literal["before", "after"] = "before"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 

@@ -16,7 +16,8 @@ from vlmlab.registry import TASKS
 
 def load_source(source: DataSource, key: str, image: ImageConfig | None = None) -> tuple[Task, list[VQAItem]]:
     """`key` is the source's config path (e.g. `data.eval.0`); a loader's ConfigError is re-rooted there.
-    With the run's `image` config, box answers are re-expressed in the processed image (see fit_box_answers)."""
+    With the run's `image` config, box answers are re-expressed in the processed image (see fit_box_answers), and
+    `image.position: after` puts the image after the question in items whose data does not place it."""
     task: Task = TASKS.get(source.task, key=f"{key}.task")()
     try:
         items = task.load(source.split, source.limit, source.path)
@@ -26,6 +27,8 @@ def load_source(source: DataSource, key: str, image: ImageConfig | None = None) 
         items = apply_llava_prompts(task, items, Path(source.prompts), key)
     if image is not None:
         items = fit_box_answers(items, image)
+        if image.position == "after" and not task.image_position_from_data:
+            items = [replace(it, image_at_end=True) if it.image is not None else it for it in items]
     return task, items
 
 

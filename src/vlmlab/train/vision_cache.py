@@ -31,7 +31,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
     own_data = cfg.train.stages[stage_index].data is not None  # then the run's training data plays no part
     payload = {
         "vision": r["model"]["vision"],
-        "image": r["data"]["image"],
+        "image": {k: v for k, v in r["data"]["image"].items() if k != "position"},  # the prompt layout: not the tower's
         "data": None if own_data else r["data"]["train"],
         "seed": r["seed"],
         "stages": r["train"]["stages"][: stage_index + 1],

@@ -19,6 +19,9 @@ class Task:
         pass
 
     answer_type = "short"
+    image_position_from_data: ClassVar[bool] = (
+        False  # records say where the image goes (data.image.position is ignored)
+    )
     metric: ClassVar[str] = "exact_match"
     splits: tuple[str, ...] = ("train", "test")
 

@@ -26,6 +26,7 @@ class LlavaJson(Task):
     turn's (what an evaluation of this file would ask)."""
 
     splits = ("train", "val", "test")
+    image_position_from_data = True  # `<image>` opens or closes each record's first turn
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         file = require_path(path, "llava-json", "a LLaVA .json file or a directory holding <split>.json")
