@@ -3,6 +3,7 @@
 from vlmlab.analysis import (  # noqa: F401
     attention,
     calibration,
+    claims,
     collapse,
     exclusive,
     factor_effects,
