@@ -17,9 +17,9 @@ LEVELS = {"gen1": {"model.llm.id": "llama1-tiny"}, "gen3": {"model.llm.id": "lla
 N = 400  # items per task
 
 
-def ladder(accuracy: dict, seeds=(0, 1), confidence=None, different: bool = False) -> StudyData:
+def ladder(accuracy: dict, seeds=(0, 1), confidence=None, different: bool = False, shift: float = 0.0) -> StudyData:
     """gen1 vs gen3 on perception, reasoning and grounding tasks: `accuracy[(variant, task)]`; gen3's correct items
-    are drawn independently of gen1's (`different`) or nested in them."""
+    are the ones gen1 gets wrong first (`different`: negatively correlated) or nested in gen1's."""
     spec = study_spec_from_dict(
         {"name": "s", "base": "easy-vqa-tiny", "factors": {"llm": {"keys": ["model.llm.id"], "levels": LEVELS}}}
     )
@@ -28,7 +28,7 @@ def ladder(accuracy: dict, seeds=(0, 1), confidence=None, different: bool = Fals
         rng = np.random.default_rng(seed)
         for task in ("shapes-perception", "shapes-reasoning", "shapes-grounding"):
             u = rng.random(N)
-            v = rng.random(N) if different else u
+            v = 1 - u if different else (u + shift) % 1  # anti-correlated (the paper's finding), or overlapping
             for variant, draw in (("gen1", u), ("gen3", v)):
                 correct = draw < accuracy[(variant, task)]
                 conf = (confidence or {}).get(variant, np.where(correct, 0.8, 0.3))
@@ -79,9 +79,13 @@ def test_a_uniform_win_different_questions_and_chance_boxes_give_the_other_verdi
     acc = {(g, t): a for g, a in (("gen1", 0.5), ("gen3", 0.5)) for t in ("shapes-perception", "shapes-reasoning")}
     acc.update({("gen1", "shapes-grounding"): 0.0, ("gen3", "shapes-grounding"): 0.0})
     v = verdicts(ladder(acc, different=True))
-    assert v["A2"] == REPRODUCED  # same accuracy, half the items change hands
+    assert v["A2"] == REPRODUCED  # same accuracy, the items change hands, φ < 0
     assert v["A4"] == INCONCLUSIVE  # nobody draws boxes: untestable at this scale
     assert v["A5"] == INCONCLUSIVE and v["A1"] == INCONCLUSIVE  # no difference anywhere
+    churn = ladder(acc, shift=0.1)  # a fifth of the items change hands, but correctness correlates (φ ≈ +0.6)
+    result = Claims(Claims.Params()).compute(churn, [])
+    a2 = result.claims.set_index("id").loc["A2"]
+    assert a2["verdict"] == INCONCLUSIVE and "correlates positively" in a2["evidence"]
     up = {k: (0.3 if k[0] == "gen1" else 0.9) for k in acc}
     assert verdicts(ladder(up))["A1"] == NOT  # the newest wins every task
 

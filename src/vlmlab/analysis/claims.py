@@ -92,17 +92,23 @@ def claim_uniform(study: StudyData, factor: str, old: str, new: str, level: str)
 def claim_different(study: StudyData, old: str, new: str) -> dict:
     wide = correctness(study.results)
     s = pair_stats(wide[old].to_numpy(), wide[new].to_numpy())
-    verdict = (
-        REPRODUCED
-        if "different" in s["verdict"]
-        else NOT
-        if "more" in s["verdict"] or "fewer" in s["verdict"]
-        else INCONCLUSIVE
-    )
+    if "more" in s["verdict"] or "fewer" in s["verdict"]:
+        verdict = NOT
+    elif "different" in s["verdict"]:  # the paper also finds the two correctness vectors negatively correlated
+        verdict = REPRODUCED if s["phi"] <= 0 else INCONCLUSIVE
+    else:
+        verdict = INCONCLUSIVE
     evidence = (
         f"only {old} {s['only_a']}, only {new} {s['only_b']}, both {s['both']}, neither {s['neither']} of {s['n']} "
         f"items × seeds; churn {s['churn']:.3f}, net gain {s['net_gain']:+.3f}, McNemar p {s['mcnemar_p']:.3g}, "
-        f"φ {s['phi']:+.3f} ({s['verdict']})." + _seed_note(len(study.seeds))
+        f"φ {s['phi']:+.3f} ({s['verdict']})"
+        + (
+            "; the items change hands, but correctness correlates positively where the paper reports a negative "
+            "correlation."
+            if "different" in s["verdict"] and s["phi"] > 0
+            else "."
+        )
+        + _seed_note(len(study.seeds))
     )
     figure = pd.DataFrame(
         {"group": [f"only {old}", "both", f"only {new}"], "items": [s["only_a"], s["both"], s["only_b"]]}
@@ -123,8 +129,8 @@ def claim_calibration(study: StudyData, old: str, new: str) -> dict:
     else:
         verdict = INCONCLUSIVE
     evidence = "; ".join(
-        f"{r['task']} ECE {r['ece_first']:.3f} → {r['ece_second']:.3f} ({r['difference']:+.3f} "
-        f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}])"
+        f"{r['task']} ECE {r['ece_first']:.3f} → {r['ece_second']:.3f} (newest − oldest {-r['difference']:+.3f} "
+        f"[{-r['ci_high']:+.3f}, {-r['ci_low']:+.3f}])"
         for _, r in pairs.iterrows()
     )
     figure = pairs[["task", "ece_first", "ece_second"]]
