@@ -21,7 +21,7 @@ Variants (`--variants`, comma-separated):
 
 Usage: python benchmarks/bench_grounding.py [--variants ground-only,ground-classify] [--steps 1500] [--n 20000]
        [--eval 600] [--out DIR]
-About 11 minutes per variant at 1500 steps on 2 cores (plus ~3 min per vision-pretrain objective, once).
+About 6 minutes per variant at 1500 steps on 2 idle cores (plus ~3 min per vision-pretrain objective, once: cached).
 """
 
 from __future__ import annotations
