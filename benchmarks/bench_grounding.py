@@ -17,6 +17,11 @@ Variants (`--variants`, comma-separated):
   ground-classify   the same with the classify tower (the demo's objective until now): does dense pretraining help?
   ground-after      ground-only with the image after the question (`data.image.position: after`): the vision tokens
                     can attend to the question
+  ground-after-lr2  ground-after at twice the finetune learning rate (2e-3); -lr4 at 4e-3
+  mixed-after       ground-after on the demo's mixture instead (easy-VQA 16k + every shapes-world question family),
+                    so box questions are ~8% of the samples, as in the demo
+  mixed-chat-after-lr2  easy-VQA 16k + shapes-world-chat (a scene's questions and its box questions as one
+                    conversation), image after, lr 2e-3
   ground-chat       finetune on shapes-world-chat conversations (a box turn per nameable object), dense tower
 
 Usage: python benchmarks/bench_grounding.py [--variants ground-only,ground-classify] [--steps 1500] [--n 20000]
@@ -44,17 +49,24 @@ from vlmlab.cli import main as vlmlab  # noqa: E402
 from vlmlab.data.shapes_world import box_text_coords, cached_dataset  # noqa: E402
 from vlmlab.metrics.boxes import box_iou, parse_box  # noqa: E402
 
-VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position)
-    "ground-only": ("dense", {"task": "shapes-grounding", "split": "train"}, "before"),
-    "ground-classify": ("classify", {"task": "shapes-grounding", "split": "train"}, "before"),
-    "ground-after": ("dense", {"task": "shapes-grounding", "split": "train"}, "after"),
-    "ground-chat": ("dense", {"task": "shapes-world-chat", "split": "train"}, "before"),
+GROUND = {"task": "shapes-grounding", "split": "train"}
+EASY = {"task": "easy-vqa", "split": "train", "limit": 16000}
+MIXED = [EASY, {"task": "shapes-world", "split": "train"}]
+MIXED_CHAT = [EASY, {"task": "shapes-world-chat", "split": "train"}]
+VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, finetune lr)
+    "ground-only": ("dense", [GROUND], "before", 1e-3),
+    "ground-classify": ("classify", [GROUND], "before", 1e-3),
+    "ground-after": ("dense", [GROUND], "after", 1e-3),
+    "ground-after-lr2": ("dense", [GROUND], "after", 2e-3),
+    "ground-after-lr4": ("dense", [GROUND], "after", 4e-3),
+    "mixed-after": ("dense", MIXED, "after", 1e-3),
+    "mixed-chat-after-lr2": ("dense", MIXED_CHAT, "after", 2e-3),
+    "ground-chat": ("dense", [{"task": "shapes-world-chat", "split": "train"}], "before", 1e-3),
 }
 
 
-def config(
-    name: str, objective: str, train: dict, position: str, pretrain: Path, data: Path, steps: int, n_eval: int
-) -> dict:
+def config(name: str, variant: tuple, pretrain: Path, data: Path, steps: int, n_eval: int) -> dict:
+    objective, train, position, lr = variant
     return {
         "name": name,
         "seed": 0,
@@ -71,7 +83,7 @@ def config(
             "llm": {"id": "llama2-tiny", "hidden_size": 128, "num_layers": 4, "num_heads": 4},
         },
         "data": {
-            "train": [{**train, "path": str(data)}],
+            "train": [src if src["task"] == "easy-vqa" else {**src, "path": str(data)} for src in train],
             "eval": [{"task": "shapes-grounding", "split": "test", "path": str(data), "limit": n_eval}],
             "image": {"size": 64, "geometry": "resize", "position": position},
         },
@@ -90,7 +102,7 @@ def config(
                     "data": {"task": "shapes-world", "split": "train", "path": str(pretrain)},
                 },
                 {"name": "align", "max_steps": 60, "lr": {"projector": 1.0e-3}},
-                {"name": "finetune", "max_steps": steps, "lr": {"projector": 1.0e-3, "llm": 1.0e-3}},
+                {"name": "finetune", "max_steps": steps, "lr": {"projector": lr, "llm": lr}},
             ],
             "warmup_ratio": 0.05,
             "log_every": 50,
@@ -140,11 +152,10 @@ def main() -> None:
     pretrain, data = cached_dataset(0, 4000), cached_dataset(0, args.n)
     results = {}
     for name in names:
-        objective, train, position = VARIANTS[name]
         run = args.out / name
         path = args.out / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config(name, objective, train, position, pretrain, data, args.steps, args.eval)))
+        path.write_text(yaml.safe_dump(config(name, VARIANTS[name], pretrain, data, args.steps, args.eval)))
         t0 = time.perf_counter()
         if not (run / "predictions.parquet").is_file() and vlmlab(["train", str(path), "--out", str(run)]) != 0:
             sys.exit(f"{name}: training failed")
