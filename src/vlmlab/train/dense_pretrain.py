@@ -163,6 +163,11 @@ class DenseObjective:
     """The `dense` objective for `pretrain_vision`: targets, heads, loss and held-out scores."""
 
     name = "dense"
+    learns_from = "objects with boxes"
+
+    @staticmethod
+    def labels(task, items) -> dict[str, dict]:
+        return task.image_objects(items)
 
     def __init__(self, vision, paths, image_objects, image: ImageConfig, device):
         self.grid = vision.grid

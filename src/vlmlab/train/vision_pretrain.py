@@ -29,7 +29,6 @@ from vlmlab.train import vision_cache
 from vlmlab.training_step import Fault, NonFiniteGuard, StepLoop, TrainingStep, likely_cause, schedule
 
 IGNORE = -100
-WHAT = {"classify": "image-level labels", "dense": "objects with boxes"}  # what each objective learns from
 
 
 def label_table(image_labels: dict[str, dict[str, str]]) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
@@ -67,6 +66,11 @@ class ClassifyObjective:
     """The `classify` objective: the tower's tokens are mean-pooled into one linear head per image attribute."""
 
     name = "classify"
+    learns_from = "image-level labels"
+
+    @staticmethod
+    def labels(task, items) -> dict[str, dict[str, str]]:
+        return task.image_labels(items)
 
     def __init__(self, vision, paths, image_labels: dict[str, dict[str, str]], image: ImageConfig, device):
         _, self.classes, table = label_table(image_labels)
@@ -103,11 +107,6 @@ def objective_class(name: str):
     return {"classify": ClassifyObjective, "dense": DenseObjective}[name]
 
 
-def objective_labels(name: str, task, items) -> dict[str, dict]:
-    """What objective `name` learns from, per image: attribute classes (`classify`) or objects with boxes (`dense`)."""
-    return task.image_labels(items) if name == "classify" else task.image_objects(items)
-
-
 class ImageArrays:
     """Preprocessed images by path (what `pretrain_vision` needs of a dataset), for use without a VQA dataset."""
 
@@ -137,7 +136,9 @@ def pretrain_vision(
     returns the last epoch's train top-1 per attribute and, with `heldout` labels, held-out top-1. The steps are
     the shared `TrainingStep` (schedule, clipping, the run's non-finite policy) in a `StepLoop`."""
     if not image_labels:
-        raise UserError(f"{stage_key}: vision-pretrain found no {WHAT[stage.objective]} in the training task")
+        raise UserError(
+            f"{stage_key}: vision-pretrain found no {objective_class(stage.objective).learns_from} in the training task"
+        )
     paths = list(image_labels)
     images = np.stack([data.image_array(p) for p in paths])
     objective = objective_class(stage.objective)(vision, paths, image_labels, cfg.data.image, device)
@@ -207,7 +208,7 @@ def heldout_top1(vision, heads, classes, data, heldout, cfg, device, batch_size)
 
 
 def ordered_image_labels(sources, objective: str = "classify") -> dict[str, dict]:
-    """What `objective` learns from (`objective_labels`), per image, from every (task, items) source; with
+    """What `objective` learns from (its class's `labels`), per image, from every (task, items) source; with
     `classify`, attributes a source lacks stay unknown.
 
     Ordered by (source, path relative to the source's image root): the same data gives the same
@@ -216,7 +217,7 @@ def ordered_image_labels(sources, objective: str = "classify") -> dict[str, dict
     labels: dict[str, dict[str, str]] = {}
     keys: dict[str, tuple[int, str]] = {}
     for i, (task, items) in enumerate(sources):
-        source_labels = objective_labels(objective, task, items)
+        source_labels = objective_class(objective).labels(task, items)
         if not source_labels:
             continue
         root = os.path.commonpath([os.path.dirname(p) for p in source_labels])
@@ -233,7 +234,7 @@ def stage_data_labels(cfg: RunConfig, s: int) -> tuple[dict, dict | None]:
     train = ordered_image_labels([load_source(source, f"train.stages.{s}.data", cfg.data.image)], stage.objective)
     if not train:
         raise UserError(
-            f"train.stages.{s}.data: task {source.task!r} gives no {WHAT[stage.objective]} to pretrain on"
+            f"train.stages.{s}.data: task {source.task!r} gives no {objective_class(stage.objective).learns_from} to pretrain on"
             f" (objective: {stage.objective})"
         )
     heldout = None
