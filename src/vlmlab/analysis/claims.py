@@ -25,7 +25,7 @@ import pandas as pd
 from vlmlab.analysis.base import Analysis
 from vlmlab.analysis.calibration import ece_pairs
 from vlmlab.analysis.exclusive import exclusive_table
-from vlmlab.analysis.factor_effects import level_deltas
+from vlmlab.analysis.factor_effects import level_deltas, paired_scores
 from vlmlab.analysis.overlap import correctness, pair_stats
 from vlmlab.registry import register_analysis
 from vlmlab.render import plots
@@ -183,9 +183,8 @@ def claim_exclusive(study: StudyData, new: str) -> dict:
 
 
 def claim_perception(study: StudyData, factor: str, new: str, level: str, samples: int = 1000) -> dict:
-    deltas = level_deltas(study, factor)
-    deltas = deltas[deltas["level"] == level]
-    family = {t: "perception" if "percep" in t else "reasoning" if "reason" in t else None for t in deltas["task"]}
+    paired = paired_scores(study, factor, level).rename(columns={"score_level": "score_new"})
+    family = {t: "perception" if "percep" in t else "reasoning" if "reason" in t else None for t in paired["task"]}
     if not {"perception", "reasoning"} <= set(family.values()):
         return _claim(
             "A5",
@@ -195,12 +194,6 @@ def claim_perception(study: StudyData, factor: str, new: str, level: str, sample
             "factor-effects",
             None,
         )
-    records = study.results[(study.results["mode"] == "clean")]
-    levels = list(study.spec.factors[factor].levels)
-    keys = ["seed", "task", "item_id", *[f for f in study.spec.factors if f != factor]]
-    ref = records[records[factor] == levels[0]][keys + ["score"]]
-    this = records[records[factor] == level][keys + ["score"]]
-    paired = ref.merge(this, on=keys, suffixes=("_ref", "_new"))
     paired["family"] = paired["task"].map(family)
     rng = np.random.default_rng(0)
     diffs = {}

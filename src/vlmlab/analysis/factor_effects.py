@@ -22,6 +22,17 @@ def verdict(low: float, high: float) -> str:
     return "no detectable difference"
 
 
+def paired_scores(study: StudyData, factor: str, level: str, mode: str = "clean") -> pd.DataFrame:
+    """`score_ref` (the factor's first level) and `score_level` of the same items: same seed, task, item and
+    levels of every other factor, so a difference isolates this factor."""
+    others = [f for f in study.spec.factors if f != factor]
+    keys = ["seed", "task", "item_id", *others]
+    records = study.results[study.results["mode"] == mode]
+    reference = records[records[factor] == list(study.spec.factors[factor].levels)[0]][keys + ["score", "category"]]
+    this = records[records[factor] == level][keys + ["score"]]
+    return reference.merge(this, on=keys, suffixes=("_ref", "_level"))
+
+
 def level_deltas(
     study: StudyData, factor: str, mode: str = "clean", by: str = "task", per_seed: bool = False
 ) -> pd.DataFrame:
@@ -31,14 +42,9 @@ def level_deltas(
     Seeds are pooled (items x seeds are the resampled units) unless `per_seed`.
     """
     levels = list(study.spec.factors[factor].levels)
-    others = [f for f in study.spec.factors if f != factor]
-    keys = ["seed", "task", "item_id", *others]
-    records = study.results[study.results["mode"] == mode]
-    reference = records[records[factor] == levels[0]][keys + ["score", "category"]]
     rows = []
     for level in levels[1:]:
-        this = records[records[factor] == level][keys + ["score"]]
-        paired = reference.merge(this, on=keys, suffixes=("_ref", "_level"))
+        paired = paired_scores(study, factor, level, mode)
         groups = ["seed", by] if per_seed else [by]
         for group, f in paired.groupby(groups, sort=False):
             low, high = paired_bootstrap_ci(f["score_level"], f["score_ref"])
