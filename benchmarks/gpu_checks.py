@@ -713,21 +713,30 @@ def _kernel_available() -> bool:
 # ----- checks 3 and 4: the LLaVA-1.5-7B-shaped VLM -----------------------------------------------------------
 
 
-def probe_items(n: int, folder: Path, seed: int):
-    """n VQA items over shapes-world scenes saved as PNG (one question each, LLaVA's short-answer suffix)."""
+def saved_scenes(n: int, folder: Path, seed: int, stream: int):
+    """(i, generator, objects, PNG path) of n shapes-world scenes drawn from stream `stream` of `seed` and
+    saved into `folder`; the generator goes on to draw the scene's questions."""
     import numpy as np
     from PIL import Image
 
     from vlmlab.data import shapes_world as sw
-    from vlmlab.data.items import VQAItem
 
     folder.mkdir(parents=True, exist_ok=True)
-    items = []
     for i in range(n):
-        rng = np.random.default_rng([seed, 2, i])
+        rng = np.random.default_rng([seed, stream, i])
         objects = sw.sample_objects(rng, 64)
         path = folder / f"scene{i:04d}.png"
         Image.fromarray(sw.render(objects, 64)).save(path)
+        yield i, rng, objects, path
+
+
+def probe_items(n: int, folder: Path, seed: int):
+    """n VQA items over shapes-world scenes saved as PNG (one question each, LLaVA's short-answer suffix)."""
+    from vlmlab.data import shapes_world as sw
+    from vlmlab.data.items import VQAItem
+
+    items = []
+    for i, rng, objects, path in saved_scenes(n, folder, seed, stream=2):
         questions = sw.scene_questions(rng, objects, 64)
         q = questions[i % len(questions)]
         items.append(
@@ -1204,19 +1213,11 @@ def finetune_items(n: int, folder: Path, seed: int, data_for, image_tokens: int,
     shapes-world questions (LLaVA's short-answer suffix) asked of one image, as many turns as bring the row's
     text tokens in the backbone's chat template closest to `text_tokens` (`data_for(items)` is the VQADataset
     that counts them)."""
-    import numpy as np
-    from PIL import Image
-
     from vlmlab.data import shapes_world as sw
     from vlmlab.data.items import VQAItem
 
-    folder.mkdir(parents=True, exist_ok=True)
     items = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, 5, i])
-        objects = sw.sample_objects(rng, 64)
-        path = folder / f"scene{i:04d}.png"
-        Image.fromarray(sw.render(objects, 64)).save(path)
+    for i, rng, objects, path in saved_scenes(n, folder, seed, stream=5):
         turns: list[tuple[str, str]] = []
         category, item, length, previous = "", None, 0, (None, 0)
         while length < text_tokens and len(turns) < 200:
