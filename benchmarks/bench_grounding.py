@@ -23,6 +23,9 @@ Variants (`--variants`, comma-separated):
   mixed-chat-after-lr2  easy-VQA 16k + shapes-world-chat (a scene's questions and its box questions as one
                     conversation), image after, lr 2e-3
   ground-chat       finetune on shapes-world-chat conversations (a box turn per nameable object), dense tower
+  mixed-boxes-after-lr2  the demo's mixture plus shapes-world-boxes (a single-turn box question for every nameable
+                    object of each scene), image after, lr 2e-3; -boxes2 repeats that source twice
+  easy8-boxes2-after-lr2  mixed-boxes2 with easy-VQA halved to 8k
 
 Usage: python benchmarks/bench_grounding.py [--variants ground-only,ground-classify] [--steps 1500] [--n 20000]
        [--eval 600] [--out DIR]
@@ -53,6 +56,9 @@ GROUND = {"task": "shapes-grounding", "split": "train"}
 EASY = {"task": "easy-vqa", "split": "train", "limit": 16000}
 MIXED = [EASY, {"task": "shapes-world", "split": "train"}]
 MIXED_CHAT = [EASY, {"task": "shapes-world-chat", "split": "train"}]
+BOXES = {"task": "shapes-world-boxes", "split": "train"}
+MIXED_BOXES = [*MIXED, BOXES]
+EASY8 = {**EASY, "limit": 8000}
 VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, finetune lr)
     "ground-only": ("dense", [GROUND], "before", 1e-3),
     "ground-classify": ("classify", [GROUND], "before", 1e-3),
@@ -62,6 +68,9 @@ VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, 
     "mixed-after": ("dense", MIXED, "after", 1e-3),
     "mixed-chat-after-lr2": ("dense", MIXED_CHAT, "after", 2e-3),
     "ground-chat": ("dense", [{"task": "shapes-world-chat", "split": "train"}], "before", 1e-3),
+    "mixed-boxes-after-lr2": ("dense", MIXED_BOXES, "after", 2e-3),
+    "mixed-boxes2-after-lr2": ("dense", [*MIXED, {**BOXES, "repeat": 2}], "after", 2e-3),
+    "easy8-boxes2-after-lr2": ("dense", [EASY8, MIXED[1], {**BOXES, "repeat": 2}], "after", 2e-3),
 }
 
 

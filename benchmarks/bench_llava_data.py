@@ -33,7 +33,7 @@ os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
 from vlmlab.config import config_from_dict  # noqa: E402
 from vlmlab.data.dataset import VQADataset  # noqa: E402
 from vlmlab.data.loader import batch_loader  # noqa: E402
-from vlmlab.data.sources import load_training_sources, training_items  # noqa: E402
+from vlmlab.data.sources import load_training_items  # noqa: E402
 from vlmlab.models.build import build_model  # noqa: E402
 from vlmlab.parts import load_builtin_parts  # noqa: E402
 
@@ -118,7 +118,7 @@ def save_tokenizer(file: Path, out: Path) -> Path:
         sample = out / "sample.json"
         sample.write_text(json.dumps(json.loads(file.read_text())[:2000]))
         cfg = config_from_dict(tiny_config(sample, 0))
-        items = training_items(load_training_sources(cfg))
+        items = load_training_items(cfg)
         model = build_model(cfg, texts=[t for it in items for turn in it.turns for t in turn])
         model.llm.save_tokenizer(directory)
     return directory
@@ -167,7 +167,7 @@ def time_to_first_step(file: Path, out: Path, workers: int, tokenizer: Path) -> 
 def loader_throughput(file: Path, workers: int, batches: int = 40) -> float:
     """Samples/s the data pipeline delivers with `workers` processes (decode, letterbox, tokenize, collate)."""
     cfg = config_from_dict(tiny_config(file, workers))
-    items = training_items(load_training_sources(cfg))[:20_000]
+    items = load_training_items(cfg)[:20_000]
     model = build_model(cfg, texts=[t for it in items[:2000] for turn in it.turns for t in turn])
     data = VQADataset(
         items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True, max_length=2048,

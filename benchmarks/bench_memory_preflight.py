@@ -21,7 +21,7 @@ os.environ.setdefault("VLMLAB_NO_PROGRESS", "1")
 
 from vlmlab.config import config_from_dict  # noqa: E402
 from vlmlab.data.dataset import VQADataset  # noqa: E402
-from vlmlab.data.sources import load_training_sources, training_items  # noqa: E402
+from vlmlab.data.sources import load_training_items  # noqa: E402
 from vlmlab.evaluation.generate import greedy_generate  # noqa: E402
 from vlmlab.measure import heap  # noqa: E402
 from vlmlab.models import footprint  # noqa: E402
@@ -65,7 +65,7 @@ def measure(name: str, tower: dict, checkpointing: bool, batch: int, size: int) 
     raw["data"]["image"]["size"] = size
     raw["train"]["gradient_checkpointing"] = checkpointing
     cfg = config_from_dict(raw)
-    items = training_items(load_training_sources(cfg))
+    items = load_training_items(cfg)
     model = build_model(cfg, texts=[it.question for it in items] + [it.answer for it in items])
     if checkpointing:
         enable_gradient_checkpointing(model)

@@ -65,7 +65,7 @@ from vlmlab.cli import resolve_config_path  # noqa: E402
 from vlmlab.config import RunConfig, load_config  # noqa: E402
 from vlmlab.data.dataset import VQADataset  # noqa: E402
 from vlmlab.data.order import stage_order  # noqa: E402
-from vlmlab.data.sources import load_training_sources, training_items  # noqa: E402
+from vlmlab.data.sources import load_training_items  # noqa: E402
 from vlmlab.models.build import build_model  # noqa: E402
 from vlmlab.parts import load_builtin_parts  # noqa: E402
 from vlmlab.registry import LLM_BACKBONES  # noqa: E402
@@ -292,7 +292,7 @@ class Bench:
 
     @classmethod
     def build(cls, cfg: RunConfig) -> Bench:
-        items = training_items(load_training_sources(cfg))
+        items = load_training_items(cfg)
         model = build_model(cfg, texts=tokenizer_texts(items)).train()
         stage = cfg.train.stages[0]
         apply_stage_freezing(model, stage)

@@ -78,3 +78,18 @@ def test_every_builtin_config_validates():
     assert {c.stem for c in configs} >= {"easy-vqa-tiny", "shapes-world-tiny"}
     for path in configs:
         assert load_config(path).name == path.stem
+
+
+def test_repeat_weights_a_training_source_and_never_an_eval_source(tiny_raw):
+    from vlmlab.data.sources import load_source, load_training_items
+
+    source = dict(
+        tiny_raw["data"]["train"][0] if isinstance(tiny_raw["data"]["train"], list) else tiny_raw["data"]["train"]
+    )
+    tiny_raw["data"]["train"] = [source, {**source, "repeat": 3}]
+    cfg = config_from_dict(tiny_raw)
+    _, once = load_source(cfg.data.train[0], "data.train.0", cfg.data.image)
+    mixture = load_training_items(cfg)
+    assert [it.item_id for it in mixture] == [it.item_id for it in once] * 4  # 1 + 3 copies, in config order
+    tiny_raw["data"]["eval"][0]["repeat"] = 2
+    assert _error(tiny_raw).startswith("data.eval: source 0 has repeat 2: `repeat` weights training sources only")

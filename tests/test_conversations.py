@@ -16,7 +16,7 @@ from vlmlab.config import config_from_dict
 from vlmlab.data.dataset import IGNORE, VQADataset
 from vlmlab.data.loader import batch_loader
 from vlmlab.data.order import SeededBatchOrder, modality_length
-from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.data.sources import load_training_items
 from vlmlab.models.build import build_model
 from vlmlab.runs import RunDir
 from vlmlab.train.trainer import Trainer
@@ -35,7 +35,7 @@ def mix_raw(tiny_raw, tmp_path):
 
 def _built(raw):
     cfg = config_from_dict(raw)
-    items = training_items(load_training_sources(cfg))
+    items = load_training_items(cfg)
     texts = [t for it in items for turn in it.turns for t in turn] + [t for turn in TURNS for t in turn]
     return cfg, items, build_model(cfg, texts=texts)
 
@@ -111,7 +111,7 @@ def test_max_length_cuts_text_never_the_image_and_counts_what_it_drops(mix_raw):
 
 
 def test_grouped_order_is_one_modality_per_batch_resume_exact_and_rank_split(mix_raw):
-    items = training_items(load_training_sources(config_from_dict(mix_raw)))
+    items = load_training_items(config_from_dict(mix_raw))
     lengths = [modality_length(it) for it in items]
     order = SeededBatchOrder(len(items), 4, seed=3, total_steps=30, lengths=lengths)  # 4 of the 48 are text-only
     epoch = [order.global_indices(k) for k in range(order.steps_per_epoch)]
@@ -238,10 +238,10 @@ def test_image_position_after_puts_the_vision_tokens_after_the_question_in_train
     tiny_raw["data"]["image"]["position"] = "after"
     after = config_from_dict(tiny_raw)
     assert stage_key(before, 0) == stage_key(after, 0)
-    train = training_items(load_training_sources(after))
+    train = load_training_items(after)
     _, evaluation = load_source(after.data.eval[0], "data.eval.0", after.data.image)
     assert all(it.image_at_end for it in train + evaluation)
-    assert not any(it.image_at_end for it in training_items(load_training_sources(before)))
+    assert not any(it.image_at_end for it in load_training_items(before))
 
     model = build_model(after, texts=[t for it in train for turn in it.turns for t in turn])
     data = VQADataset(train[:4], model.llm, after.data.image, model.num_image_tokens, with_answers=True)
@@ -253,5 +253,5 @@ def test_image_position_after_puts_the_vision_tokens_after_the_question_in_train
     assert words not in model.llm.tokenizer.decode(ids[start + length :])
 
     tiny_raw["data"]["train"] = {"task": "llava-json", "split": "train", "path": str(write_tiny_mix(tmp_path / "mix"))}
-    records = training_items(load_training_sources(config_from_dict(tiny_raw)))  # a LLaVA file places its images
+    records = load_training_items(config_from_dict(tiny_raw))  # a LLaVA file places its images
     assert any(not it.image_at_end for it in records if it.image is not None)

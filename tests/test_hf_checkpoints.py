@@ -56,10 +56,10 @@ def test_a_vlm_trains_on_the_hf_backbone_with_gradient_checkpointing(sharded, ti
     model = build_model(config_from_dict(tiny_raw))
     assert enable_gradient_checkpointing(model) == ["llm", "vision"]
     from vlmlab.data.dataset import VQADataset
-    from vlmlab.data.sources import load_training_sources, training_items
+    from vlmlab.data.sources import load_training_items
 
     cfg = config_from_dict(tiny_raw)
-    items = training_items(load_training_sources(cfg))[:4]
+    items = load_training_items(cfg)[:4]
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
     b = data.collate([data[i] for i in range(4)])
     inputs = dict(

@@ -15,7 +15,7 @@ import yaml
 from vlmlab.cli import main
 from vlmlab.config import config_from_dict
 from vlmlab.data.dataset import VQADataset
-from vlmlab.data.sources import load_training_sources, training_items
+from vlmlab.data.sources import load_training_items
 from vlmlab.evaluation.generate import greedy_generate
 from vlmlab.measure import heap
 from vlmlab.models import footprint
@@ -45,7 +45,7 @@ def _setup(tiny_raw, vision: str, checkpointing: bool):
     raw["train"]["gradient_checkpointing"] = checkpointing
     raw["train"]["stages"][1]["lr"]["vision"] = 1e-3
     cfg = config_from_dict(raw)
-    items = training_items(load_training_sources(cfg))
+    items = load_training_items(cfg)
     model = build_model(cfg, texts=[it.question for it in items] + [it.answer for it in items])
     if checkpointing:
         enable_gradient_checkpointing(model)
@@ -80,7 +80,7 @@ def test_training_estimate_is_within_a_factor_of_the_measured_peak(tiny_raw, vis
 def test_evaluation_estimate_is_within_a_factor_of_the_measured_peak(tiny_raw, vision):
     cfg, model, _, _ = _setup(tiny_raw, vision, False)
     model.eval()
-    items = training_items(load_training_sources(cfg))
+    items = load_training_items(cfg)
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False)
     longest = sorted(range(len(data)), key=lambda i: -data.length(i))
     batch = data.collate([data[i] for i in longest[: cfg.eval.batch_size]])

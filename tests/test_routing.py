@@ -97,9 +97,9 @@ def test_fastv_trains_and_rejects_a_layer_beyond_the_llm(tiny_raw):
 
     model, cfg = _model(tiny_raw, {"id": "fastv", "layer": 1, "ratio": 0.5})
     from vlmlab.data.dataset import VQADataset
-    from vlmlab.data.sources import load_training_sources, training_items
+    from vlmlab.data.sources import load_training_items
 
-    items = training_items(load_training_sources(cfg))[:4]
+    items = load_training_items(cfg)[:4]
     data = VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=True)
     b = data.collate([data[i] for i in range(4)])
     model.train()

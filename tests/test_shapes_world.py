@@ -256,6 +256,35 @@ def test_chat_task_makes_a_conversation_per_scene_with_every_box_question(dirs):
     assert [it.turns for it in again] == [it.turns for it in chat]  # the order is seeded per scene
 
 
+def test_boxes_task_asks_every_nameable_objects_box_as_the_grounding_questions_do(dirs):
+    """shapes-world-boxes: one single-turn item per direct or relational box question of each train scene; the
+    generator's own grounding questions are among them with the same answers, in the run's frame."""
+    from vlmlab.config import DataSource, ImageConfig
+    from vlmlab.data.shapes_world import box_text_coords, unique_name
+    from vlmlab.data.sources import load_source
+
+    image = ImageConfig(size=SIZE, geometry="resize")
+    _, boxes = load_source(DataSource(task="shapes-world-boxes", split="train", path=str(dirs["a"])), "k", image)
+    _, single = load_source(DataSource(task="shapes-world", split="train", path=str(dirs["a"])), "k", image)
+    asked = {(it.image, it.question): it.answer for it in single if it.category == "ground"}
+    mine = {(it.image, it.question): it.answer for it in boxes}
+    assert len(mine) == len(boxes) and set(asked) <= set(mine)  # no question twice; every asked one included
+    assert all(mine[k] == a for k, a in asked.items())
+    assert len(boxes) > 2 * len(asked)  # several per scene where the generator asks one
+    scenes = {str((dirs["a"] / s["image"]).resolve()): s for s in _scenes(dirs["a"]).values()}
+    assert {scenes[it.image]["split"] for it in boxes} == {"train"}
+    for it in boxes:
+        objects = scenes[it.image]["objects"]
+        named = {f"Give the box of the {unique_name(o, objects)}.": o for o in objects if unique_name(o, objects)}
+        if it.question in named:
+            assert json.loads(it.answer) == box_text_coords(named[it.question]["box"], SIZE)
+        else:
+            assert it.question.startswith("Give the box of the shape ")  # a relational one
+    assert (
+        len(load_source(DataSource(task="shapes-world-boxes", split="val", limit=5, path=str(dirs["a"])), "k")[1]) == 5
+    )
+
+
 def test_loader_errors_name_the_path_and_line(dirs, tmp_path):
     task = ShapesWorld()
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "nowhere"))):

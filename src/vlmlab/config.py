@@ -89,6 +89,9 @@ class DataSource(Strict):
     # a LLaVA-1.5 question file (.jsonl of {question_id, image, text, ...}): each item asks its `text`, LLaVA's own
     # prompt, matched by the benchmark's question id (vlmlab.data.llava_prompts)
     prompts: str | None = None
+    # a training source's items appear this many times per epoch of its mixture (a mixture weight, as LLaVA-style
+    # data recipes up-sample a small source); evaluation sources are read once
+    repeat: int = Field(1, ge=1, le=1000)
 
 
 class DataConfig(Strict):
@@ -111,6 +114,14 @@ class DataConfig(Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_read_once(cls, value: list[DataSource]) -> list[DataSource]:
+        for i, src in enumerate(value):
+            if src.repeat != 1:
+                raise ValueError(f"source {i} has repeat {src.repeat}: `repeat` weights training sources only")
+        return value
 
 
 class LoraConfig(Strict):

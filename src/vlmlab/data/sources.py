@@ -50,6 +50,11 @@ def load_training_sources(cfg: RunConfig) -> list[tuple[Task, list[VQAItem]]]:
     return [load_source(src, f"data.train.{i}", cfg.data.image) for i, src in enumerate(cfg.data.train)]
 
 
+def load_training_items(cfg: RunConfig) -> list[VQAItem]:
+    """The `data.train` mixture as trained on: its sources' items, each source `repeat` times."""
+    return training_items(load_training_sources(cfg), cfg.data.train)
+
+
 def stage_data_key(cfg: RunConfig, s: int) -> str:
     """Which data sequence stage `s` trains on: `data.train`, or its own `train.stages.<s>.data`."""
     return "data.train" if cfg.train.stages[s].data is None else f"train.stages.{s}.data"
@@ -59,11 +64,13 @@ def load_stage_items(cfg: RunConfig, s: int) -> list[VQAItem]:
     """The items sequence stage `s` trains on (its own `data`, else `data.train`)."""
     stage = cfg.train.stages[s]
     if stage.data is None:
-        return training_items(load_training_sources(cfg))
+        return load_training_items(cfg)
     single = not isinstance(stage.data, list)
     keys = [f"train.stages.{s}.data" + ("" if single else f".{i}") for i in range(len(stage.sources))]
-    return training_items([load_source(src, key, cfg.data.image) for src, key in zip(stage.sources, keys)])
+    loaded = [load_source(src, key, cfg.data.image) for src, key in zip(stage.sources, keys)]
+    return training_items(loaded, stage.sources)
 
 
-def training_items(sources: list[tuple[Task, list[VQAItem]]]) -> list[VQAItem]:
-    return [item for _, items in sources for item in items]
+def training_items(sources: list[tuple[Task, list[VQAItem]]], specs: list[DataSource]) -> list[VQAItem]:
+    """The mixture trained on: every source's items in config order, each source `repeat` times (its weight)."""
+    return [item for (_, items), spec in zip(sources, specs, strict=True) for _ in range(spec.repeat) for item in items]

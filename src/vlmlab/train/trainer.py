@@ -203,7 +203,7 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.sources = load_training_sources(cfg)
-        items = {"data.train": training_items(self.sources)}
+        items = {"data.train": training_items(self.sources, cfg.data.train)}
         for s, stage in enumerate(cfg.train.stages):  # a sequence stage may train on its own data (LLaVA's align)
             if stage.kind.on_sequences and stage_data_key(cfg, s) not in items:
                 items[stage_data_key(cfg, s)] = load_stage_items(cfg, s)

@@ -7,6 +7,7 @@ from vlmlab.data.tasks import (  # noqa: F401
     llava_json,
     pope,
     refcoco,
+    shapes_boxes,
     shapes_chat,
     shapes_world,
     textvqa,
