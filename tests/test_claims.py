@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from _analysis import computed_section
-from vlmlab.analysis.claims import INCONCLUSIVE, NOT, REPRODUCED, UNTESTED, Claims
+from vlmlab.analysis.claims import Claims
+from vlmlab.analysis.verdicts import INCONCLUSIVE, NOT, REPRODUCED, UNTESTED
 from vlmlab.render.document import Figure, Table
 from vlmlab.study.data import StudyData
 from vlmlab.study.spec import study_spec_from_dict

@@ -22,13 +22,16 @@ def verdict(low: float, high: float) -> str:
     return "no detectable difference"
 
 
-def paired_scores(study: StudyData, factor: str, level: str, mode: str = "clean") -> pd.DataFrame:
-    """`score_ref` (the factor's first level) and `score_level` of the same items: same seed, task, item and
-    levels of every other factor, so a difference isolates this factor."""
+def paired_scores(
+    study: StudyData, factor: str, level: str, mode: str = "clean", reference_level: str | None = None
+) -> pd.DataFrame:
+    """`score_ref` (the factor's first level, or `reference_level`) and `score_level` of the same items: same seed,
+    task, item and levels of every other factor, so a difference isolates this factor."""
     others = [f for f in study.spec.factors if f != factor]
     keys = ["seed", "task", "item_id", *others]
     records = study.results[study.results["mode"] == mode]
-    reference = records[records[factor] == list(study.spec.factors[factor].levels)[0]][keys + ["score", "category"]]
+    ref = reference_level if reference_level is not None else list(study.spec.factors[factor].levels)[0]
+    reference = records[records[factor] == ref][keys + ["score", "category"]]
     this = records[records[factor] == level][keys + ["score"]]
     return reference.merge(this, on=keys, suffixes=("_ref", "_level"))
 

@@ -1,0 +1,182 @@
+"""`claims` for studies B and C: each claim's verdict follows its evidence, on synthetic tower and routing studies."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _analysis import computed_section
+from vlmlab.analysis.claims import Claims
+from vlmlab.analysis.verdicts import INCONCLUSIVE, NOT, REPRODUCED, UNTESTED
+from vlmlab.render.document import Figure, Table
+from vlmlab.study.data import StudyData
+from vlmlab.study.spec import study_spec_from_dict
+
+N = 300
+TOWERS = {
+    "vit": {"model.vision": {"id": "vit", "family": "vit"}},
+    "vmamba": {"model.vision": {"id": "vmamba", "depths": [1, 1]}},
+}
+OBJECTIVES = {"classify": {"train.stages.0.objective": "classify"}, "dense": {"train.stages.0.objective": "dense"}}
+STABILIZATION = {
+    "plain": {"model.projector.id": "gelu-mlp", "data.image.geometry": "resize"},
+    "stable": {"model.projector.id": "fused-gelu-mlp", "data.image.geometry": "letterbox"},
+}
+
+
+def _rows(variant, levels, seed, task, correct):
+    box = "ground" in task
+    return [
+        {
+            "variant": variant,
+            **levels,
+            "seed": seed,
+            "task": task,
+            "item_id": f"q{i}",
+            "mode": "clean",
+            "category": "ground" if box else "all",
+            "answer": f"[{i % 50}, 2, {i % 50 + 40}, 60]" if box else "yes",
+            "correct": bool(correct[i]),
+            "score": float(correct[i]),
+            "format_error": False if box else None,
+        }
+        for i in range(N)
+    ]
+
+
+def tower_study(tmp_path: Path, loc, vqa, top1, seeds=(0, 1)) -> StudyData:
+    """vit × vmamba, classify × dense, plain × stable: Acc@0.5 `loc(tower, objective, stab)`, VQA `vqa(tower)`;
+    each run's train.json reports its tower's pretraining top-1 `top1[tower]`."""
+    factors = {
+        "vision": {"keys": ["model.vision"], "levels": TOWERS},
+        "objective": {"keys": ["train.stages.0.objective"], "levels": OBJECTIVES},
+        "stab": {"keys": ["model.projector.id", "data.image.geometry"], "levels": STABILIZATION},
+    }
+    spec = study_spec_from_dict({"name": "b", "base": "easy-vqa-tiny", "factors": factors})
+    rows = []
+    for tower, objective, stab in itertools.product(TOWERS, OBJECTIVES, STABILIZATION):
+        variant = f"{tower}-{objective}-{stab}"
+        levels = {"vision": tower, "objective": objective, "stab": stab}
+        for seed in seeds:
+            u = np.random.default_rng(seed).random(N)  # shared draws: nested correctness, tight paired intervals
+            rows += _rows(variant, levels, seed, "shapes-grounding", u < loc(tower, objective, stab))
+            rows += _rows(variant, levels, seed, "easy-vqa", u < vqa(tower))
+            run = tmp_path / "variants" / variant / f"seed-{seed}"
+            run.mkdir(parents=True)
+            (run / "train.json").write_text(json.dumps({"vision_pretrain": {"heldout_top1/shape": top1[tower]}}))
+    return StudyData(tmp_path, spec, {}, pd.DataFrame(rows), pd.DataFrame())
+
+
+def verdicts(study, measured=()) -> dict[str, str]:
+    result = Claims(Claims.Params()).compute(study, list(measured))
+    return dict(zip(result.claims["id"], result.claims["verdict"]))
+
+
+def test_vmamba_localizing_better_with_dense_and_stable_reproduces_every_claim_of_study_b(tmp_path):
+    def loc(tower, objective, stab):
+        if stab == "plain" and tower == "vit":
+            return 0.0  # the plain interface collapses (at or below random boxes) for the ViT
+        return 0.3 + 0.2 * (tower == "vmamba") + 0.15 * (objective == "dense")
+
+    study = tower_study(tmp_path, loc, vqa=lambda t: 0.7, top1={"vit": 0.95, "vmamba": 0.80})
+    v = verdicts(study)
+    assert v["B1"] == REPRODUCED  # vmamba − vit on boxes, above 0 in both seeds
+    assert v["B2"] == REPRODUCED  # VQA identical: the interval sits above −margin
+    assert v["B3"] == REPRODUCED  # the better-pretrained ViT gives the worse VLM
+    assert v["B4"] == REPRODUCED  # dense − classify on boxes
+    assert v["B5"] == REPRODUCED  # plain collapses in 4 of 8 runs, stable in none, and localizes better
+    section = computed_section(Claims(Claims.Params()), study)
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert any("2603.19209" in t.caption for t in tables)
+    assert any(isinstance(b, Figure) for b in section.blocks)
+
+
+def test_a_worse_ssm_tower_and_no_collapse_give_the_other_verdicts(tmp_path):
+    def loc(tower, objective, stab):
+        return 0.5 - 0.2 * (tower == "vmamba")  # objective and stabilization change nothing
+
+    study = tower_study(tmp_path, loc, vqa=lambda t: 0.7 - 0.2 * (t == "vmamba"), top1={"vit": 0.95, "vmamba": 0.8})
+    v = verdicts(study)
+    assert v["B1"] == NOT and v["B2"] == NOT
+    assert v["B3"] == NOT  # the better-pretrained tower is the better VLM: pretraining predicted it
+    assert v["B4"] == INCONCLUSIVE  # identical correctness: a zero-width interval at 0
+    assert v["B5"] == INCONCLUSIVE  # no plain run collapses: nothing to stabilize
+    result = Claims(Claims.Params()).compute(study, [])
+    b5 = result.claims.set_index("id").loc["B5", "evidence"]
+    assert "nothing for the stabilization to remove" in b5
+
+
+def test_a_tower_study_without_objective_or_stabilization_factors_says_what_it_cannot_test(tmp_path):
+    spec = study_spec_from_dict(
+        {"name": "b", "base": "easy-vqa-tiny", "factors": {"vision": {"keys": ["model.vision"], "levels": TOWERS}}}
+    )
+    rows = []
+    for tower in TOWERS:
+        u = np.random.default_rng(0).random(N)
+        rows += _rows(tower, {"vision": tower}, 0, "easy-vqa", u < 0.6)
+    study = StudyData(tmp_path, spec, {}, pd.DataFrame(rows), pd.DataFrame())
+    result = Claims(Claims.Params()).compute(study, [])
+    v = dict(zip(result.claims["id"], result.claims["verdict"]))
+    assert v["B1"] == UNTESTED and v["B4"] == UNTESTED and v["B5"] == UNTESTED
+    assert v["B3"] == UNTESTED  # no run reports a pretraining accuracy
+    assert "Rests on one seed" in result.claims.set_index("id").loc["B2", "evidence"]
+
+
+class FakeCost:
+    def __init__(self, gflops):
+        self.gflops = gflops
+
+    def read(self):
+        return {"prefill_gflops_per_prompt": self.gflops}
+
+
+class FakeProfile:
+    def __init__(self, share):
+        self.share = share
+
+    def profile(self, threshold):
+        below = [i for i in range(len(self.share)) if all(s < threshold for s in self.share[i:])]
+        return {"share": self.share, "saturation_layer": below[0] if below else None}
+
+
+def routing_study(tmp_path, acc, seeds=(0,)) -> StudyData:
+    levels = {
+        "full": {"model.routing": {"id": "full"}},
+        "fastv": {"model.routing": {"id": "fastv", "layer": 1, "ratio": 0.333}},
+        "dpvr": {"model.routing": {"id": "dpvr", "layer": 1}},
+    }
+    spec = study_spec_from_dict(
+        {"name": "c", "base": "easy-vqa-tiny", "factors": {"routing": {"keys": ["model.routing"], "levels": levels}}}
+    )
+    rows = []
+    for variant in levels:
+        for seed in seeds:
+            u = np.random.default_rng(seed).random(N)
+            rows += _rows(variant, {"routing": variant}, seed, "easy-vqa", u < acc[variant])
+    run = tmp_path / "variants" / "dpvr" / "seed-0"
+    run.mkdir(parents=True)
+    trained = {"trainable": {"finetune": {"projector": 100, "routing": 300}}, "parameters": {"llm": 10000}}
+    (run / "train.json").write_text(json.dumps(trained))
+    return StudyData(tmp_path, spec, {}, pd.DataFrame(rows), pd.DataFrame())
+
+
+def test_dpvr_matching_full_and_beating_fastv_at_matched_flops_reproduces_study_c(tmp_path):
+    study = routing_study(tmp_path, {"full": 0.7, "fastv": 0.55, "dpvr": 0.7})
+    measured = [FakeCost(1.0), FakeCost(0.83), FakeCost(0.82), FakeProfile([0.6, 0.2, 0.05, 0.04])]
+    v = verdicts(study, measured)
+    assert v == {"C1": REPRODUCED, "C2": REPRODUCED, "C3": REPRODUCED}
+    result = Claims(Claims.Params()).compute(study, measured)
+    assert "3.0% of the LLM's" in result.claims.set_index("id").loc["C2", "evidence"]
+
+
+def test_a_lossy_dpvr_unmatched_flops_and_no_saturation_give_the_other_verdicts(tmp_path):
+    study = routing_study(tmp_path, {"full": 0.7, "fastv": 0.55, "dpvr": 0.5})
+    measured = [FakeCost(1.0), FakeCost(0.5), FakeCost(0.82), FakeProfile([0.6, 0.5, 0.4, 0.3])]
+    v = verdicts(study, measured)
+    assert v["C1"] == NOT  # never below the threshold
+    assert v["C2"] == NOT  # 0.2 below full, far past the margin
+    assert v["C3"] == INCONCLUSIVE  # fastv at 0.5x is not matched with dpvr at 0.82x
