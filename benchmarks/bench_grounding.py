@@ -26,6 +26,8 @@ Variants (`--variants`, comma-separated):
   mixed-boxes-after-lr2  the demo's mixture plus shapes-world-boxes (a single-turn box question for every nameable
                     object of each scene), image after, lr 2e-3; -boxes2 repeats that source twice
   easy8-boxes2-after-lr2  mixed-boxes2 with easy-VQA halved to 8k
+  …-tokens          the same with `model.box_tokens: true` (one location token per coordinate instead of digits);
+                    boxes-after-lr2-tokens trains on shapes-world-boxes alone
 
 Usage: python benchmarks/bench_grounding.py [--variants ground-only,ground-classify] [--steps 1500] [--n 20000]
        [--eval 600] [--out DIR]
@@ -59,7 +61,7 @@ MIXED_CHAT = [EASY, {"task": "shapes-world-chat", "split": "train"}]
 BOXES = {"task": "shapes-world-boxes", "split": "train"}
 MIXED_BOXES = [*MIXED, BOXES]
 EASY8 = {**EASY, "limit": 8000}
-VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, finetune lr)
+VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, finetune lr[, model.box_tokens])
     "ground-only": ("dense", [GROUND], "before", 1e-3),
     "ground-classify": ("classify", [GROUND], "before", 1e-3),
     "ground-after": ("dense", [GROUND], "after", 1e-3),
@@ -71,11 +73,15 @@ VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, 
     "mixed-boxes-after-lr2": ("dense", MIXED_BOXES, "after", 2e-3),
     "mixed-boxes2-after-lr2": ("dense", [*MIXED, {**BOXES, "repeat": 2}], "after", 2e-3),
     "easy8-boxes2-after-lr2": ("dense", [EASY8, MIXED[1], {**BOXES, "repeat": 2}], "after", 2e-3),
+    "ground-after-lr2-tokens": ("dense", [GROUND], "after", 2e-3, True),
+    "boxes-after-lr2-tokens": ("dense", [BOXES], "after", 2e-3, True),
+    "mixed-boxes-after-lr2-tokens": ("dense", MIXED_BOXES, "after", 2e-3, True),
+    "easy8-boxes2-after-lr2-tokens": ("dense", [EASY8, MIXED[1], {**BOXES, "repeat": 2}], "after", 2e-3, True),
 }
 
 
 def config(name: str, variant: tuple, pretrain: Path, data: Path, steps: int, n_eval: int) -> dict:
-    objective, train, position, lr = variant
+    objective, train, position, lr, *tokens = variant
     return {
         "name": name,
         "seed": 0,
@@ -90,6 +96,7 @@ def config(name: str, variant: tuple, pretrain: Path, data: Path, steps: int, n_
             },
             "projector": {"id": "gelu-mlp"},
             "llm": {"id": "llama2-tiny", "hidden_size": 128, "num_layers": 4, "num_heads": 4},
+            "box_tokens": bool(tokens and tokens[0]),
         },
         "data": {
             "train": [src if src["task"] == "easy-vqa" else {**src, "path": str(data)} for src in train],

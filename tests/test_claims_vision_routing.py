@@ -24,7 +24,7 @@ TOWERS = {
 OBJECTIVES = {"classify": {"train.stages.0.objective": "classify"}, "dense": {"train.stages.0.objective": "dense"}}
 STABILIZATION = {
     "plain": {"model.projector.id": "gelu-mlp", "data.image.geometry": "resize"},
-    "stable": {"model.projector.id": "fused-gelu-mlp", "data.image.geometry": "letterbox"},
+    "stable": {"model.projector.id": "fused-gelu-mlp", "data.image.geometry": "letterbox-square"},
 }
 
 

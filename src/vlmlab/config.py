@@ -51,6 +51,10 @@ class ModelConfig(Strict):
     projector: PartSpec = PartSpec(id="gelu-mlp")
     llm: PartSpec
     routing: PartSpec = PartSpec(id="full")
+    # boxes as 100 location tokens `<loc_00>`…`<loc_99>`, one per 0-99 coordinate, instead of digits: added to the
+    # LLM's tokenizer and embeddings; answers are rewritten to them for training and back to `[x1, y1, x2, y2]`
+    # text before scoring (vlmlab.models.llm.box_tokens)
+    box_tokens: bool = False
     # a trained run whose final weights (and tokenizer) start this one; routing parameters it lacks
     # (a DPVR branch on top of a model trained with full routing) keep their own initialisation
     init_from: str | None = None

@@ -9,6 +9,7 @@ import torch
 
 from vlmlab.config import RunConfig
 from vlmlab.errors import UserError
+from vlmlab.models.llm.box_tokens import add_box_tokens
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, VISION_ENCODERS
 
@@ -40,6 +41,8 @@ def build_model(
         )
         part = "model.routing"
         routing = ROUTING.get(m.routing.id).build(m.routing.params, llm=llm)
+        if m.box_tokens:  # after every part, so the other parts' initialization does not depend on it
+            add_box_tokens(llm)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise UserError(
             f"{part}: not enough memory to build this part ({_first_line(exc)}); check its size fields"

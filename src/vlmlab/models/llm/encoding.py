@@ -9,6 +9,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from vlmlab.errors import UserError
+from vlmlab.models.llm.box_tokens import from_tokens, to_tokens
 from vlmlab.models.llm.prompts import PromptFormat, conversation_messages, user_message
 
 IGNORE_INDEX = -100  # the label of a position that is not supervised (torch's cross-entropy default)
@@ -27,6 +28,10 @@ class TextEncoder:
         self.stop_token_id = stop_token_id
         self.stop_token = tokenizer.convert_ids_to_tokens(stop_token_id)
         self.pad_token_id = tokenizer.pad_token_id
+        self.box_tokens = False  # boxes in answers as location tokens (`model.box_tokens`, set by add_box_tokens)
+
+    def _answer(self, text: str) -> str:
+        return to_tokens(text) if self.box_tokens else text
 
     def _tokens(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -51,7 +56,7 @@ class TextEncoder:
         template's own markers masked (-100). The text is rendered once per turn boundary and tokenized piece by
         piece, so a one-turn conversation is exactly `encode_prompt(q) + encode_answer(a)` (what evaluation
         prompts with)."""
-        messages = conversation_messages(turns, image, image_at_end)
+        messages = conversation_messages([(q, self._answer(a)) for q, a in turns], image, image_at_end)
         ids: list[int] = []
         labels: list[int] = []
         done = ""  # the text rendered so far
@@ -75,7 +80,8 @@ class TextEncoder:
 
     def encode_answer(self, answer: str) -> list[int]:
         """Answer tokens followed by the stop token (these are the supervised positions)."""
-        return self._tokens(self.prompt.answer_prefix + answer) + [self.stop_token_id]
+        return self._tokens(self.prompt.answer_prefix + self._answer(answer)) + [self.stop_token_id]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return from_tokens(text) if self.box_tokens else text
