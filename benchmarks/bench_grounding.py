@@ -27,7 +27,8 @@ Variants (`--variants`, comma-separated):
                     object of each scene), image after, lr 2e-3; -boxes2 repeats that source twice
   easy8-boxes2-after-lr2  mixed-boxes2 with easy-VQA halved to 8k
   …-tokens          the same with `model.box_tokens: true` (one location token per coordinate instead of digits);
-                    boxes-after-lr2-tokens trains on shapes-world-boxes alone
+                    boxes-after-lr2-tokens trains on shapes-world-boxes alone; easy8-ground3-… weights the
+                    shapes-grounding questions (one per scene) 3x instead; ground-lr2-tokens keeps the image first
 
 Usage: python benchmarks/bench_grounding.py [--variants ground-only,ground-classify] [--steps 1500] [--n 20000]
        [--eval 600] [--out DIR]
@@ -77,6 +78,8 @@ VARIANTS = {  # (vision-pretrain objective, finetune data, data.image.position, 
     "boxes-after-lr2-tokens": ("dense", [BOXES], "after", 2e-3, True),
     "mixed-boxes-after-lr2-tokens": ("dense", MIXED_BOXES, "after", 2e-3, True),
     "easy8-boxes2-after-lr2-tokens": ("dense", [EASY8, MIXED[1], {**BOXES, "repeat": 2}], "after", 2e-3, True),
+    "easy8-ground3-after-lr2-tokens": ("dense", [EASY8, MIXED[1], {**GROUND, "repeat": 3}], "after", 2e-3, True),
+    "ground-lr2-tokens": ("dense", [GROUND], "before", 2e-3, True),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from pathlib import Path
@@ -180,3 +181,44 @@ def test_a_lossy_dpvr_unmatched_flops_and_no_saturation_give_the_other_verdicts(
     assert v["C1"] == NOT  # never below the threshold
     assert v["C2"] == NOT  # 0.2 below full, far past the margin
     assert v["C3"] == INCONCLUSIVE  # fastv at 0.5x is not matched with dpvr at 0.82x
+
+
+def test_a_tiny_routing_study_gets_study_c_claims_from_its_own_measurements(tmp_path, tiny_raw):
+    """End to end: train full / fastv / dpvr, analyze (the claims reuse the attention-profile and routing-cost
+    measurements), report: every claim of study C has a verdict and the section names the paper."""
+    import yaml
+
+    from vlmlab.cli import main
+
+    base = copy.deepcopy(tiny_raw)
+    base["train"]["stages"][1]["lr"]["routing"] = 1e-3
+    levels = {
+        "full": {"model.routing": {"id": "full"}},
+        "fastv": {"model.routing": {"id": "fastv", "layer": 1, "ratio": 0.5}},
+        "dpvr": {"model.routing": {"id": "dpvr", "layer": 1}},
+    }
+    spec = {
+        "name": "c",
+        "base": base,
+        "factors": {"routing": {"keys": ["model.routing"], "levels": levels}},
+        "eval": {"blind": False},
+        "analyses": [
+            {"id": "claims", "n_probe": 8, "cost_probe": 4},
+            {"id": "attention-profile", "n_probe": 8},
+            {"id": "routing-cost", "n_probe": 4},
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "study"
+    assert main(["study", str(path), "--out", str(out)]) == 0
+    record = json.loads((out / "analysis" / "claims.json").read_text())
+    frame = record["result"]["claims"]["frame"]
+    claims = {row[0]: dict(zip(frame["columns"], row)) for row in frame["rows"]}
+    assert set(claims) == {"C1", "C2", "C3"}
+    assert all(c["verdict"] in (REPRODUCED, NOT, INCONCLUSIVE) for c in claims.values())
+    assert "prefill FLOPs" in claims["C2"]["evidence"] and "of the LLM's" in claims["C2"]["evidence"]
+    measurements = list((out / "variants" / "full" / "seed-0" / "measurements").glob("attention-profile-*.json"))
+    assert len(measurements) == 1  # the claims and the attention-profile section read one stored measurement
+    assert main(["report", str(out)]) == 0
+    assert "Late-Layer Fusion is Enough" in (out / "report.md").read_text()

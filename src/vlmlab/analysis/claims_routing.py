@@ -96,7 +96,10 @@ def claim_dpvr_keeps(study, factor, levels, costs, margin) -> dict:
     share = f"; it trains {trained:,} routing parameters ({trained / llm:.1%} of the LLM's)" if llm else ""
     evidence = (
         f"accuracy dpvr − full {d.text()} over every clean item (margin −{margin:.2f}); prefill FLOPs "
-        f"{ratio:.2f}× full{share}." + seed_note(len(study.seeds), d.agree())
+        f"{ratio:.2f}× full{share}"
+        + (" — no saving in compute at this routing layer" if ratio >= 1 else "")
+        + "."
+        + seed_note(len(study.seeds), d.agree())
     )
     return _claim("C2", text, verdict, evidence, "routing-cost", delta_frame({"dpvr − full": d}))
 
