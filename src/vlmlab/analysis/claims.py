@@ -49,7 +49,7 @@ class Claims(Analysis):
 
     title = "What the seeds claim, and what this study shows"
     Result = ClaimsResult
-    version = 2
+    version = 3
 
     def measurements(self, study: StudyData) -> list:
         return claims_routing.measurements(study, self.params)
@@ -139,9 +139,11 @@ def _draw(ax, cid: str, frame: pd.DataFrame) -> None:
             ax.annotate(str(r["label"]), (r["x"], r["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("vision-pretraining top-1")
         ax.set_ylabel("VLM accuracy")
-    elif "count" in frame:  # B5: collapsed runs per stabilization level
-        ax.bar(frame["label"], frame["count"], color=[colour["a"], colour["b"]][: len(frame)])
-        ax.set_ylabel("collapsed runs")
+    elif "acc" in frame:  # B5: Acc@0.5 per interface level (collapsed runs in the labels), random boxes dashed
+        ax.bar(frame["label"], frame["acc"], color=[colour["a"], colour["b"]][: len(frame)])
+        ax.axhline(frame["chance"].iloc[0], color="#888", ls="--", lw=0.8)
+        ax.set_ylabel("Acc@0.5 (dashed: random boxes)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
 
 
 YLABELS = {
@@ -166,4 +168,6 @@ def _deltas(ax, frame: pd.DataFrame, ylabel: str) -> None:
     )
     ax.set_xticks(x, frame["label"], rotation=30, ha="right", fontsize=7)
     ax.axhline(0, color="#888", lw=0.8)
-    ax.set_ylabel(ylabel, fontsize=8)
+    if "margin" in frame:  # a non-inferiority claim: the interval must stay above −margin
+        ax.axhline(-frame["margin"].iloc[0], color="#c44", ls="--", lw=0.8)
+    ax.set_ylabel(ylabel + (" (dashed: −margin)" if "margin" in frame else ""), fontsize=8)

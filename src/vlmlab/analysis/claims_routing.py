@@ -101,7 +101,7 @@ def claim_dpvr_keeps(study, factor, levels, costs, margin) -> dict:
         + "."
         + seed_note(len(study.seeds), d.agree())
     )
-    return _claim("C2", text, verdict, evidence, "routing-cost", delta_frame({"dpvr − full": d}))
+    return _claim("C2", text, verdict, evidence, "routing-cost", delta_frame({"dpvr − full": d}).assign(margin=margin))
 
 
 def claim_dpvr_beats_pruning(study, factor, levels, costs) -> dict:

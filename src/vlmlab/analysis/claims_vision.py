@@ -80,7 +80,7 @@ def claim_vqa(study, factor, vit, ssm, vqa, margin) -> dict:
         + f"; non-inferiority margin −{margin:.2f}."
         + seed_note(len(study.seeds), d.agree())
     )
-    return _claim("B2", text, verdict, evidence, "factor-effects", delta_frame(deltas))
+    return _claim("B2", text, verdict, evidence, "factor-effects", delta_frame(deltas).assign(margin=margin))
 
 
 def claim_pretraining(study, factor, towers, objective) -> dict:
@@ -184,7 +184,14 @@ def claim_stabilization(study, stab, boxes) -> dict:
         verdict = NOT
     else:
         verdict = INCONCLUSIVE
-    figure = pd.DataFrame({"label": [plain, stable], "count": [c_plain, c_stable], "of": [n_plain, n_stable]})
+    acc = table.groupby(stab)["acc@0.5"].mean()
+    figure = pd.DataFrame(
+        {
+            "label": [f"{plain} ({c_plain}/{n_plain} collapsed)", f"{stable} ({c_stable}/{n_stable})"],
+            "acc": [float(acc[plain]), float(acc[stable])],
+            "chance": float(table["random_box_acc"].mean()),
+        }
+    )
     return _claim("B5", text, verdict, evidence + seed_note(len(study.seeds), d.agree()), "grounding-collapse", figure)
 
 
