@@ -101,7 +101,7 @@ def test_a_vlm_trains_with_an_ssm_tower(tiny_raw, tmp_path, vision):
     assert result.model.num_image_tokens == 4 and result.trainable["finetune"]["vision"] > 0
 
 
-def test_builtin_vision_study_varies_only_the_tower(tmp_path):
+def test_builtin_vision_study_varies_tower_objective_and_interface_only(tmp_path):
     from vlmlab.cli import resolve_study_path
     from vlmlab.study.control import check_config_control
     from vlmlab.study.spec import expand_variants, load_study_spec
@@ -109,7 +109,15 @@ def test_builtin_vision_study_varies_only_the_tower(tmp_path):
     spec, spec_dir = load_study_spec(resolve_study_path("demo-vision"))
     variants = expand_variants(spec, spec_dir, {"shapes": str(tmp_path / "s"), "pretrain": str(tmp_path / "p")})
     control = check_config_control(spec, variants)
-    assert control["declared"] == ["model.vision"] and spec.seeds == [0, 1]
+    assert sorted(control["declared"]) == [
+        "data.image.geometry",
+        "model.projector.id",
+        "model.vision",
+        "train.stages.0.objective",
+    ] and spec.seeds == [0]
+    assert len(variants) == 9 and {v.cfg.train.stages[0].objective for v in variants} == {"classify", "dense"}
+    stable = [v for v in variants if v.cfg.model.projector.id == "fused-gelu-mlp"]
+    assert len(stable) == 3 and all(v.cfg.data.image.geometry == "letterbox-square" for v in stable)
     stage = variants[0].cfg.train.stages[0]  # the towers' own pretraining set, scored on its val split
     assert stage.name == "vision-pretrain" and stage.data.path == str(tmp_path / "p") and stage.heldout_split == "val"
     assert sorted({v.cfg.model.vision.id for v in variants}) == ["vim", "vit", "vmamba"]
