@@ -13,6 +13,7 @@ from vlmlab.config import config_from_dict
 from vlmlab.data.shapes_world import generate
 from vlmlab.models.build import build_model
 from vlmlab.models.llm.box_tokens import LOC_TOKENS, from_tokens, to_tokens
+from vlmlab.runs import load_run_model
 
 
 def test_box_text_and_location_tokens_round_trip_and_malformed_output_stays_a_format_error():
@@ -64,8 +65,18 @@ def test_a_run_with_box_tokens_trains_saves_and_is_scored_as_box_text(tiny_raw, 
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert not predictions["prediction"].str.contains("<loc_").any()  # scored as text: tokens never reach records
     assert predictions["answer"].str.fullmatch(r"\[\d+, \d+, \d+, \d+\]").all()
+    # the saved config keeps the option, and the reloaded model decodes location tokens back to box text
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["box_tokens"] is True
+    model, _ = load_run_model(run)
+    ids = [model.llm.tokenizer.convert_tokens_to_ids(t) for t in ("<loc_07>", "<loc_30>", "<loc_41>", "<loc_99>")]
+    assert model.llm.decode(ids) == "[7, 30, 41, 99]"
     # evaluating the saved run again rebuilds the grown embeddings from its tokenizer and gives the same answers
     (run / "predictions.parquet").unlink()
     assert main(["eval", str(run)]) == 0
     again = pd.read_parquet(run / "predictions.parquet")
     assert again["prediction"].tolist() == predictions["prediction"].tolist()
+
+
+def test_a_config_without_box_tokens_resolves_as_before(tiny_raw):
+    """The option is written only when set: configs saved before it existed resolve (and hash) as they did."""
+    assert "box_tokens" not in config_from_dict(tiny_raw).resolved()["model"]

@@ -93,3 +93,19 @@ def test_repeat_weights_a_training_source_and_never_an_eval_source(tiny_raw):
     assert [it.item_id for it in mixture] == [it.item_id for it in once] * 4  # 1 + 3 copies, in config order
     tiny_raw["data"]["eval"][0]["repeat"] = 2
     assert _error(tiny_raw).startswith("data.eval: source 0 has repeat 2: `repeat` weights training sources only")
+
+
+def test_a_config_saved_before_a_new_field_existed_resumes_and_compares_equal(tiny_raw):
+    """Fields added since a run was saved read as their defaults: no resume refusal, no study retraining."""
+    from vlmlab.runs import normalized_config, resume_differences
+
+    cfg = config_from_dict(tiny_raw)
+    saved = cfg.resolved()
+    for source in saved["data"]["train"]:
+        source.pop("repeat")  # as written before `repeat` existed
+    saved["data"]["image"].pop("position")
+    assert normalized_config(saved) == cfg.resolved()
+    assert resume_differences(saved, cfg.resolved()) == ({}, None)
+    changed = cfg.resolved()
+    changed["seed"] = 5
+    assert resume_differences(saved, changed)[1] == "seed"

@@ -267,6 +267,8 @@ class RunConfig(Strict):
         """The fully resolved config (part fields with their defaults filled in), as plain data."""
         out = self.model_dump(mode="json")
         out["model"] = {k: getattr(self.model, k).resolved() for k in ("vision", "projector", "llm", "routing")}
+        if self.model.box_tokens:  # written only when set, so configs without it keep their saved form and hashes
+            out["model"]["box_tokens"] = True
         return out
 
 

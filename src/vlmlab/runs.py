@@ -9,7 +9,7 @@ import torch
 
 from vlmlab import io
 from vlmlab.checkpoint import WEIGHTS, load_trainer_state, load_weights, verify
-from vlmlab.config import RunConfig, flatten, load_config, read_yaml
+from vlmlab.config import RunConfig, config_from_dict, flatten, load_config, read_yaml
 from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.errors import UserError
 from vlmlab.models.build import build_model
@@ -117,9 +117,19 @@ RESUME_RECIPE = re.compile(
 )
 
 
+def normalized_config(raw: dict) -> dict:
+    """A saved config.yaml as this version resolves it: a field added since it was written reads as its default, so
+    a run saved before that field existed compares equal to the same config today. Unreadable data is returned as
+    it is (it then differs, and the caller says how)."""
+    try:
+        return config_from_dict(raw).resolved()
+    except (UserError, ValueError, TypeError):
+        return raw
+
+
 def resume_differences(saved: dict, new: dict) -> tuple[dict[str, list], str | None]:
     """({recipe key: [old, new]} that a resume may take, the first key it may not change, or None)."""
-    a, b = flatten(saved), flatten(new)
+    a, b = flatten(normalized_config(saved)), flatten(new)
     recipe, refused = {}, None
     for key in sorted(set(a) | set(b)):
         if a.get(key) == b.get(key) or any(key == f or key.startswith(f + ".") for f in RESUME_FREE):

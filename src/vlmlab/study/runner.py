@@ -28,7 +28,7 @@ from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
 from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
 from vlmlab.progress import console
-from vlmlab.runs import init_run, load_run_model, resume_differences
+from vlmlab.runs import init_run, load_run_model, normalized_config, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.layout import Study, StudyDir
 from vlmlab.study.results import modes, write_results
@@ -142,7 +142,7 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
 def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
     if is_main_process():
         run.done.unlink(missing_ok=True)
-        if run.config.is_file() and read_yaml(run.config) != v.resolved:
+        if run.config.is_file() and normalized_config(read_yaml(run.config)) != v.resolved:
             recipe, refused = resume_differences(read_yaml(run.config), v.resolved)
             if refused is None and not run.trained():  # only recipe fixes (lr, warmup, on_nonfinite): continue
                 console.print(f"{v.run_name}: resuming with a changed recipe ({', '.join(recipe)})", soft_wrap=True)
