@@ -46,10 +46,11 @@ class Claims(Analysis):
         threshold: float = Field(0.1, gt=0, lt=1)  # attention saturation threshold, as attention-profile's
         n_probe: int = Field(256, ge=1)  # attention-profile probe items (the same stored measurement by default)
         cost_probe: int = Field(64, ge=1)  # routing-cost probe prompts (likewise)
+        min_top1_gap: float = Field(0.01, ge=0, lt=1)  # B3: towers closer in pretraining top-1 are not ordered by it
 
     title = "What the seeds claim, and what this study shows"
     Result = ClaimsResult
-    version = 3
+    version = 4
 
     def measurements(self, study: StudyData) -> list:
         return claims_routing.measurements(study, self.params)

@@ -71,8 +71,16 @@ def claim_saturation(profile: dict | None, threshold: float) -> dict:
         return _claim("C1", text, UNTESTED, "The study has no full-routing level to profile.", "attention-profile")
     share, sat = profile["share"], profile["saturation_layer"]
     last = len(share) - 1
-    if sat is None:
-        verdict, why = NOT, f"the share never stays below {threshold}"
+    if sat is None and share[-1] < share[0]:
+        verdict, why = (
+            INCONCLUSIVE,
+            (
+                f"the share falls but never stays below {threshold} in these {last + 1} layers (the paper's LLaVA-1.5 "
+                "saturates by layer 4 of 32)"
+            ),
+        )
+    elif sat is None:
+        verdict, why = NOT, f"the share does not fall with depth and never stays below {threshold}"
     elif sat < last:
         verdict, why = REPRODUCED, f"saturation at layer {sat} of {last}: layers {sat}–{last} could carry text alone"
     else:
@@ -91,7 +99,7 @@ def claim_dpvr_keeps(study, factor, levels, costs, margin) -> dict:
     if verdict == REPRODUCED and ratio >= 1:
         verdict = NOT
     info = run_json(study.run(_variant(study, factor, dpvr), study.seeds[0]).train_info)
-    trained = sum(v.get("routing", 0) for v in (info.get("trainable") or {}).values())
+    trained = max((v.get("routing", 0) for v in (info.get("trainable") or {}).values()), default=0)  # one set
     llm = (info.get("parameters") or {}).get("llm") or 0
     share = f"; it trains {trained:,} routing parameters ({trained / llm:.1%} of the LLM's)" if llm else ""
     evidence = (

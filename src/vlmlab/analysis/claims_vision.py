@@ -36,6 +36,8 @@ from vlmlab.study.data import StudyData
 
 PAPER_B = "Do VLMs Need Vision Transformers? (arXiv 2603.19209)"
 SSM_TOWERS = ("vmamba", "vim")
+STABILIZERS = {"model.projector.id": "fused-gelu-mlp", "data.image.geometry": "letterbox-square"}
+NO_PAIRS = "No item pairs up between the compared levels (no two runs differ in this factor alone)."
 
 
 def factor_with_suffix(study: StudyData, suffix: str) -> str | None:
@@ -49,6 +51,14 @@ def _claim(cid, text, verdict, evidence, analysis, figure=None) -> dict:
     return claim(PAPER_B, cid, text, verdict, evidence, analysis, figure)
 
 
+def _only(study: StudyData, levels: dict[str, str]) -> StudyData:
+    """The study restricted to the records at these levels of other factors ({factor: level})."""
+    keep = pd.Series(True, index=study.results.index)
+    for factor, level in levels.items():
+        keep &= study.results[factor] == level
+    return StudyData(study.path, study.spec, study.control, study.results[keep], study.summary)
+
+
 def _all_collapsed(study: StudyData) -> bool:
     table = collapse_table(study.results)
     return not table.empty and bool(table["collapsed"].all())
@@ -60,6 +70,8 @@ def claim_localization(study, factor, vit, ssm, boxes) -> dict:
         return _claim("B1", text, UNTESTED, "The study has no box-output task.", "factor-effects")
     deltas = {lv: paired_delta(study, factor, lv, vit, boxes) for lv in study.spec.factors[factor].levels if lv != vit}
     d = deltas[ssm]
+    if d is None:
+        return _claim("B1", text, UNTESTED, NO_PAIRS, "factor-effects")
     verdict = superiority(d)
     evidence = "Acc@0.5, " + "; ".join(f"{lv} − {vit} {x.text()}" for lv, x in deltas.items() if x) + "."
     if _all_collapsed(study):
@@ -71,8 +83,12 @@ def claim_localization(study, factor, vit, ssm, boxes) -> dict:
 
 def claim_vqa(study, factor, vit, ssm, vqa, margin) -> dict:
     text = f"{ssm} matches or beats the ViT on VQA (within {margin:.2f})"
+    if not vqa:
+        return _claim("B2", text, UNTESTED, "The study has no task other than boxes.", "factor-effects")
     deltas = {lv: paired_delta(study, factor, lv, vit, vqa) for lv in study.spec.factors[factor].levels if lv != vit}
     d = deltas[ssm]
+    if d is None:
+        return _claim("B2", text, UNTESTED, NO_PAIRS, "factor-effects")
     verdict = non_inferiority(d, margin)
     evidence = (
         f"accuracy on {', '.join(vqa)} pooled, "
@@ -83,13 +99,14 @@ def claim_vqa(study, factor, vit, ssm, vqa, margin) -> dict:
     return _claim("B2", text, verdict, evidence, "factor-effects", delta_frame(deltas).assign(margin=margin))
 
 
-def claim_pretraining(study, factor, towers, objective) -> dict:
+def claim_pretraining(study, factor, min_gap) -> dict:
     text = "the tower's pretraining accuracy does not predict the VLM's quality"
+    # towers compared at the first level of every other factor: top-1 of one objective is comparable (classify and
+    # dense heads are not), and the VLM deltas pair those same runs only
+    study = _only(study, {f: list(lv.levels)[0] for f, lv in study.spec.factors.items() if f != factor})
     table = pretraining_table(study)
     levels = study.results.drop_duplicates("variant").set_index("variant")
     table["level"] = table["variant"].map(levels[factor])
-    if objective is not None:  # top-1 of one objective is comparable; classify and dense heads are not
-        table = table[table["variant"].map(levels[objective]) == list(study.spec.factors[objective].levels)[0]]
     top1 = table.groupby("level")["pretrain_top1"].mean().dropna()
     if len(top1) < 2:
         return _claim(
@@ -101,16 +118,26 @@ def claim_pretraining(study, factor, towers, objective) -> dict:
         for b in names[i + 1 :]:
             hi, lo = (a, b) if top1[a] >= top1[b] else (b, a)
             d = paired_delta(study, factor, hi, lo)  # VLM accuracy of the better-pretrained minus the other
-            if d is None:
+            if d is None or top1[hi] - top1[lo] < min_gap:  # pretraining does not order these two
                 continue
             pairs.append(f"{hi} (top-1 {top1[hi]:.3f}) − {lo} ({top1[lo]:.3f}): VLM {d.text()}")
             if d.high < 0:
                 discordant.append((hi, lo))
             elif d.low > 0:
                 concordant.append((hi, lo))
+    if not pairs:
+        return _claim(
+            "B3",
+            text,
+            INCONCLUSIVE,
+            f"No two towers differ by {min_gap:.3f} or more in pretraining top-1 ("
+            + ", ".join(f"{lv} {v:.3f}" for lv, v in top1.items())
+            + "), so pretraining orders none of them.",
+            "vision-pretraining",
+        )
     if discordant:
         verdict = REPRODUCED
-    elif pairs and len(concordant) == len(pairs):
+    elif len(concordant) == len(pairs):
         verdict = NOT
     else:
         verdict = INCONCLUSIVE
@@ -138,11 +165,12 @@ def claim_dense(study, objective, tower_factor, boxes) -> dict:
         return _claim("B4", text, UNTESTED, why, "factor-effects")
     dense, classify = by_value["dense"], by_value["classify"]
     d = paired_delta(study, objective, dense, classify, boxes)
+    if d is None:
+        return _claim("B4", text, UNTESTED, NO_PAIRS, "factor-effects")
     per_tower = {}
     if tower_factor is not None:
         for tower in study.spec.factors[tower_factor].levels:
-            sub = StudyData(study.path, study.spec, study.control, _only(study, tower_factor, tower), study.summary)
-            per_tower[tower] = paired_delta(sub, objective, dense, classify, boxes)
+            per_tower[tower] = paired_delta(_only(study, {tower_factor: tower}), objective, dense, classify, boxes)
     verdict = superiority(d)
     evidence = f"Acc@0.5, dense − classify {d.text()} (all towers pooled)" + (
         "; per tower " + "; ".join(f"{t} {x.text()}" for t, x in per_tower.items() if x) if per_tower else ""
@@ -154,42 +182,61 @@ def claim_dense(study, objective, tower_factor, boxes) -> dict:
     return _claim("B4", text, verdict, evidence, "factor-effects", delta_frame({"pooled": d, **per_tower}))
 
 
-def _only(study: StudyData, factor: str, level: str) -> pd.DataFrame:
-    return study.results[study.results[factor] == level]
+def stabilization_levels(study: StudyData, stab: str) -> tuple[str, str] | None:
+    """(plain, stable): the factor's first level, and the last one that sets paper B's stabilizers (the 3-layer
+    `fused-gelu-mlp` connector or `letterbox-square` input) where the first does not; None if none does."""
+    levels = study.spec.factors[stab].levels
+    names = list(levels)
+    plain = names[0]
+
+    def sets_stabilizer(level: str) -> bool:
+        sets = dict(levels[level])
+        for part in ("model.projector", "data.image"):  # a level may set a whole section instead of its keys
+            if isinstance(sets.get(part), dict):
+                sets.update({f"{part}.{k}": v for k, v in sets[part].items()})
+        return any(sets.get(k) == v for k, v in STABILIZERS.items())
+
+    stable = [lv for lv in names[1:] if sets_stabilizer(lv) and not sets_stabilizer(plain)]
+    return (plain, stable[-1]) if stable else None
 
 
 def claim_stabilization(study, stab, boxes) -> dict:
     text = "a 3-layer connector and square letterbox input remove localization collapse"
     if not boxes:
         return _claim("B5", text, UNTESTED, "The study has no box-output task.", "grounding-collapse")
-    plain, *others = list(study.spec.factors[stab].levels)
-    stable = others[-1]
-    table = collapse_table(study.results)
-    runs = study.results.drop_duplicates(["variant", "seed"])[["variant", "seed", stab]]
-    table = table.merge(runs, on=["variant", "seed"])
-    counts = table.groupby(stab)["collapsed"].agg(["sum", "count"])
-    c_plain, n_plain = (int(x) for x in counts.loc[plain])
-    c_stable, n_stable = (int(x) for x in counts.loc[stable])
+    found = stabilization_levels(study, stab)
+    if found is None:
+        why = f"No level of factor `{stab}` sets fused-gelu-mlp or letterbox-square against a first level without."
+        return _claim("B5", text, UNTESTED, why, "grounding-collapse")
+    plain, stable = found
     d = paired_delta(study, stab, stable, plain, boxes)
+    if d is None:
+        return _claim("B5", text, UNTESTED, NO_PAIRS, "grounding-collapse")
+    # collapse counted on matched runs only: a plain run whose other factors' levels also ran with the stable level
+    others = [f for f in study.spec.factors if f != stab]
+    runs = study.results.drop_duplicates(["variant", "seed"])[["variant", "seed", stab, *others]]
+    table = collapse_table(study.results).merge(runs, on=["variant", "seed"])
+    keys = ["seed", "task", *others]
+    matched = table[table[stab] == plain].merge(table[table[stab] == stable], on=keys, suffixes=("_plain", "_stable"))
+    c_plain, c_stable, n = int(matched["collapsed_plain"].sum()), int(matched["collapsed_stable"].sum()), len(matched)
     evidence = (
-        f"collapsed runs: {plain} {c_plain} of {n_plain}, {stable} {c_stable} of {n_stable}; Acc@0.5 {stable} − {plain} "
-        f"{d.text()}."
+        f"collapsed, of {n} matched runs × box tasks: {plain} {c_plain}, {stable} {c_stable}; Acc@0.5 {stable} − "
+        f"{plain} {d.text()}."
     )
     if c_plain == 0:
         verdict = INCONCLUSIVE
         evidence += " No plain run collapses at this scale, so there is nothing for the stabilization to remove."
-    elif c_stable / n_stable < c_plain / n_plain and d.low > 0:
+    elif c_stable < c_plain and d.low > 0:
         verdict = REPRODUCED
-    elif c_stable / n_stable >= c_plain / n_plain and d.high <= 0:
+    elif c_stable >= c_plain and d.high < 0:
         verdict = NOT
     else:
         verdict = INCONCLUSIVE
-    acc = table.groupby(stab)["acc@0.5"].mean()
     figure = pd.DataFrame(
         {
-            "label": [f"{plain} ({c_plain}/{n_plain} collapsed)", f"{stable} ({c_stable}/{n_stable})"],
-            "acc": [float(acc[plain]), float(acc[stable])],
-            "chance": float(table["random_box_acc"].mean()),
+            "label": [f"{plain} ({c_plain}/{n} collapsed)", f"{stable} ({c_stable}/{n})"],
+            "acc": [float(matched["acc@0.5_plain"].mean()), float(matched["acc@0.5_stable"].mean())],
+            "chance": float(matched["random_box_acc_plain"].mean()),
         }
     )
     return _claim("B5", text, verdict, evidence + seed_note(len(study.seeds), d.agree()), "grounding-collapse", figure)
@@ -212,7 +259,7 @@ def judge(study: StudyData, params) -> tuple[str, list[dict]] | None:
     claims = [
         claim_localization(study, factor, vit, ssm, boxes),
         claim_vqa(study, factor, vit, ssm, vqa, params.margin),
-        claim_pretraining(study, factor, towers, objective),
+        claim_pretraining(study, factor, params.min_top1_gap),
     ]
     claims.append(
         claim_dense(study, objective, factor, boxes)

@@ -37,18 +37,24 @@ def paired_delta(
     study: StudyData, factor: str, level: str, reference: str, tasks: list[str] | None = None, samples: int = 1000
 ) -> Delta | None:
     """`level` − `reference` of `factor` on the same items, seeds and levels of every other factor (clean images),
-    over `tasks` (all when None) pooled item by item; None when no item pairs up."""
+    over `tasks` (all when None), pooled; None when no item pairs up. The interval resamples whole questions
+    (task, item): the rows of one question across seeds and other factors move together, so they are not counted
+    as independent evidence. Pairs with a missing score are left out."""
     paired = paired_scores(study, factor, level, reference_level=reference)
     if tasks is not None:
         paired = paired[paired["task"].isin(tasks)]
+    paired = paired.dropna(subset=["score_level", "score_ref"])
     if paired.empty:
         return None
-    diff = (paired["score_level"] - paired["score_ref"]).to_numpy(dtype=float)
+    paired = paired.assign(diff=paired["score_level"] - paired["score_ref"])
+    per_item = paired.groupby(["task", "item_id"], sort=False)["diff"].agg(["sum", "count"])
+    sums, counts = per_item["sum"].to_numpy(dtype=float), per_item["count"].to_numpy(dtype=float)
     rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
-    per_seed = [float(f["score_level"].mean() - f["score_ref"].mean()) for _, f in paired.groupby("seed", sort=True)]
+    idx = rng.integers(0, len(sums), size=(samples, len(sums)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    per_seed = [float(f["diff"].mean()) for _, f in paired.groupby("seed", sort=True)]
     low, high = np.percentile(means, [2.5, 97.5])
-    return Delta(float(diff.mean()), float(low), float(high), len(diff), per_seed)
+    return Delta(float(paired["diff"].mean()), float(low), float(high), len(paired), per_seed)
 
 
 def superiority(d: Delta) -> str:
@@ -61,10 +67,11 @@ def superiority(d: Delta) -> str:
 
 
 def non_inferiority(d: Delta, margin: float) -> str:
-    """ "Matches or beats": reproduced when the whole interval is above −margin, not reproduced when below it."""
-    if d.low > -margin:
+    """ "Matches or beats": reproduced when the whole interval is above −margin and so is every seed's own delta;
+    not reproduced when the interval is below −margin and so is every seed's delta."""
+    if d.low > -margin and all(x > -margin for x in d.per_seed):
         return REPRODUCED
-    if d.high < -margin:
+    if d.high < -margin and all(x < -margin for x in d.per_seed):
         return NOT
     return INCONCLUSIVE
 
