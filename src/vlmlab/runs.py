@@ -57,6 +57,11 @@ def init_run(cfg: RunConfig) -> RunDir | None:
     return run
 
 
+def init_config(run: RunDir) -> RunConfig:
+    """The config the `model.init_from` run was trained with."""
+    return config_from_dict(read_yaml(run.config))
+
+
 def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | None = None) -> None:
     """Inject the LoRA adapters that the run's stages (up to `up_to_stage`) put into the LLM."""
     stages = cfg.train.stages if up_to_stage is None else cfg.train.stages[: up_to_stage + 1]

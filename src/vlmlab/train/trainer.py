@@ -26,9 +26,18 @@ from vlmlab.errors import ConfigError, UserError
 from vlmlab.locks import exclusive
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.models.footprint import check_fits, training_footprints
+from vlmlab.models.llm.box_tokens import add_box_tokens
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import console, progress
-from vlmlab.runs import RunDir, apply_lora, init_run, load_run_model, resume_differences, training_fingerprint
+from vlmlab.runs import (
+    RunDir,
+    apply_lora,
+    init_config,
+    init_run,
+    load_run_model,
+    resume_differences,
+    training_fingerprint,
+)
 from vlmlab.train import engines, trackers
 from vlmlab.train.stages import stage_runner
 from vlmlab.training_step import NonFiniteGuard
@@ -124,13 +133,20 @@ class Trainer:
         init = init_run(self.cfg)
         if init is not None:
             tok_dir = tok_dir or (init.tokenizer if init.tokenizer.is_dir() else None)
-        model = build_model(
-            self.cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None
+        # location tokens added on top of a run trained without them: build and load that run's shapes, then grow
+        grow = init is not None and self.cfg.model.box_tokens and not init_config(init).model.box_tokens
+        cfg = (
+            self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"box_tokens": False})})
+            if grow
+            else self.cfg
         )
+        model = build_model(cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None)
         if init is not None:
             ckpt.verify(init.final)
             if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
+        if grow:
+            add_box_tokens(model.llm)
         if self.cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         return model
