@@ -109,3 +109,10 @@ def test_a_config_saved_before_a_new_field_existed_resumes_and_compares_equal(ti
     changed = cfg.resolved()
     changed["seed"] = 5
     assert resume_differences(saved, changed)[1] == "seed"
+
+
+def test_repeat_on_a_vision_pretrain_stage_set_is_refused(tiny_raw):
+    tiny_raw["train"]["stages"].insert(
+        0, {"name": "vision-pretrain", "lr": {"vision": 1e-3}, "data": {"task": "easy-vqa", "repeat": 2}}
+    )
+    assert "a vision-pretrain stage reads each image once per epoch" in _error(tiny_raw)

@@ -193,6 +193,8 @@ class StageConfig(Strict):
     def _one_set_for_vision_pretraining(self) -> StageConfig:
         if isinstance(self.data, list) and not self.kind.on_sequences:
             raise ValueError("`data` of a vision-pretrain stage is one labelled image set, not a list")
+        if isinstance(self.data, DataSource) and not self.kind.on_sequences and self.data.repeat != 1:
+            raise ValueError("`repeat` weights a mixture; a vision-pretrain stage reads each image once per epoch")
         if self.objective != "classify" and self.kind.on_sequences:
             raise ValueError("`objective` is a vision-pretrain setting (align and finetune train on sequences)")
         if isinstance(self.data, list) and not self.data:
