@@ -116,3 +116,10 @@ def test_repeat_on_a_vision_pretrain_stage_set_is_refused(tiny_raw):
         0, {"name": "vision-pretrain", "lr": {"vision": 1e-3}, "data": {"task": "easy-vqa", "repeat": 2}}
     )
     assert "a vision-pretrain stage reads each image once per epoch" in _error(tiny_raw)
+
+
+def test_a_seed_beyond_the_supported_range_is_one_line(tiny_raw):
+    tiny_raw["seed"] = 18446688734  # found by the study-spec fuzz: the per-epoch seed overflowed int64 in torch
+    assert _error(tiny_raw).startswith("seed: ")
+    tiny_raw["seed"] = -1
+    assert _error(tiny_raw).startswith("seed: ")

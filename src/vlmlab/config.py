@@ -257,9 +257,12 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(8, ge=1)
 
 
+MAX_SEED = 2**32 - 1  # numpy's range; vlmlab derives per-stage and per-epoch seeds from it within int64
+
+
 class RunConfig(Strict):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = TrainConfig()

@@ -6,12 +6,12 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlmlab import io
-from vlmlab.config import DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
+from vlmlab.config import MAX_SEED, DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
 from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
@@ -87,7 +87,7 @@ class StudySpec(Strict):
     set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides applied to every variant
     factors: dict[str, Factor] = Field(min_length=1)
     variants: Literal["cross"] | list[dict[str, str]] = "cross"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     eval: EvalSpec = EvalSpec()
     analyses: list[AnalysisSpec] = Field(default_factory=list)
