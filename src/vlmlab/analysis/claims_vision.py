@@ -64,16 +64,29 @@ def _all_collapsed(study: StudyData) -> bool:
     return not table.empty and bool(table["collapsed"].all())
 
 
+def against(study, factor, reference, tasks) -> dict:
+    """Every other level of `factor` minus `reference` on `tasks` ({level: Delta or None})."""
+    return {
+        lv: paired_delta(study, factor, lv, reference, tasks)
+        for lv in study.spec.factors[factor].levels
+        if lv != reference
+    }
+
+
+def listed(deltas: dict, reference: str) -> str:
+    return "; ".join(f"{lv} − {reference} {x.text()}" for lv, x in deltas.items() if x)
+
+
 def claim_localization(study, factor, vit, ssm, boxes) -> dict:
     text = f"a state-space tower ({ssm}) localizes better than the ViT ({vit})"
     if not boxes:
         return _claim("B1", text, UNTESTED, "The study has no box-output task.", "factor-effects")
-    deltas = {lv: paired_delta(study, factor, lv, vit, boxes) for lv in study.spec.factors[factor].levels if lv != vit}
+    deltas = against(study, factor, vit, boxes)
     d = deltas[ssm]
     if d is None:
         return _claim("B1", text, UNTESTED, NO_PAIRS, "factor-effects")
     verdict = superiority(d)
-    evidence = "Acc@0.5, " + "; ".join(f"{lv} − {vit} {x.text()}" for lv, x in deltas.items() if x) + "."
+    evidence = "Acc@0.5, " + listed(deltas, vit) + "."
     if _all_collapsed(study):
         verdict = INCONCLUSIVE
         evidence += " Every run is at or below random boxes, so localization cannot be compared at this scale."
@@ -85,14 +98,14 @@ def claim_vqa(study, factor, vit, ssm, vqa, margin) -> dict:
     text = f"{ssm} matches or beats the ViT on VQA (within {margin:.2f})"
     if not vqa:
         return _claim("B2", text, UNTESTED, "The study has no task other than boxes.", "factor-effects")
-    deltas = {lv: paired_delta(study, factor, lv, vit, vqa) for lv in study.spec.factors[factor].levels if lv != vit}
+    deltas = against(study, factor, vit, vqa)
     d = deltas[ssm]
     if d is None:
         return _claim("B2", text, UNTESTED, NO_PAIRS, "factor-effects")
     verdict = non_inferiority(d, margin)
     evidence = (
         f"accuracy on {', '.join(vqa)} pooled, "
-        + "; ".join(f"{lv} − {vit} {x.text()}" for lv, x in deltas.items() if x)
+        + listed(deltas, vit)
         + f"; non-inferiority margin −{margin:.2f}."
         + seed_note(len(study.seeds), d.agree())
     )
