@@ -90,7 +90,7 @@ def claim_saturation(profile: dict | None, threshold: float) -> dict:
     return _claim("C1", text, verdict, evidence, "attention-profile", figure)
 
 
-def claim_dpvr_keeps(study, factor, levels, costs, margin) -> dict:
+def claim_dpvr_keeps(study, factor, levels, costs, margin, dpvr_run: str) -> dict:
     text = f"DPVR keeps the full model's accuracy (within {margin:.2f}) at fewer prefill FLOPs"
     full, dpvr = levels["full"], levels["dpvr"]
     d = paired_delta(study, factor, dpvr, full)
@@ -98,7 +98,7 @@ def claim_dpvr_keeps(study, factor, levels, costs, margin) -> dict:
     verdict = non_inferiority(d, margin)
     if verdict == REPRODUCED and ratio >= 1:
         verdict = NOT
-    info = run_json(study.run(_variant(study, factor, dpvr), study.seeds[0]).train_info)
+    info = run_json(study.run(dpvr_run, study.seeds[0]).train_info)
     trained = max((v.get("routing", 0) for v in (info.get("trainable") or {}).values()), default=0)  # one set
     llm = (info.get("parameters") or {}).get("llm") or 0
     share = f"; it trains {trained:,} routing parameters ({trained / llm:.1%} of the LLM's)" if llm else ""
@@ -126,16 +126,12 @@ def claim_dpvr_beats_pruning(study, factor, levels, costs) -> dict:
     return _claim("C3", text, verdict, evidence, "routing-cost", delta_frame({"dpvr − fastv": d}))
 
 
-def _variant(study: StudyData, factor: str, level: str) -> str:
-    return next(v for v in study.variants if level_of(study, v, factor) == level)
-
-
 def judge(study: StudyData, params, measured: list) -> tuple[str, list[dict]] | None:
     """Study C's claims; None when no factor sets the routing."""
     found = routing_levels(study)
     if found is None:
         return None
-    factor, ids, first = found
+    factor, _, first = found
     by_id = {rid: level_of(study, v, factor) for rid, v in first.items()}
     costs = {
         level_of(study, v, factor): m.read()["prefill_gflops_per_prompt"] for v, m in zip(study.variants, measured)
@@ -143,7 +139,7 @@ def judge(study: StudyData, params, measured: list) -> tuple[str, list[dict]] | 
     profile = measured[-1].profile(params.threshold) if "full" in by_id else None
     claims = [claim_saturation(profile, params.threshold)]
     if {"full", "dpvr"} <= set(by_id):
-        claims.append(claim_dpvr_keeps(study, factor, by_id, costs, params.margin))
+        claims.append(claim_dpvr_keeps(study, factor, by_id, costs, params.margin, first["dpvr"]))
     else:
         claims.append(
             _claim(

@@ -142,8 +142,9 @@ def run_variant(study: Study, v: Variant) -> dict[str, Any]:
 def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
     if is_main_process():
         run.done.unlink(missing_ok=True)
-        if run.config.is_file() and normalized_config(read_yaml(run.config)) != v.resolved:
-            recipe, refused = resume_differences(read_yaml(run.config), v.resolved)
+        saved = read_yaml(run.config) if run.config.is_file() else None
+        if saved is not None and normalized_config(saved) != v.resolved:
+            recipe, refused = resume_differences(saved, v.resolved)
             if refused is None and not run.trained():  # only recipe fixes (lr, warmup, on_nonfinite): continue
                 console.print(f"{v.run_name}: resuming with a changed recipe ({', '.join(recipe)})", soft_wrap=True)
             else:
