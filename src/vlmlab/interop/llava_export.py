@@ -10,6 +10,7 @@ import torch
 from vlmlab import io
 from vlmlab.config import RunConfig
 from vlmlab.errors import UserError
+from vlmlab.interop.model_card import write_model_card
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.runs import load_run_model
 
@@ -96,7 +97,8 @@ def to_llava(model: VisionLanguageModel, cfg: RunConfig):
 
 
 def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run as a LLaVA checkpoint dir (model, tokenizer with chat template, processor), atomically."""
+    """Write the run as a LLaVA checkpoint dir (model, tokenizer with chat template, processor, and a model card
+    README.md), atomically."""
     from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
 
     model, cfg = load_run_model(run_dir)
@@ -130,4 +132,5 @@ def export_hf_llava(run_dir: str | Path, out: str | Path) -> Path:
             chat_template=model.llm.prompt.chat_template,
         )
         processor.save_pretrained(tmp)
+        write_model_card(run_dir, tmp, "hf-llava")  # README.md: recipe, parts, data, seed, time, scores, study
     return out

@@ -169,6 +169,8 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
         "variant": v.name,
         "seed": v.seed,
         "levels": v.levels,
+        # what an export's model card names: the study, and the fingerprint of everything it held constant
+        "study": {"name": study.spec.name, "fingerprint": study.control["config"]["fingerprint"]},
         "eval_seconds": time.perf_counter() - t_eval,
         "seconds": time.perf_counter() - t0,
     }
