@@ -66,12 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser(
-        "score", help="score answers produced elsewhere (JSON lines item_id + prediction) like `vlmlab eval`"
+        "score",
+        help="score answers produced elsewhere (vlmlab answers, lmms-eval samples, VLMEvalKit tables) like `vlmlab eval`",
     )
     p.add_argument("task", metavar="TASK[:SPLIT]", help="task id (vlmlab tasks) and split (default test)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the answers (or give --predictions)")
     p.add_argument("--path", help="the dataset's file or directory, for tasks over local files")
     p.add_argument(
-        "--predictions", required=True, metavar="FILE", help='JSON lines {"item_id": ..., "prediction": ...}'
+        "--predictions", metavar="FILE", help='JSON lines {"item_id": ..., "prediction": ...[, "confidence": p]}'
+    )
+    p.add_argument(
+        "--from",
+        dest="answers_format",
+        choices=["vlmlab", "lmms-eval", "vlmevalkit", "auto"],
+        default="vlmlab",
+        help="what FILE is: vlmlab answers (default), lmms-eval --log_samples JSONL, VLMEvalKit xlsx/tsv, or auto",
+    )
+    p.add_argument("--harness-task", metavar="NAME", help="lmms-eval task of the samples (default: from the file name)")
+    p.add_argument("--index-map", metavar="CSV", help="two columns: the harness's doc_id/index, vlmlab's item_id")
+    p.add_argument(
+        "--docs", metavar="PATH", help="lmms-eval: the task's dataset rows (parquet file or shard dir, or JSONL)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/predictions.parquet and DIR/metrics.json")
     p.add_argument("--limit", type=POSITIVE, help="score only the first N items")

@@ -76,9 +76,18 @@ def cmd_score(args) -> int:
 
     from vlmlab.config import DataSource, ImageConfig, load_config
     from vlmlab.errors import validation_error
-    from vlmlab.evaluation.score import score_answers
+    from vlmlab.evaluation.score import AnswerFile, score_answers
     from vlmlab.runs import RunDir
 
+    if bool(args.file) == bool(args.predictions):
+        raise UserError("score: give the answers file once (FILE or --predictions FILE)", exit_code=2)
+    answers = AnswerFile(
+        Path(args.file or args.predictions),
+        args.answers_format,
+        args.harness_task,
+        Path(args.index_map) if args.index_map else None,
+        Path(args.docs) if args.docs else None,
+    )
     task, _, split = args.task.partition(":")
     try:
         source = DataSource(task=task, split=split or "test", limit=args.limit, path=args.path)
@@ -92,8 +101,9 @@ def cmd_score(args) -> int:
     except ValidationError as exc:
         raise validation_error(exc, prefix="score") from None
     out = Path(args.out)
-    metrics = score_answers(source, Path(args.predictions), image, out)
+    metrics = score_answers(source, answers, image, out)
     _print_metrics(metrics, out, mode="scored")
+    _print_mapping(metrics["scored"])
     console.print(f"wrote {out / 'predictions.parquet'} and {out / 'metrics.json'}", soft_wrap=True, highlight=False)
     return 0
 
@@ -527,6 +537,19 @@ def _summary(cls) -> str:
     """The first line of a class's docstring ("" if none), escaped so `[x1, ...]` is not read as rich markup."""
     lines = (cls.__doc__ or "").strip().splitlines()
     return escape(lines[0]) if lines else ""
+
+
+def _print_mapping(scored: dict) -> None:
+    """What a harness's rows became: mapped, not mapped (the first few named, with why), items left unanswered."""
+    report = scored.get("harness")
+    if not report:
+        return
+    line = f"{scored['format']}: {report['rows']} rows, {report['mapped']} mapped to items"
+    if report["unmapped"]:
+        line += f", {report['unmapped']} not mapped and not scored ({'; '.join(report['unmapped_first'])}"
+        line += ", ...)" if report["unmapped"] > len(report["unmapped_first"]) else ")"
+    line += f"; {report['items_without_answer']} items of the task have no answer"
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def _print_metrics(metrics: dict, out: Path, mode: str = "") -> None:

@@ -1,14 +1,17 @@
 """`vlmlab score`: score answers produced elsewhere (another harness, LLaVA's own scripts) with vlmlab's metrics.
 
-The answers are JSON lines `{"item_id": ..., "prediction": ...}` keyed by vlmlab's item ids (each format
-documents its ids in docs/datasets.md); the output is what `vlmlab eval` writes — `predictions.parquet`
-with the same columns and `metrics.json` with the same keys — so any model's answers sit beside a
-vlmlab-trained variant's.
+The answers are JSON lines `{"item_id": ..., "prediction": ...[, "confidence": p]}` keyed by vlmlab's item ids
+(each format documents its ids in docs/datasets.md), or a harness's own output read as it is (`--from
+lmms-eval`: its `--log_samples` file; `--from vlmevalkit`: its prediction table; see `harness_formats` and
+`harness_mapping`). The output is what `vlmlab eval` writes — `predictions.parquet` with the same columns and
+`metrics.json` with the same keys — so any model's answers sit beside a vlmlab-trained variant's.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +20,17 @@ from vlmlab import io
 from vlmlab.config import DataSource, ImageConfig
 from vlmlab.data.eval_mode import CLEAN
 from vlmlab.errors import DataError
-from vlmlab.evaluation.records import RECORD_COLUMNS, load_eval_sets, record, summarize
+from vlmlab.evaluation import harness_formats
+from vlmlab.evaluation.harness_mapping import lmms_eval_expectation, map_rows, task_format
+from vlmlab.evaluation.records import RECORD_COLUMNS, EvalSet, load_eval_sets, record, summarize
+from vlmlab.registry import TASKS
 
 SHOWN = 5  # ids named in an error about unknown or missing answers
 
 
-def read_answers(file: Path) -> dict[str, str]:
-    """{item id: prediction} of a JSON-lines answers file; a bad line or a repeated id is a DataError naming it."""
+def read_answers(file: Path, confidences: dict[str, float] | None = None) -> dict[str, str]:
+    """{item id: prediction} of a JSON-lines answers file; a bad line or a repeated id is a DataError naming it.
+    A line's optional `confidence` (a probability, or null) goes into `confidences` when given."""
     if not file.is_file():
         raise DataError(f"{file}: answers file not found")
     answers: dict[str, str] = {}
@@ -47,6 +54,12 @@ def read_answers(file: Path) -> dict[str, str]:
         if item_id in answers:
             raise DataError(f"{where}: item_id {item_id!r} answered twice")
         answers[item_id] = rec["prediction"]
+        confidence = rec.get("confidence")
+        if confidence is not None:
+            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+                raise DataError(f"{where}: confidence must be a probability in [0, 1] (or null)")
+            if confidences is not None:
+                confidences[item_id] = float(confidence)
     return answers
 
 
@@ -54,11 +67,88 @@ def _first(ids: list[str]) -> str:
     return ", ".join(ids[:SHOWN]) + (", ..." if len(ids) > SHOWN else "")
 
 
-def score_answers(source: DataSource, answers_file: Path, image: ImageConfig, out: Path) -> dict:
-    """Score every item of `source` against the answers file; write `out/predictions.parquet` and `out/metrics.json`
+@dataclass(frozen=True)
+class AnswerFile:
+    """Answers produced elsewhere, and how to read them."""
+
+    file: Path
+    fmt: str = "vlmlab"  # vlmlab (JSON lines by item id), lmms-eval, vlmevalkit, or auto (by the file's content)
+    harness_task: str | None = None  # lmms-eval's task name (default: from `*_samples_<task>.jsonl`)
+    index_map: Path | None = None  # CSV/TSV: the harness's doc_id / index -> vlmlab item_id
+    docs: Path | None = None  # lmms-eval: the task's dataset rows (parquet or JSON lines), doc_id = position
+
+
+def score_answers(source: DataSource, answers_file: Path | AnswerFile, image: ImageConfig, out: Path) -> dict:
+    """Score the items of `source` against the answers; write `out/predictions.parquet` and `out/metrics.json`
     atomically. Box answers are read in the 0-99 frame of the processed image `image` describes."""
+    records, metrics = score_records(source, answers_file, image)
+    io.write_parquet(out / "predictions.parquet", records)
+    io.write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def score_records(source: DataSource, answers: Path | AnswerFile, image: ImageConfig) -> tuple[pd.DataFrame, dict]:
+    """(records, metrics) of the answers against `source`'s items. vlmlab answers must answer every item; a
+    harness's rows score the items they map to (the harness may have run a subset), the rest counted."""
+    spec = answers if isinstance(answers, AnswerFile) else AnswerFile(Path(answers))
+    fmt = harness_formats.detect_format(spec.file) if spec.fmt == "auto" else spec.fmt
+    if fmt not in harness_formats.FORMATS:
+        raise DataError(f"{spec.file}: unknown answers format {fmt!r} (known: {', '.join(harness_formats.FORMATS)})")
+    harness_task = _harness_task(source, spec, fmt)
     [eval_set] = load_eval_sets([source], image, CLEAN)
-    answers = read_answers(answers_file)
+    if fmt == "vlmlab":
+        confidences: dict[str, float] = {}
+        answered = _check_ids(source, spec.file, eval_set, read_answers(spec.file, confidences))
+        items, report = eval_set.items, None
+    else:
+        answered, report = _harness_answers(source, spec, fmt, harness_task, eval_set)
+        items, confidences = [it for it in eval_set.items if it.item_id in answered], {}
+    rows = [
+        record(item, eval_set.task, answered[item.item_id], CLEAN, confidences.get(item.item_id, math.nan))
+        for item in items
+    ]
+    records = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    tasks = {eval_set.items[0].task: eval_set.task} if eval_set.items else {}
+    metrics = summarize(records, tasks)
+    metrics["scored"] = {"answers": str(spec.file), "format": fmt, "image": image.model_dump(mode="json")}
+    if report is not None:
+        metrics["scored"]["harness"] = report
+    return records, metrics
+
+
+def _harness_task(source: DataSource, spec: AnswerFile, fmt: str) -> str | None:
+    """The lmms-eval task the samples are for; one that answers another benchmark or split is refused (checked
+    before the benchmark is loaded)."""
+    if fmt != "lmms-eval":
+        return spec.harness_task
+    harness_task = spec.harness_task or harness_formats.lmms_eval_task(spec.file)
+    expected = lmms_eval_expectation(harness_task) if harness_task else None
+    fmt_of_task = task_format(TASKS.get(source.task, key="task")())
+    if expected is not None and (expected[0] != fmt_of_task or expected[1] != source.split):
+        raise DataError(
+            f"{spec.file}: lmms-eval task {harness_task} answers {expected[0]}:{expected[1]} questions, "
+            f"not {source.task}:{source.split} ({fmt_of_task})"
+        )
+    return harness_task
+
+
+def _harness_answers(
+    source: DataSource, spec: AnswerFile, fmt: str, harness_task: str | None, eval_set: EvalSet
+) -> tuple[dict, dict]:
+    """{item id: answer} of a harness's output, and the mapping report (rows, mapped, unmapped with why)."""
+    rows = (
+        harness_formats.read_lmms_eval(spec.file) if fmt == "lmms-eval" else harness_formats.read_vlmevalkit(spec.file)
+    )
+    index_map = harness_formats.read_index_map(spec.index_map) if spec.index_map else None
+    docs = harness_formats.read_docs(spec.docs) if spec.docs else None
+    mapped = map_rows(
+        rows, eval_set.items, task_format(eval_set.task), source.split, fmt, harness_task, index_map, docs, source.path
+    )
+    return mapped.answers, {"harness_task": harness_task, **mapped.report(len(eval_set.items))}
+
+
+def _check_ids(source: DataSource, answers_file: Path, eval_set: EvalSet, answers: dict[str, str]) -> dict[str, str]:
+    """vlmlab answers name vlmlab's ids: every one must be an item, and every item answered."""
     ids = [item.item_id for item in eval_set.items]
     known = set(ids)
     unknown = [i for i in answers if i not in known]
@@ -73,11 +163,4 @@ def score_answers(source: DataSource, answers_file: Path, image: ImageConfig, ou
             f"{answers_file}: no answer for {len(missing)} of {len(ids)} items of {source.task}:"
             f"{source.split} ({_first(missing)}); answer every item, or score fewer with --limit"
         )
-    rows = [record(item, eval_set.task, answers[item.item_id], CLEAN) for item in eval_set.items]
-    records = pd.DataFrame(rows, columns=RECORD_COLUMNS)
-    tasks = {eval_set.items[0].task: eval_set.task} if eval_set.items else {}
-    metrics = summarize(records, tasks)
-    metrics["scored"] = {"answers": str(answers_file), "image": image.model_dump(mode="json")}
-    io.write_parquet(out / "predictions.parquet", records)
-    io.write_json(out / "metrics.json", metrics)
-    return metrics
+    return answers
