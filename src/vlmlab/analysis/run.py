@@ -2,6 +2,9 @@
 
 A saved result names the results it was computed from (`inputs`: the hash of the study's vouched-for
 results, the analysis's params and version), so the report can tell a current result from a stale one.
+External variants (answers from files) are variants like any other for the analyses that read records; one
+that probes trained runs (it lists measurements: attention profile, representations, costs, the seed claims)
+computes on the trained variants only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from vlmlab import io
 from vlmlab.analysis import result as result_io
 from vlmlab.analysis.base import Analysis
+from vlmlab.errors import UserError
 from vlmlab.measure.base import measure_all
 from vlmlab.progress import console
 from vlmlab.registry import ANALYSES
@@ -55,16 +59,35 @@ def plan(study: StudyData, specs: list[AnalysisSpec]) -> list[Planned]:
     return out
 
 
+def probes_runs(analysis: Analysis) -> bool:
+    """Whether an analysis probes trained runs (it lists measurements): it sees the trained variants only, since
+    an external variant has answers but no weights."""
+    return type(analysis).measurements is not Analysis.measurements
+
+
+def view(study: StudyData, analysis: Analysis, name: str) -> StudyData:
+    """The study as `analysis` computes on it: every variant, or the trained ones for an analysis that probes runs."""
+    if not study.external or not probes_runs(analysis):
+        return study
+    if not study.trained_variants:
+        raise UserError(
+            f"analysis {name}: it probes trained runs, and every variant of {study.path} is external answers "
+            "(drop it from the spec's analyses or --only)"
+        )
+    return study.trained_only()
+
+
 def analyze_study(path: str | Path, only: list[str] | None = None) -> list[Path]:
     """Measure (reusing stored measurements), compute and save every planned analysis of a finished study."""
     study = load_study_data(path)
     planned = plan(study, analysis_specs(study, only))
-    measured = {p.name: p.analysis.measurements(study) for p in planned}
+    views = {p.name: view(study, p.analysis, p.name) for p in planned}
+    measured = {p.name: p.analysis.measurements(views[p.name]) for p in planned}
     measure_all([m for ms in measured.values() for m in ms])
     written = []
     for p in planned:
         console.print(f"analysis {p.name}: computing", highlight=False)
-        result = p.analysis.compute(study, measured[p.name])
+        result = p.analysis.compute(views[p.name], measured[p.name])
         record = {
             "id": p.spec.id,
             "params": p.analysis.params.model_dump(mode="json"),

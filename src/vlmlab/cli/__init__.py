@@ -1,5 +1,5 @@
-"""The `vlmlab` command line: train, eval, export, import-llava, study, report, analyze, attention, bench, demo,
-pretrain-lm, pretrain-vision, backbones, tasks, data. The parser and the error handling are here; each
+"""The `vlmlab` command line: train, eval, score, export, import-llava, study, compare, report, analyze, attention,
+bench, demo, pretrain-lm, pretrain-vision, backbones, tasks, data. The parser and the error handling are here; each
 command's body is in `vlmlab.cli.commands`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 from pydantic import ValidationError
 from rich.markup import escape
 
-from vlmlab.cli import commands
+from vlmlab.cli import commands, compare_command
 from vlmlab.cli.commands import resolve_config_path, resolve_study_path  # noqa: F401 - public helpers
 from vlmlab.errors import EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_MEMORY, UserError, validation_error
 from vlmlab.parts import load_builtin_parts
@@ -166,6 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
     p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
     p.set_defaults(func=commands.cmd_study)
+
+    p = sub.add_parser(
+        "compare", help="compare two or more prediction sets (runs, score outputs, answer files): analyses + report"
+    )
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="[NAME=]PATH[#TASK]",
+        help="a run dir or `vlmlab score` output, or an answers file (vlmlab JSONL, lmms-eval samples, VLMEvalKit table)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the comparison's directory (a study directory)")
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="TASK[:SPLIT][@PATH]",
+        help="the task answers files are scored on (repeatable; then FILE#TASK names which)",
+    )
+    p.add_argument("--limit", type=POSITIVE, help="only the first N items of each --task")
+    p.add_argument(
+        "--from",
+        dest="answers_format",
+        choices=["vlmlab", "lmms-eval", "vlmevalkit", "auto"],
+        default="auto",
+        help="what the answers files are (default: told apart by their content)",
+    )
+    p.add_argument("--image-size", type=POSITIVE, help="side of the processed image box answers refer to")
+    p.add_argument("--geometry", choices=["resize", "letterbox-square"], help="how that image was made")
+    p.set_defaults(func=compare_command.cmd_compare)
 
     p = sub.add_parser("report", help="write report.html (self-contained) and report.md for a finished study")
     p.add_argument("study_dir")

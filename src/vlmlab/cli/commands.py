@@ -270,11 +270,20 @@ def cmd_study(args) -> int:
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)
         names = list(dict.fromkeys(v.name for v in study.variants))
-        console.print(
-            f"control check passed: {len(names)} variants x {len(study.spec.seeds)} seeds, held-constant "
-            f"fingerprint {study.control['config']['fingerprint']}",
-            soft_wrap=True,
-        )
+        if names:
+            console.print(
+                f"control check passed: {len(names)} variants x {len(study.spec.seeds)} seeds, held-constant "
+                f"fingerprint {study.control['config']['fingerprint']}",
+                soft_wrap=True,
+            )
+        for ext in study.external:
+            files = ", ".join(str(f) for f in ext.files())
+            console.print(
+                f"external {ext.name} ({', '.join(f'{k}={v}' for k, v in ext.levels.items())}): answers from {files}; "
+                "the control check cannot verify its recipe, training data, data order, parts or environment",
+                soft_wrap=True,
+                highlight=False,
+            )
         for measurement, key, run_name in study.pending:
             console.print(
                 f"{run_name}: {key} will be read off the {measurement.describe()}, measured before training",

@@ -9,28 +9,45 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlmlab.analysis.run import saved_results
+from vlmlab.analysis.run import probes_runs, saved_results
 from vlmlab.config import flatten
 from vlmlab.render import plots
-from vlmlab.render.document import Report, Section
-from vlmlab.study.data import StudyData, load_study_data, results_fingerprint
+from vlmlab.render.document import Report, Section, Text
+from vlmlab.study.data import StudyData, load_study_data, results_fingerprint, run_json
 from vlmlab.study.results import SUMMARY_COLUMNS
 
 
 def design_section(study: StudyData) -> Section:
     spec = study.spec
     s = Section("Design")
-    s.text(
-        f"Factors varied: {', '.join(f'**{n}** ({len(f.levels)} levels)' for n, f in spec.factors.items())}; "
-        f"seeds {', '.join(map(str, spec.seeds))}; every variant is trained with the same recipe and evaluated "
-        f"on the same items."
-    )
-    rows = [
-        {"factor": n, "level": level, "overrides": ", ".join(f"{k} = {json.dumps(v)}" for k, v in o.items())}
-        for n, f in spec.factors.items()
-        for level, o in f.levels.items()
-    ]
-    s.table(pd.DataFrame(rows), "Each level sets exactly the keys its factor declares.")
+    external_only = {lv for levels in study.external.values() for lv in levels.values()}
+    if study.trained_variants:
+        s.text(
+            f"Factors varied: {', '.join(f'**{n}** ({len(f.levels)} levels)' for n, f in spec.factors.items())}; "
+            f"seeds {', '.join(map(str, spec.seeds))}; every trained variant is trained with the same recipe and "
+            "evaluated on the same items."
+        )
+        trained = (study.trained_spec or spec).factors
+        rows = [
+            {
+                "factor": n,
+                "level": level,
+                "overrides": ", ".join(f"{k} = {json.dumps(v)}" for k, v in o.items())
+                if level in trained.get(n, f).levels
+                else "external answers (no config)",
+            }
+            for n, f in spec.factors.items()
+            for level, o in f.levels.items()
+            if level in trained.get(n, f).levels or level in external_only
+        ]
+        s.table(pd.DataFrame(rows), "Each level sets exactly the keys its factor declares.")
+    else:
+        s.text(
+            f"{len(study.external)} sets of answers produced elsewhere, compared on the items they all answer "
+            "(no variant is trained here): each is a level of one factor, `model`."
+        )
+    if study.external:
+        _external_table(s, study)
     tasks = (
         study.results[study.results["mode"] == "clean"]
         .groupby("task", sort=False)
@@ -38,6 +55,38 @@ def design_section(study: StudyData) -> Section:
     )
     s.table(tasks.reset_index(), "Evaluation tasks (items per seed).")
     return s
+
+
+def _external_table(s: Section, study: StudyData) -> None:
+    """The external variants: what they are, their levels, where their answers come from, how many rows mapped."""
+    info = study.control.get("external", {})
+    rows = []
+    for name, levels in study.external.items():
+        scored = run_json(study.dir.external(name).metrics()).get("scored", [])
+        mapped = [
+            f"{x['task']}: {x['harness']['mapped']} of {x['harness']['rows']} rows"
+            + (f" ({x['harness']['unmapped']} not mapped)" if x["harness"]["unmapped"] else "")
+            for x in scored
+            if isinstance(x, dict) and x.get("harness")
+        ]
+        rows.append(
+            {
+                "variant": name,
+                "about": info.get(name, {}).get("about", ""),
+                "levels": ", ".join(f"{k}={v}" for k, v in levels.items()),
+                "answers": ", ".join(
+                    f"{Path(f).name} ({h[:12]})" for f, h in info.get(name, {}).get("files", {}).items()
+                ),
+                "format": ", ".join(info.get(name, {}).get("formats", [])),
+                "rows mapped": "; ".join(mapped) or "all (by item id)",
+            }
+        )
+    s.text(
+        "**External variants**: answers produced elsewhere, scored here with the tasks' own rules (the same as "
+        "every trained variant's) and analysed like any variant; one set of answers is paired with every seed. "
+        "Files are named with the start of their sha256."
+    )
+    s.table(pd.DataFrame(rows))
 
 
 def _provenance(s: Section, prov: dict) -> None:
@@ -81,6 +130,17 @@ def control_section(study: StudyData) -> Section:
     s = Section("Control check")
     status = "passed" if c.get("passed") and c.get("provenance", {}).get("skips_match", True) else "failed"
     cfg = c.get("config", {})
+    if study.external:
+        names = ", ".join(f"`{n}`" for n in study.external)
+        s.text(
+            f"**Not verified for the external variants** ({names}): their answers come from files, so this check "
+            "cannot see their recipe, training data, data order, parts or environment — a difference between them "
+            "and another variant may come from any of these. What holds: they are scored with the same rules on the "
+            "same items (every paired comparison uses only the items both answered)."
+        )
+    if not cfg:
+        s.text("No variant was trained in this study: there is no config to compare.")
+        return s
     s.text(
         f"**{status}**: all variants resolve to configs that are identical outside the declared keys "
         f"({', '.join(f'`{k}`' for k in cfg.get('declared', []))}); {cfg.get('held_constant_keys', '?')} resolved "
@@ -188,6 +248,11 @@ def results_section(study: StudyData) -> Section:
         "Accuracy is the task's metric averaged over items, then over seeds. The 95% interval resamples items "
         "(bootstrap, within each seed); `seed_std` is the spread over seeds (blank with one seed). Grounding "
         "answers also report the format-error rate: the share of outputs with no parsable box."
+        + (
+            " An external variant has one set of answers: its `seeds` is 1 and it has no spread over seeds."
+            if study.external
+            else ""
+        )
     )
     s.figure(
         plots.grouped_bars(
@@ -227,7 +292,9 @@ def category_section(study: StudyData) -> Section:
     return s
 
 
-def training_section(study: StudyData) -> Section:
+def training_section(study: StudyData) -> Section | None:
+    if not study.trained_variants:
+        return None
     s = Section("Training")
     logs = {f"{v}@{seed}": study.train_log(v, seed) for v in study.variants for seed in study.seeds}
     s.figure(
@@ -257,6 +324,10 @@ def analysis_sections(study: StudyData) -> list[Section]:
         p = saved.planned
         if saved.result is not None and saved.current:
             section = p.analysis.render(saved.result)
+            if study.external and probes_runs(p.analysis):
+                names = ", ".join(f"`{n}`" for n in study.external)
+                note = f"The external variants ({names}) are not in this section: it probes trained runs' weights."
+                section.blocks.insert(0, Text(note))
         else:
             state = "not computed yet" if saved.result is None else "computed from older results or other settings"
             section = Section(p.analysis.title or p.name)
@@ -276,7 +347,9 @@ def build_report(path: str | Path) -> tuple[Path, Path]:
     question = spec.question or "Which variant is better, and why?"
     report = Report(f"vlmlab study: {spec.name}", f"{question} — results `{results_fingerprint(study.dir)}`")
     for build in (design_section, control_section, results_section, category_section, training_section):
-        report.add(build(study))
+        section = build(study)
+        if section is not None:
+            report.add(section)
     for section in analysis_sections(study):
         report.add(section)
     report.write(study.dir.report_html, study.dir.report_md)

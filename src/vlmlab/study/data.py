@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +14,38 @@ from vlmlab.errors import UserError
 from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl
 from vlmlab.runs import RunDir
 from vlmlab.study.layout import StudyDir
-from vlmlab.study.spec import StudySpec, study_spec_from_dict
+from vlmlab.study.spec import StudySpec, analysis_factors, external_levels, study_spec_from_dict
 
 
 @dataclass
 class StudyData:
     path: Path
-    spec: StudySpec
+    spec: StudySpec  # as the analyses see it: each factor's levels include those only external variants stand at
     control: dict[str, Any]
     results: pd.DataFrame  # every per-item record + variant, factor columns, seed, mode, format_error
     summary: pd.DataFrame  # see vlmlab.study.results.SUMMARY_COLUMNS
+    external: dict[str, dict[str, str]] = field(default_factory=dict)  # external variant -> its levels
+    trained_spec: StudySpec | None = None  # the spec as written (the trained variants' factors)
 
     @property
     def variants(self) -> list[str]:
-        """Variant names in the spec's order."""
+        """Variant names in the spec's order (trained ones, then external ones)."""
         return list(dict.fromkeys(self.results["variant"]))
+
+    @property
+    def trained_variants(self) -> list[str]:
+        return [v for v in self.variants if v not in self.external]
+
+    def trained_only(self) -> StudyData:
+        """The study without its external variants: for analyses that probe trained runs (weights, configs)."""
+        keep = ~self.results["variant"].isin(list(self.external))
+        return StudyData(
+            path=self.path,
+            spec=self.trained_spec or self.spec,
+            control=self.control,
+            results=self.results[keep].reset_index(drop=True),
+            summary=self.summary[~self.summary["variant"].isin(list(self.external))].reset_index(drop=True),
+        )
 
     @property
     def seeds(self) -> list[int]:
@@ -48,7 +65,7 @@ class StudyData:
     def run_environments(self) -> dict[str, list[dict[str, Any]]]:
         """Per run (`variant@seed`): the environments it was trained in (first, then any resume elsewhere)."""
         out = {}
-        for variant in self.variants:
+        for variant in self.trained_variants:
             for seed in self.seeds:
                 rec = run_json(self.run(variant, seed).environment)
                 if rec:
@@ -58,7 +75,7 @@ class StudyData:
     def training_info(self) -> pd.DataFrame:
         """Per variant and seed: steps, seconds, samples/s, parameters, trainable parameters, eval seconds."""
         rows = []
-        for variant in self.variants:
+        for variant in self.trained_variants:
             for seed in self.seeds:
                 run = self.run(variant, seed)
                 train, done = run_json(run.train_info), run_json(run.done)
@@ -109,10 +126,12 @@ def load_study_data(path: str | Path) -> StudyData:
     spec = study_spec_from_dict(read_yaml(study.spec), str(study.spec))
     return StudyData(
         path=study.path,
-        spec=spec,
+        spec=spec.model_copy(update={"factors": analysis_factors(spec)}) if spec.external else spec,
         control=json.loads(study.control.read_text()),
         results=pd.read_parquet(study.results),
         summary=pd.read_csv(study.summary),
+        external={name: external_levels(spec, name) for name in spec.external},
+        trained_spec=spec,
     )
 
 

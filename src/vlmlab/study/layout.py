@@ -12,8 +12,8 @@ from vlmlab.study.spec import StudySpec, Variant
 
 
 class StudyDir:
-    """`runs/<study>/{study.yaml, control.json, variants/<variant>/seed-<s>/, results.parquet, summary.csv,
-    complete.json, analysis/<id>.json, report.html, report.md, figures/, cache/}`."""
+    """`runs/<study>/{study.yaml, control.json, variants/<variant>/seed-<s>/, external/<name>/, results.parquet,
+    summary.csv, complete.json, analysis/<id>.json, report.html, report.md, figures/, cache/}`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -33,6 +33,10 @@ class StudyDir:
         """The run directory of one variant under one seed."""
         return RunDir(self.path / "variants" / variant / f"seed-{seed}")
 
+    def external(self, name: str) -> RunDir:
+        """An external variant's scored answers: `external/<name>/{predictions.parquet, metrics.json, done.json}`."""
+        return RunDir(self.path / "external" / name)
+
     def analysis_result(self, name: str) -> Path:
         return self.analysis / f"{name}.json"
 
@@ -47,6 +51,7 @@ class Study:
     dir: StudyDir
     # measurements a variant's config is still to be read off (`layer: auto`), with the keys that need them
     pending: list[tuple[Any, str, str]] = field(default_factory=list)
+    external: list[Any] = field(default_factory=list)  # vlmlab.study.external.ExternalRun: answers from files
 
     def run_dir(self, v: Variant) -> RunDir:
         return self.dir.run(v.name, v.seed)

@@ -9,6 +9,7 @@ from vlmlab import io
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.metrics import parse_box
 from vlmlab.registry import TASKS
+from vlmlab.study.external import external_records
 from vlmlab.study.layout import Study
 from vlmlab.study.spec import variant_inputs
 
@@ -34,7 +35,8 @@ def modes(spec) -> list[EvalMode]:
 
 
 def combine(study: Study) -> pd.DataFrame:
-    """Every variant's records of every mode, with variant, seed, mode and one column per factor."""
+    """Every variant's records of every mode, with variant, seed, mode and one column per factor; then each
+    external variant's (clean mode)."""
     frames = []
     for v in study.variants:
         run = study.run_dir(v)
@@ -46,6 +48,8 @@ def combine(study: Study) -> pd.DataFrame:
                 frame.insert(0, factor, v.levels[factor])
             frame.insert(0, "variant", v.name)
             frames.append(frame)
+    for ext in study.external:  # clean records only, once per seed (one set of answers pairs with each seed's)
+        frames.append(external_records(study.dir.path, ext.name, ext.levels, study.spec.seeds))
     results = pd.concat(frames, ignore_index=True)
     results["format_error"] = _format_errors(results)
     return results
@@ -135,7 +139,9 @@ def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
     the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
     results = combine(study)
-    summary = summarize(results)
+    names = [e.name for e in study.external]  # summarized over one copy of their answers: no spread over seeds
+    once = ~results["variant"].isin(names) | (results["seed"] == study.spec.seeds[0])
+    summary = summarize(results[once])
     study.dir.complete.unlink(missing_ok=True)
     io.write_json(study.dir.control, {**io.read_json(study.dir.control), "provenance": run_provenance(study)})
     io.write_parquet(study.dir.results, results)
@@ -144,7 +150,8 @@ def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     io.write_json(
         study.dir.complete,
         {
-            "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants},
+            "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants}
+            | {f"external/{e.name}": e.inputs() for e in study.external},
             "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary)},
         },
     )

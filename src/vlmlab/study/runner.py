@@ -2,7 +2,8 @@
 
 The steps, in order, each visible in the progress display: build the spec's datasets; measure what a
 variant's config is read off (DPVR `layer: auto`: the attention profile of `model.init_from`); the control
-check; train and evaluate each variant not yet complete; combine. Preparing a study (`--check`) is pure:
+check; train and evaluate each variant not yet complete; score each external variant's answers files;
+combine. Preparing a study (`--check`) is pure:
 it reads existing files and never loads a model.
 """
 
@@ -30,6 +31,7 @@ from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
 from vlmlab.progress import console
 from vlmlab.runs import init_run, load_run_model, normalized_config, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
+from vlmlab.study.external import control_record, is_scored, resolve_externals, score_external, study_tasks
 from vlmlab.study.layout import Study, StudyDir
 from vlmlab.study.results import modes, write_results
 from vlmlab.study.spec import Variant, build_analysis, expand_variants, load_study_spec, variant_inputs
@@ -55,15 +57,17 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
             continue
         if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
             v.cfg, v.resolved = resolved, resolved.resolved()
+    externals = resolve_externals(spec, spec_dir, variants)
     control = {
         "passed": True,
-        "config": check_config_control(spec, variants),
-        "data_order": check_order_control(spec, variants),
+        "config": check_config_control(spec, variants) if variants else {},
+        "data_order": check_order_control(spec, variants) if variants else {},
         "seeds": spec.seeds,
         "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
+        "external": control_record(externals),  # what the check cannot verify for them, and their files' hashes
         "environment": environment(),
     }
-    return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name), pending)
+    return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name), pending, externals)
 
 
 def is_complete(study: Study, v: Variant) -> bool:
@@ -96,7 +100,7 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
     variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
     locked while it is written, so jobs of one study on different variants run side by side."""
     study = measure_pending(spec_path, prepare_study(spec_path, out))
-    known = {v.name for v in study.variants}
+    known = {v.name for v in study.variants} | {e.name for e in study.external}
     for name in only or []:
         if name not in known:
             raise UserError(f"--only {name}: no such variant (variants: {', '.join(sorted(known))})", exit_code=2)
@@ -106,7 +110,10 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
         with exclusive(study.dir.path, "study", console.print):
             io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
             io.write_json(study.dir.control, study.control)
-            if any(not is_complete(study, v) for v in todo):  # results about to change: no longer vouched for
+            stale = any(not is_complete(study, v) for v in todo) or any(
+                not is_scored(study.dir.path, e) for e in study.external if not only or e.name in only
+            )
+            if stale:  # results about to change: no longer vouched for
                 study.dir.complete.unlink(missing_ok=True)
     barrier()
     for i, v in enumerate(todo, start=1):
@@ -115,8 +122,18 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
             continue
         console.print(f"[bold][{i}/{len(todo)}] {v.run_name}[/bold]: {_describe(v)}")
         run_variant(study, v)
+    if is_main_process():
+        for ext in study.external:
+            if only and ext.name not in only:
+                continue
+            if is_scored(study.dir.path, ext):
+                console.print(f"external {ext.name}: scored, skipped", highlight=False)
+            else:
+                with exclusive(study.dir.path, "study", console.print):
+                    score_external(study.dir.path, ext, study_tasks(study.spec, study.variants))
     barrier()
     missing = [v.run_name for v in study.variants if not is_complete(study, v)]
+    missing += [f"external {e.name}" for e in study.external if not is_scored(study.dir.path, e)]
     if missing:
         console.print(f"variants still to run: {', '.join(missing)} (results are combined once all are complete)")
         return study

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlmlab import io
-from vlmlab.config import MAX_SEED, DataSource, RunConfig, builtin_config, config_from_dict, read_yaml
+from vlmlab.config import MAX_SEED, DataSource, ImageConfig, RunConfig, builtin_config, config_from_dict, read_yaml
 from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
@@ -73,6 +73,46 @@ class EvalSpec(Strict):
         return value
 
 
+ANSWER_FORMATS = Literal["vlmlab", "lmms-eval", "vlmevalkit", "auto"]
+
+
+class ExternalAnswers(Strict):
+    """One answers file of an external variant, and how to read it (as `vlmlab score` does)."""
+
+    file: str  # relative to the spec file
+    format: ANSWER_FORMATS | None = None  # default: the variant's `format`
+    harness_task: str | None = None  # lmms-eval's task name (default: from the file name)
+    index_map: str | None = None  # CSV/TSV: the harness's doc_id / index -> vlmlab item_id
+    docs: str | None = None  # lmms-eval: the task's dataset rows (doc_id = position)
+
+
+class ExternalVariant(Strict):
+    """A variant whose answers come from files (a released model evaluated elsewhere, an older run): scored with
+    the study's tasks and vlmlab's rules, analysed beside the trained variants. Nothing about how it was made is
+    known, so the control check cannot vouch for it."""
+
+    about: str = ""  # what it is, shown in the report (e.g. "llava-v1.5-7b-hf, lmms-eval 0.6")
+    answers: dict[str, str | ExternalAnswers] = Field(default_factory=dict)  # task (or task:split) -> answers
+    predictions: str | None = None  # or: a run directory / `vlmlab score` output, its predictions.parquet as is
+    format: ANSWER_FORMATS = "vlmlab"  # of the answers files: vlmlab JSON lines, lmms-eval, vlmevalkit, auto
+    levels: dict[str, str] = Field(default_factory=dict)  # factor -> the level it stands at (default: its name)
+    image: ImageConfig | None = None  # the frame its box answers are in (default: the base config's data.image)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """`name: {task: FILE, ...}` is short for `name: {answers: {task: FILE, ...}}`."""
+        if isinstance(value, dict) and value and not set(value) & set(cls.model_fields):
+            return {"answers": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalVariant:
+        if bool(self.answers) == bool(self.predictions):
+            raise ValueError("give `answers` (task: file) or `predictions` (a run or `vlmlab score` directory)")
+        return self
+
+
 class AnalysisSpec(BaseModel):
     """`{id: <registered analysis>, ...its own fields}`; a bare string means the analysis with its defaults."""
 
@@ -83,9 +123,10 @@ class AnalysisSpec(BaseModel):
 class StudySpec(Strict):
     name: str
     question: str = ""  # what the study asks, shown atop the report
-    base: str | dict[str, Any]  # a built-in config name, a path relative to the spec file, or a config mapping
+    base: str | dict[str, Any] | None = None  # a built-in config name, a path relative to the spec, or a mapping
     set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides applied to every variant
-    factors: dict[str, Factor] = Field(min_length=1)
+    factors: dict[str, Factor] = Field(default_factory=dict)
+    external: dict[str, ExternalVariant] = Field(default_factory=dict)  # variants whose answers come from files
     variants: Literal["cross"] | list[dict[str, str]] = "cross"
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
@@ -108,6 +149,23 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _levels_set_declared_keys(self) -> StudySpec:
+        if not self.factors and not self.external:
+            raise ConfigError("factors", "a study varies at least one factor (or compares `external` answers)")
+        if self.factors and self.base is None:
+            raise ConfigError("base", "a study that trains variants needs a base config")
+        if self.base is None and self.eval.tasks is None and any(e.answers for e in self.external.values()):
+            raise ConfigError("eval.tasks", "name the tasks the external answers are scored on (there is no base)")
+        for name, ext in self.external.items():
+            where = f"external.{name}"
+            if not _NAME.match(name) or name in RESERVED_NAMES:
+                raise ConfigError(where, "name it with letters, digits and . _ + - (not a results column)")
+            for fname, level in ext.levels.items():
+                if fname not in self.factors:
+                    raise ConfigError(
+                        f"{where}.levels.{fname}", f"no factor {fname!r} (factors: {', '.join(self.factors) or 'none'})"
+                    )
+                if not _NAME.match(level):
+                    raise ConfigError(f"{where}.levels.{fname}", "level names use letters, digits and . _ + -")
         for fname, factor in self.factors.items():
             if fname in RESERVED_NAMES:
                 raise ConfigError(f"factors.{fname}", f"{fname!r} is a results column; name the factor otherwise")
@@ -159,6 +217,31 @@ class Variant:
         return f"{self.name}/seed-{self.seed}"
 
 
+COMPARE_FACTOR = "model"  # the one factor of a study without factors: its levels are the external variants
+
+
+def external_levels(spec: StudySpec, name: str) -> dict[str, str]:
+    """The level of every factor an external variant stands at: what it says, else its own name."""
+    if not spec.factors:
+        return {COMPARE_FACTOR: name}
+    return {f: spec.external[name].levels.get(f, name) for f in spec.factors}
+
+
+def analysis_factors(spec: StudySpec) -> dict[str, Factor]:
+    """The factors as the analyses see them: each factor's levels, then the levels only external variants stand
+    at (they set no config key: their answers come from files); a study without factors has one, `model`."""
+    if not spec.factors:
+        levels = {name: {} for name in spec.external}
+        return {COMPARE_FACTOR: Factor.model_construct(keys=[COMPARE_FACTOR], levels=levels)}
+    out = {}
+    for fname, factor in spec.factors.items():
+        levels = dict(factor.levels)
+        for name in spec.external:
+            levels.setdefault(external_levels(spec, name)[fname], {})
+        out[fname] = Factor.model_construct(keys=list(factor.keys), levels=levels)
+    return out
+
+
 def variant_inputs(v: Variant, spec: StudySpec) -> str:
     """Hash of everything a variant's outputs depend on: its resolved config and the evaluation spec."""
     return io.content_hash({"config": v.resolved, "eval": spec.eval.model_dump(mode="json")})
@@ -192,6 +275,8 @@ def study_spec_from_dict(raw: Any, source: str = "study") -> StudySpec:
 
 def base_config(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
     """The base config as plain data."""
+    if spec.base is None:
+        raise ConfigError("base", "this study has no base config (it trains nothing)")
     if isinstance(spec.base, dict):
         return spec.base
     path = spec_dir / spec.base
@@ -206,7 +291,10 @@ def base_config(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
 
 
 def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, str] | None = None) -> list[Variant]:
-    """Every (level combination, seed) as a resolved config; a config error names the variant."""
+    """Every (level combination, seed) as a resolved config; a config error names the variant. A study of
+    external variants only trains none."""
+    if not spec.factors:
+        return []
     base = _substitute(base_config(spec, spec_dir), dataset_paths or {}, "base")
     names = list(spec.factors)
     if spec.variants == "cross":
