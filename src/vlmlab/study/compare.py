@@ -14,7 +14,7 @@ from vlmlab.errors import UserError
 from vlmlab.evaluation import harness_formats
 from vlmlab.evaluation.score import read_answers
 
-ANALYSES = ["factor-effects", "overlap", "exclusive-capabilities"]  # + calibration where some answers have confidence
+ANALYSES = ["factor-effects", "overlap", "exclusive-capabilities"]  # + calibration when every set has confidences
 _BAD = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
@@ -79,7 +79,8 @@ def compare_spec(
         },
         "eval": {"tasks": data or None, "blind": False},
         "seeds": [0],
-        "analyses": ANALYSES + (["calibration"] if any(_has_confidence(e) for e in external.values()) else []),
+        # calibration needs a confidence with every answer; a set without any would read as calibrated
+        "analyses": ANALYSES + (["calibration"] if all(_has_confidence(e) for e in external.values()) else []),
     }
     return spec
 

@@ -15,6 +15,7 @@ import pandas as pd
 from vlmlab import io
 from vlmlab.config import DataSource, ImageConfig
 from vlmlab.errors import ConfigError, DataError
+from vlmlab.evaluation import harness_formats
 from vlmlab.evaluation.records import RECORD_COLUMNS, summarize
 from vlmlab.evaluation.score import AnswerFile, score_records
 from vlmlab.progress import console
@@ -96,6 +97,7 @@ def resolve_externals(spec: StudySpec, spec_dir: Path, variants: list[Variant]) 
             source = _task_of(key, tasks, f"{where}.answers.{key}")
             file = _file(spec_dir, entry.file, f"{where}.answers.{key}")
             fmt = entry.format or ext.format
+            fmt = harness_formats.detect_format(file) if fmt == "auto" else fmt  # named as what it is
             answer = AnswerFile(
                 file,
                 fmt,
