@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from vlmlab import io
 from vlmlab.cache import cache_root
 from vlmlab.errors import UserError
-from vlmlab.progress import console
+from vlmlab.progress import console, progress
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 PALETTE = {
@@ -255,25 +255,12 @@ def generate(
         width = max(6, len(str(n - 1)))
         scenes: list[dict] = []
         qa: dict[str, list[dict]] = {s: [] for s in SPLITS}
-        for i in range(n):
-            rng = np.random.default_rng([seed, 0, i])
-            scene_id, image = f"{i:0{width}d}", f"images/{i:0{width}d}.png"
-            objects = sample_objects(rng, size)
-            Image.fromarray(render(objects, size)).save(tmp / image, format="PNG", compress_level=6)
-            scenes.append(
-                {
-                    "scene_id": scene_id,
-                    "image": image,
-                    "split": splits[i],
-                    "width": size,
-                    "height": size,
-                    "objects": objects,
-                }
-            )
-            for rec in scene_questions(rng, objects, size):
-                qa[splits[i]].append(
-                    {"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id}
-                )
+        with progress() as bar:
+            job = bar.add_task(f"shapes-world scenes (seed {seed})", total=n, info="")
+            for i in range(n):
+                _scene(tmp, seed, i, size, width, splits, scenes, qa)
+                if (i + 1) % 100 == 0 or i + 1 == n:
+                    bar.update(job, completed=i + 1)
         _write_jsonl(tmp / "scenes.jsonl", scenes)
         for split, records in qa.items():
             _write_jsonl(tmp / f"{split}.jsonl", records)
@@ -294,6 +281,19 @@ def generate(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return counts
+
+
+def _scene(tmp: Path, seed: int, i: int, size: int, width: int, splits: list, scenes: list, qa: dict) -> None:
+    """Scene i (a pure function of seed, i and size): its image, its record and its questions."""
+    rng = np.random.default_rng([seed, 0, i])
+    scene_id, image = f"{i:0{width}d}", f"images/{i:0{width}d}.png"
+    objects = sample_objects(rng, size)
+    Image.fromarray(render(objects, size)).save(tmp / image, format="PNG", compress_level=6)
+    scenes.append(
+        {"scene_id": scene_id, "image": image, "split": splits[i], "width": size, "height": size, "objects": objects}
+    )
+    for rec in scene_questions(rng, objects, size):
+        qa[splits[i]].append({"id": f"{scene_id}-{rec['category']}", "image": image, **rec, "scene_id": scene_id})
 
 
 def cached_dataset(seed: int, n: int, size: int = 64) -> Path:
