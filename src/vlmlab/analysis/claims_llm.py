@@ -217,6 +217,8 @@ def judge(study: StudyData, params) -> tuple[str, list[dict]] | None:
     if factor is None:
         return None
     old, new = oldest_and_newest(study, factor)
+    if old == new:  # one rung trained (e.g. the others are external answers): no ladder to judge
+        return None
     new_level = level_of(study, new, factor)
     claims = [
         claim_uniform(study, factor, old, new, new_level),

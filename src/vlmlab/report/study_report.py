@@ -326,7 +326,10 @@ def analysis_sections(study: StudyData) -> list[Section]:
             section = p.analysis.render(saved.result)
             if study.external and probes_runs(p.analysis):
                 names = ", ".join(f"`{n}`" for n in study.external)
-                note = f"The external variants ({names}) are not in this section: it probes trained runs' weights."
+                note = (
+                    f"The external variants ({names}) are not in this section: it rests on trained runs (their "
+                    "weights, configs and the control check), which an external variant does not have."
+                )
                 section.blocks.insert(0, Text(note))
         else:
             state = "not computed yet" if saved.result is None else "computed from older results or other settings"
