@@ -67,7 +67,7 @@ def test_an_external_variant_gives_the_numbers_of_the_same_answers_trained_in_ho
         factors={"llm": LLM},
         external={"gen3": {"about": "gen3's answers, from a file", "answers": {"easy-vqa": answers.name}}},
         eval={"blind": False},
-        analyses=ANALYSES,
+        analyses=[*ANALYSES, "claims"],
     )
     run_study(spec, root / "mixed")
     analyze_study(root / "mixed")
@@ -93,6 +93,9 @@ def test_an_external_variant_gives_the_numbers_of_the_same_answers_trained_in_ho
     assert "**Not verified for the external variants** (`gen3`)" in text
     assert "| gen3 | gen3's answers, from a file | llm=gen3 | gen3-answers.jsonl (" in text
     assert "| llm | gen3 | external answers (no config) |" in text
+    # the seed claims rest on trained runs and the control check: judged on the trained variants (one rung here)
+    assert _result(b, "claims")["claims"]["frame"]["rows"] == []
+    assert "The external variants (`gen3`) are not in this section: it rests on trained runs" in text
 
 
 def test_compare_of_two_runs_and_of_two_answer_files_gives_the_study_s_overlap(in_house, capsys):
