@@ -289,18 +289,20 @@ def read_docs(path: Path) -> list[dict[str, Any]]:
         _check_size(f, "docs file")
         try:
             schema = pq.read_schema(f)
-            columns = [
-                c
-                for c in DOC_COLUMNS
-                if c in schema.names
-                and (pa.types.is_string(schema.field(c).type) or pa.types.is_integer(schema.field(c).type))
-            ]
+            columns = [c for c in DOC_COLUMNS if c in schema.names and _id_type(schema.field(c).type)]
             rows.extend(pq.read_table(f, columns=columns).to_pylist())
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{f}: not a readable parquet file ({exc})") from None
         if len(rows) > MAX_ROWS:
             raise DataError(f"{path}: more than {MAX_ROWS:,} rows")
     return rows
+
+
+def _id_type(kind) -> bool:
+    """A column type an id can have (text or an integer; never an image struct)."""
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
 
 
 def detect_format(file: Path) -> str:
