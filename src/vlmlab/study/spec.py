@@ -15,6 +15,7 @@ from vlmlab.config import MAX_SEED, DataSource, RunConfig, builtin_config, confi
 from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
+from vlmlab.study.launcher import LauncherSpec
 
 RESERVED_NAMES = {
     "item_id",
@@ -91,6 +92,7 @@ class StudySpec(Strict):
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     eval: EvalSpec = EvalSpec()
     analyses: list[AnalysisSpec] = Field(default_factory=list)
+    launcher: LauncherSpec = LauncherSpec()  # cluster jobs and the plan's machine (`vlmlab study --launcher/--plan`)
 
     @field_validator("analyses", mode="before")
     @classmethod
