@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from vlmlab import io
 from vlmlab.errors import EXIT_BUSY, UserError
@@ -29,7 +28,7 @@ def refuse_while_active(folder: Path) -> None:
     path = folder / "submissions.jsonl"
     if not path.is_file():
         return
-    active = []
+    local, slurm = [], []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-RECENT:]:
         try:
             entry = json.loads(line) if len(line) <= MAX_LINE else None
@@ -37,9 +36,9 @@ def refuse_while_active(folder: Path) -> None:
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("runs", {}), dict):
             continue
-        for job_id in filter(None, [*entry.get("runs", {}).values(), entry.get("combine")]):
-            if _active(folder, entry.get("cluster"), str(job_id)):
-                active.append(str(job_id))
+        ids = [str(i) for i in [*entry.get("runs", {}).values(), entry.get("combine")] if i]
+        (local if entry.get("cluster") == "local" else slurm).extend(ids)
+    active = [i for i in local if _local_active(i)] + _slurm_active(slurm)
     if active:
         raise UserError(
             f"{folder}: jobs of an earlier submission are still queued or running ({', '.join(active[:8])}); "
@@ -48,22 +47,30 @@ def refuse_while_active(folder: Path) -> None:
         )
 
 
-def _active(folder: Path, cluster: Any, job_id: str) -> bool:
-    if cluster == "local":  # a local job's id is its controller's pid
-        try:
-            pid = int(job_id)
-            os.kill(pid, 0)
-        except (ProcessLookupError, ValueError, OverflowError):
-            return False
-        except PermissionError:
-            return True
-        try:
-            return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return True
+def _local_active(job_id: str) -> bool:
+    """A local job's id is its submitit controller's pid: active while that process lives."""
+    try:
+        pid = int(job_id)
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    try:
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def _slurm_active(job_ids: list[str]) -> list[str]:
+    """The SLURM jobs among `job_ids` still queued or running, by one `sacct` call (none here: none known active;
+    a run's lock still guards against a second writer)."""
+    if not job_ids:
+        return []
     import submitit
 
-    try:
-        return submitit.SlurmJob(folder, job_id).state.upper() in ACTIVE
-    except Exception:  # no sacct here, or a forgotten job: the run's lock still guards against a second writer
-        return False
+    watcher = submitit.SlurmJob.watcher
+    for job_id in job_ids:
+        watcher.register_job(job_id)
+    watcher.update()  # one sacct for all of them (its errors are logged, not raised)
+    return [j for j in job_ids if watcher.get_state(j, mode="cache").upper() in ACTIVE]
