@@ -4,6 +4,7 @@ submitit's LocalExecutor, killed mid-way and submitted again, ending with an in-
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import signal
@@ -82,6 +83,29 @@ def test_jobs_requeue_themselves_with_the_same_call():
     again = job.checkpoint("s.yaml", "out", "gen3", 1, None)
     assert again.function is job and again.args == ("s.yaml", "out", "gen3", 1, None)
     assert CombineJob().checkpoint("s.yaml", "out").args == ("s.yaml", "out")
+
+
+def test_a_run_on_several_gpus_is_accelerate_launch_on_each_node(tmp_path, tiny_raw, monkeypatch):
+    """The job's command: the strategy's shipped accelerate config over nodes x GPUs, this node's rank, the first
+    node as the rendezvous, and this module's `main` for the run."""
+    import submitit
+
+    from vlmlab.launch.submit import _shape
+
+    launcher = with_overrides(LauncherSpec(), {"gpus_per_node": 4, "nodes": 2, "strategy": "fsdp", "time": "1h"})
+    shape = _shape(launcher.for_variant("x"), launcher, "slurm", None, tmp_path)
+    assert shape.command[shape.command.index("--num_processes") + 1] == "8"
+    assert shape.command[shape.command.index("--config_file") + 1].endswith("configs/accelerate/fsdp.yaml")
+    env = type("Env", (), {"job_id": "4242_3", "node": 1, "hostnames": ["head", "n2"]})()
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: env)
+    seen = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda argv, check: seen.append(argv) or subprocess.CompletedProcess(argv, 0)
+    )
+    assert RunJob()("s.yaml", "out", "gen3", 1, list(shape.command)) == "complete"
+    argv = seen[0]
+    assert argv[argv.index("--machine_rank") + 1] == "1" and argv[argv.index("--main_process_ip") + 1] == "head"
+    assert argv[-6:] == ["-m", "vlmlab.launch.jobs", "s.yaml", "out", "gen3", "1"]
 
 
 # ----- SLURM, with stand-ins for sbatch, srun and sacct -------------------------------------------------------------
@@ -186,3 +210,15 @@ def test_local_launcher_killed_then_resubmitted_ends_as_an_in_process_study(tmp_
     assert (out / "report.html").is_file() and (out / "complete.json").is_file()
     assert main(["study", str(spec), "--out", str(out), "--launcher", "local"]) == 0
     assert "every run is complete and the report written; nothing to submit" in capsys.readouterr().err
+    # the finished study as the pilot of a larger one: the noise of `linear - mlp` per task, and what it implies
+    plan = tmp_path / "plan.json"
+    assert main(["study", str(spec), "--plan", "--pilot", str(out), "--effect", "0.05", "--plan-json", str(plan)]) == 0
+    (row,) = json.loads(plan.read_text())["power"]
+    assert (row["comparison"], row["task"], row["pilot"]["questions"], row["pilot"]["seeds"]) == (
+        "linear − mlp",
+        "easy-vqa",
+        24,
+        1,
+    )
+    assert row["questions"] == 24 and row["seeds"] == 1
+    assert row["mde"] == pytest.approx(2.8016 * row["pilot"]["sd_paired"] / 24**0.5, rel=1e-4)  # one seed: no share

@@ -312,3 +312,37 @@ def test_the_trainers_preflight_reads_the_engine_it_runs_under():
     assert strategy(acc(DistributedType.FSDP)) == "fsdp"
     assert strategy(acc(DistributedType.MULTI_GPU)) == "ddp"
     assert [strategy(acc(DistributedType.DEEPSPEED, s)) for s in (0, 1, 2, 3)] == ["ddp", "zero2", "zero2", "zero3"]
+
+
+def test_flops_per_sample_match_a_counted_training_step(tiny_cfg):
+    """The plan's FLOPs of a finetune sample equal what torch's FlopCounterMode counts in a real forward + backward
+    of the same items, one at a time (no padding), with eager attention so every product is counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vlmlab.data.dataset import VQADataset
+    from vlmlab.data.sources import load_training_items
+    from vlmlab.plan.data import measure
+    from vlmlab.plan.flops import tower_forward_flops, training_sample_flops
+    from vlmlab.train.optim import apply_stage_freezing
+    from vlmlab.train.trainer import tokenizer_texts
+
+    items = load_training_items(tiny_cfg)
+    texts = tokenizer_texts(items)
+    model = build_model(tiny_cfg, texts=texts)
+    for config in (model.llm.lm.config, model.vision.tower.config):
+        config._attn_implementation = "eager"
+    apply_stage_freezing(model, tiny_cfg.train.stages[1])
+    data = VQADataset(items[:6], model.llm, tiny_cfg.data.image, model.num_image_tokens, with_answers=True)
+    counted = 0
+    for i in range(len(data)):
+        batch = data.collate([data[i]])
+        with FlopCounterMode(display=False) as counter:
+            model(**batch.model_inputs(), labels=batch.labels).loss_sum.backward()
+        counted += counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    sm = shape_model(tiny_cfg, lambda: texts)
+    sm.model.llm.lm.config._attn_implementation = "eager"
+    planned = training_sample_flops(
+        sm, tiny_cfg, 1, measure(items[:6], tiny_cfg, model.llm, model.num_image_tokens, True), tower_forward_flops(sm)
+    )
+    assert planned.total * len(data) == pytest.approx(counted, rel=0.01)  # measured: 3.935e7 planned, 3.940e7 counted

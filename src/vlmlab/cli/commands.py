@@ -257,9 +257,9 @@ def cmd_study(args) -> int:
     from vlmlab.io import write_text
     from vlmlab.study.runner import job_script, prepare_study, run_study
 
-    spec_path = resolve_study_path(args.spec)
     if study_scale.wanted(args):  # --plan, --launcher
-        return study_scale.cmd_study_scale(args, spec_path)
+        return study_scale.cmd_study_scale(args)
+    spec_path = resolve_study_path(args.spec)
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)
         names = list(dict.fromkeys(v.name for v in study.variants))

@@ -65,8 +65,20 @@ def launcher_overrides(args) -> dict[str, Any]:
     return out
 
 
-def cmd_study_scale(args, spec_path: Path) -> int:
-    """`spec_path`: the study spec (or a run config, for --plan) the command names."""
+def resolve_target(arg: str) -> Path:
+    """SPEC: a path, a built-in study (demo, demo-quick) or, for --plan, a built-in config (easy-vqa-tiny)."""
+    from vlmlab.config import builtin_config
+
+    path = Path(arg)
+    if path.is_file():
+        return path
+    found = builtin_config(arg, kind="studies") or builtin_config(arg)
+    if found is None:
+        raise UserError(f"{arg}: study spec or config not found (and no built-in one of that name)", exit_code=2)
+    return found
+
+
+def cmd_study_scale(args) -> int:
     from vlmlab.study.launcher import with_overrides
     from vlmlab.study.spec import load_study_spec
 
@@ -77,6 +89,7 @@ def cmd_study_scale(args, spec_path: Path) -> int:
     from vlmlab.plan.study import is_run_config
     from vlmlab.study.launcher import LauncherSpec
 
+    spec_path = resolve_target(args.spec)
     recipe = is_run_config(spec_path)
     if recipe and not args.plan:
         raise UserError(f"{spec_path}: a run config, not a study; --launcher submits studies", exit_code=2)

@@ -49,6 +49,7 @@ class StagePlan:
     unit: int  # bytes of the largest block a sharding engine gathers
     data: StageData
     setting: Setting
+    reused: str | None = None  # a vision-pretrain stage another variant (or the cache) already computed
 
     def memory_under(self, strategy: str, processes: int) -> Footprint:
         return per_process(self.unsharded, strategy, processes, self.unit, self.trained)
@@ -64,7 +65,7 @@ class StagePlan:
 
     @property
     def total_flops(self) -> float:
-        return self.samples * self.flops.total
+        return 0.0 if self.reused else self.samples * self.flops.total
 
 
 @dataclass
@@ -116,8 +117,11 @@ class VariantPlan:
         return self.peak.total <= self.setting.hardware.usable_bytes
 
 
-def plan_variant(name: str, cfg: RunConfig, seeds: int, setting: Setting) -> VariantPlan:
-    """The plan of one variant (`cfg`: its first seed's resolved config)."""
+def plan_variant(
+    name: str, cfg: RunConfig, seeds: int, setting: Setting, towers: set[str] | None = None
+) -> VariantPlan:
+    """The plan of one variant (`cfg`: its first seed's resolved config). `towers` holds the vision-pretrain
+    stages planned so far (their cache keys): a variant whose tower another already trains reuses it."""
     texts = _lazy_texts(cfg)
     sm = shape_model(cfg, texts)
     model = sm.model
@@ -131,14 +135,19 @@ def plan_variant(name: str, cfg: RunConfig, seeds: int, setting: Setting) -> Var
             sources = cfg.data.train if stage.data is None else stage.sources
             cache[key] = stage_data(cfg, sources, key, model.llm, model.num_image_tokens, sm.real_tokenizer)
         data = cache[key]
-        items = data.items if stage.kind.on_sequences else max(1, data.extent.images)
+        items, reused = data.items, None
+        if not stage.kind.on_sequences:
+            items = _pretrain_images(cfg, s) or max(1, data.extent.images)
+            reused = _reused_tower(cfg, s, towers if towers is not None else set())
         micro = (stage.batch_size or cfg.train.batch_size) * setting.processes
         steps = stage_steps(stage, items, micro, cfg.train.grad_accum)
         unsharded = stage_footprint(model, cfg, s, data.extent)
         trained = unsharded.parts.get("gradients + AdamW state", 0) // 12  # 12 bytes per trained parameter
         flops = training_sample_flops(sm, cfg, s, data, tower)
         global_batch = micro * cfg.train.grad_accum
-        stages.append(StagePlan(stage.name, trained, items, steps, global_batch, flops, unsharded, unit, data, setting))
+        stages.append(
+            StagePlan(stage.name, trained, items, steps, global_batch, flops, unsharded, unit, data, setting, reused)
+        )
     for data in cache.values():
         notes += data.notes
     questions, eval_notes = eval_items(cfg)
@@ -168,6 +177,37 @@ def plan_variant(name: str, cfg: RunConfig, seeds: int, setting: Setting) -> Var
 
 
 _PARTS = ("vision", "projector", "llm", "routing")
+
+
+def _pretrain_images(cfg: RunConfig, s: int) -> int | None:
+    """The images a vision-pretrain stage learns from, counted as the stage counts them (None: data not here)."""
+    from vlmlab.data.sources import load_training_sources
+    from vlmlab.plan.data import source_present
+    from vlmlab.train.vision_pretrain import ordered_image_labels, stage_data_labels
+
+    stage = cfg.train.stages[s]
+    sources = [stage.data] if stage.data is not None else cfg.data.train
+    if not all(source_present(src) for src in sources):
+        return None
+    if stage.data is not None:
+        return len(stage_data_labels(cfg, s)[0])
+    return len(ordered_image_labels(load_training_sources(cfg), stage.objective))
+
+
+def _reused_tower(cfg: RunConfig, s: int, towers: set[str]) -> str | None:
+    """Whether vision-pretrain stage `s` is computed elsewhere: by an earlier variant of the study (the study's
+    tower cache) or already in the user cache (a stage with its own data)."""
+    from vlmlab.cache import cache_root
+    from vlmlab.train import vision_cache
+
+    key = vision_cache.stage_key(cfg, s)
+    if key is None:
+        return None
+    if key in towers:
+        return "shared"
+    towers.add(key)
+    stored = cache_root() / "vision-pretrain" / key / vision_cache.METRICS
+    return "cached" if cfg.train.stages[s].data is not None and stored.is_file() else None
 
 
 def _lazy_texts(cfg: RunConfig):

@@ -14,6 +14,21 @@ from vlmlab.plan.study import StudyPlan, job_minutes
 from vlmlab.progress import console
 
 
+def flops(n: float) -> str:
+    """FLOPs with an SI prefix (1.2 T, 340 G, 48 M)."""
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g}"
+
+
+def hours(h: float) -> str:
+    """Hours, or minutes or seconds when shorter."""
+    if h >= 1:
+        return f"{h:,.1f} h"
+    return f"{h * 60:.1f} min" if h * 60 >= 1 else f"{h * 3600:.0f} s"
+
+
 def _count(n: float) -> str:
     for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:
@@ -30,7 +45,7 @@ def print_plan(plan: StudyPlan) -> None:
         highlight=False,
     )
     stages = Table(title="per training stage of one run")
-    for col in ("variant", "stage", "trained", "steps x batch", "TFLOPs/sample", "memory/GPU"):
+    for col in ("variant", "stage", "trained", "steps x batch", "FLOPs/sample", "memory/GPU"):
         stages.add_column(col, justify="left" if col in ("variant", "stage") else "right")
     for v in plan.variants:
         for st in v.stages:
@@ -38,13 +53,13 @@ def print_plan(plan: StudyPlan) -> None:
                 v.name,
                 st.name,
                 _count(st.trained),
-                f"{st.steps:,} x {st.global_batch}",
-                f"{st.flops.total / 1e12:.3g}",
+                f"{st.steps:,} x {st.global_batch}" + (f" ({st.reused})" if st.reused else ""),
+                flops(st.flops.total),
                 gib(st.memory.total),
             )
     console.print(stages)
     table = Table(title="per variant (a run = one seed)")
-    for col in ("variant", "GPUs", "params", "prefill TFLOPs", "fits", "GPU-h/run", "job time", "GPU-h"):
+    for col in ("variant", "GPUs", "params", "prefill FLOPs", "fits", "GPU-h/run", "job time", "GPU-h"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in plan.variants:
         s = v.setting
@@ -52,16 +67,16 @@ def print_plan(plan: StudyPlan) -> None:
             v.name,
             f"{s.processes} {s.strategy}",
             _count(sum(v.parameters.values())),
-            f"{v.prefill_flops / 1e12:.3g}",
+            flops(v.prefill_flops),
             "yes" if v.fits else "[red]no[/red]",
-            f"{v.gpu_hours:,.1f}",
+            hours(v.gpu_hours),
             _job_time(v, plan),
-            f"{v.gpu_hours * v.seeds:,.1f}",
+            hours(v.gpu_hours * v.seeds),
         )
     console.print(table)
     console.print(
-        f"[bold]study total[/bold]: {plan.runs} runs, {plan.flops:.3g} training FLOPs, "
-        f"[bold]{plan.gpu_hours:,.1f} GPU-hours[/bold] on {h.name}",
+        f"[bold]study total[/bold]: {plan.runs} runs, {flops(plan.flops)}FLOPs of training, "
+        f"[bold]{hours(plan.gpu_hours)}[/bold] of {h.name}",
         highlight=False,
         soft_wrap=True,
     )
@@ -178,6 +193,7 @@ def variant_json(v: VariantPlan, plan: StudyPlan) -> dict[str, Any]:
                 "steps": st.steps,
                 "global_batch": st.global_batch,
                 "samples": st.samples,
+                "reused": st.reused,
                 "flops_per_sample": st.flops.total,
                 "flops_parts": st.flops.parts,
                 "flops": st.total_flops,

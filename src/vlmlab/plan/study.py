@@ -73,7 +73,7 @@ def plan_study(spec_path: str | Path, launcher: LauncherSpec | None = None) -> S
     h = hardware(launcher.gpu, launcher.mfu)
     paths = {name: str(shapes_world.cached_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
     first = [v for v in expand_variants(spec, spec_dir, paths) if v.seed == spec.seeds[0]]
-    plans = []
+    plans, towers = [], set()
     with progress() as bar:
         job = bar.add_task("planning variants", total=len(first), info="")
         for v in first:
@@ -83,7 +83,7 @@ def plan_study(spec_path: str | Path, launcher: LauncherSpec | None = None) -> S
             except MeasurementNeeded:
                 pending = "model.routing.layer: auto is read off model.init_from's profile, not measured yet"
             setting = setting_for(launcher, launcher.for_variant(v.name), h)
-            plan = plan_variant(v.name, cfg, len(spec.seeds), setting)
+            plan = plan_variant(v.name, cfg, len(spec.seeds), setting, towers)
             plan.eval_modes = len(modes(spec))
             if pending:
                 plan.notes.append(pending)
