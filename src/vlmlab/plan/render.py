@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from vlmlab.models.footprint import gib
+from vlmlab.models.sharding import STRATEGIES
 from vlmlab.plan.cost import VariantPlan, fewest_gpus
 from vlmlab.plan.data import CHARS_PER_TOKEN
 from vlmlab.plan.hardware import USABLE
@@ -84,6 +85,9 @@ def print_plan(plan: StudyPlan) -> None:
     for v in plan.variants:
         if v is largest or not v.fits:
             console.print(f"{v.name}: memory per GPU at its peak, {v.peak.phase}: {v.peak.describe()}", highlight=False)
+            n = v.setting.processes
+            per = ", ".join(f"{how} {gib(_peak_under(v, how, n))}" for how in STRATEGIES)
+            console.print(f"{v.name}: peak per GPU over {n} GPUs by strategy: {per}", highlight=False)
         if not v.fits:
             better = fewest_gpus(v)
             fix = f"; fits with {better[0]} over {better[1]} GPUs" if better else "; no GPU count fits it"
@@ -104,6 +108,11 @@ def print_plan(plan: StudyPlan) -> None:
         )
     if plan.power:
         print_power(plan)
+
+
+def _peak_under(v: VariantPlan, strategy: str, processes: int) -> int:
+    """The variant's peak per process under another strategy (evaluation holds the whole model either way)."""
+    return max([st.memory_under(strategy, processes).total for st in v.stages] + [v.eval_memory.total])
 
 
 def _job_time(v: VariantPlan, plan: StudyPlan) -> str:
@@ -215,6 +224,7 @@ def variant_json(v: VariantPlan, plan: StudyPlan) -> dict[str, Any]:
         "gpu_hours_per_run": v.gpu_hours,
         "wall_hours_per_run": v.wall_hours,
         "peak_memory_per_gpu": v.peak.total,
+        "peak_memory_per_gpu_by_strategy": {how: _peak_under(v, how, v.setting.processes) for how in STRATEGIES},
         "fits": v.fits,
         "job_minutes": asked,
         "job_requeues": requeues,
