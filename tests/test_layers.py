@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study", ("vlmlab.study",)),
     ("analysis", ("vlmlab.analysis",)),
     ("report", ("vlmlab.report",)),
-    ("application", ("vlmlab.cli", "vlmlab.parts", "vlmlab.__main__")),
+    ("application", ("vlmlab.cli", "vlmlab.parts", "vlmlab.__main__", "vlmlab.plan", "vlmlab.launch")),
 ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import argparse
 from pydantic import ValidationError
 from rich.markup import escape
 
-from vlmlab.cli import commands, compare_command
+from vlmlab.cli import commands, compare_command, study_scale
 from vlmlab.cli.commands import resolve_config_path, resolve_study_path  # noqa: F401 - public helpers
 from vlmlab.errors import EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_MEMORY, UserError, validation_error
 from vlmlab.parts import load_builtin_parts
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
     p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
+    study_scale.add_arguments(p)  # --plan, --launcher slurm|local and their settings
     p.set_defaults(func=commands.cmd_study)
 
     p = sub.add_parser(

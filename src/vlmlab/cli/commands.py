@@ -262,10 +262,13 @@ def resolve_study_path(arg: str) -> Path:
 
 def cmd_study(args) -> int:
     from vlmlab.analysis.run import analyze_study
+    from vlmlab.cli import study_scale
     from vlmlab.distributed import barrier, is_main_process
     from vlmlab.io import write_text
     from vlmlab.study.runner import job_script, prepare_study, run_study
 
+    if study_scale.wanted(args):  # --plan, --launcher
+        return study_scale.cmd_study_scale(args)
     spec_path = resolve_study_path(args.spec)
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)

@@ -104,17 +104,9 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
     for name in only or []:
         if name not in known:
             raise UserError(f"--only {name}: no such variant (variants: {', '.join(sorted(known))})", exit_code=2)
-    study.dir.path.mkdir(parents=True, exist_ok=True)
     todo = [v for v in study.variants if not only or v.name in only]
     if is_main_process():  # under torchrun / accelerate launch every process trains; one writes
-        with exclusive(study.dir.path, "study", console.print):
-            io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
-            io.write_json(study.dir.control, study.control)
-            stale = any(not is_complete(study, v) for v in todo) or any(
-                not is_scored(study.dir.path, e) for e in study.external if not only or e.name in only
-            )
-            if stale:  # results about to change: no longer vouched for
-                study.dir.complete.unlink(missing_ok=True)
+        write_study_header(study, todo, only)
     barrier()
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
@@ -142,6 +134,21 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
             write_results(study)
     barrier()
     return study
+
+
+def write_study_header(study: Study, todo: list[Variant], only: list[str] | None = None) -> None:
+    """Under the study's lock: its validated spec and control check, and no completion marker while any run of
+    `todo` or any external variant (of `only`, when given) is still to be (re)made or scored (results about to
+    change are no longer vouched for)."""
+    study.dir.path.mkdir(parents=True, exist_ok=True)
+    with exclusive(study.dir.path, "study", console.print):
+        io.write_yaml(study.dir.spec, study.spec.model_dump(mode="json"))
+        io.write_json(study.dir.control, study.control)
+        stale = any(not is_complete(study, v) for v in todo) or any(
+            not is_scored(study.dir.path, e) for e in study.external if not only or e.name in only
+        )
+        if stale:
+            study.dir.complete.unlink(missing_ok=True)
 
 
 def _describe(v: Variant) -> str:

@@ -15,6 +15,7 @@ from vlmlab.config import MAX_SEED, DataSource, ImageConfig, RunConfig, builtin_
 from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
+from vlmlab.study.launcher import LauncherSpec
 
 RESERVED_NAMES = {
     "item_id",
@@ -132,6 +133,7 @@ class StudySpec(Strict):
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     eval: EvalSpec = EvalSpec()
     analyses: list[AnalysisSpec] = Field(default_factory=list)
+    launcher: LauncherSpec = LauncherSpec()  # cluster jobs and the plan's machine (`vlmlab study --launcher/--plan`)
 
     @field_validator("analyses", mode="before")
     @classmethod

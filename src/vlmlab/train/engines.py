@@ -22,6 +22,17 @@ def deepspeed(acc: Accelerator) -> bool:
     return acc.distributed_type == DistributedType.DEEPSPEED
 
 
+def strategy(acc: Accelerator) -> str:
+    """How the launcher's engine holds the model (`vlmlab.models.sharding`): `ddp` (a full replica per process),
+    `fsdp` (full shard), `zero2` (DeepSpeed stages 1-2: optimizer state and gradients sharded) or `zero3`."""
+    if acc.distributed_type == DistributedType.FSDP:
+        return "fsdp"
+    if deepspeed(acc):
+        stage = int(acc.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+        return "zero3" if stage >= 3 else "zero2" if stage >= 1 else "ddp"
+    return "ddp"
+
+
 def keeps_wrapping(acc: Accelerator) -> bool:
     """FSDP2 shards the model in place, once; the next stage re-prepares it as it is (DDP / DeepSpeed wrap anew)."""
     return acc.distributed_type == DistributedType.FSDP

@@ -25,8 +25,9 @@ from vlmlab.environment import environment
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.locks import exclusive
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
-from vlmlab.models.footprint import check_fits, training_footprints
+from vlmlab.models.footprint import Footprint, check_fits, training_footprints
 from vlmlab.models.llm.box_tokens import add_box_tokens
+from vlmlab.models.sharding import largest_unit_bytes, per_process
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import console, progress
 from vlmlab.runs import (
@@ -178,7 +179,8 @@ class Trainer:
                 extents[stage_data_key(cfg, s) if stage.kind.on_sequences else "data.train"]
                 for s, stage in enumerate(cfg.train.stages)
             ]
-            check_fits(training_footprints(model, cfg, per_stage, extents["data.train"]), what=f"the run {cfg.name!r}")
+            footprints = training_footprints(model, cfg, per_stage, extents["data.train"])
+            check_fits(self._per_process(model, footprints), what=f"the run {cfg.name!r}")
         world = self.accelerator.num_processes
         for s, stage in enumerate(cfg.train.stages):
             if not stage.kind.on_sequences or stage.max_steps is not None:
@@ -193,6 +195,16 @@ class Trainer:
                     soft_wrap=True,
                     highlight=False,
                 )
+
+    def _per_process(self, model: VisionLanguageModel, footprints: list[Footprint]) -> list[Footprint]:
+        """The training stages' estimates as one process holds them under the launcher's engine (FSDP and ZeRO
+        shard weights, gradients and optimizer state); evaluation, on the whole model, stays as it is."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return footprints
+        how, unit, n = engines.strategy(self.accelerator), largest_unit_bytes(model), len(self.cfg.train.stages)
+        trained = [f.parts.get("gradients + AdamW state", 0) // 12 for f in footprints[:n]]
+        return [per_process(f, how, world, unit, t) for f, t in zip(footprints[:n], trained)] + footprints[n:]
 
     def _write_run_files(self, model: VisionLanguageModel) -> None:
         """The run dir is created only now, after the config, data and model all checked out."""
