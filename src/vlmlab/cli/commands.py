@@ -65,10 +65,24 @@ def cmd_eval(args) -> int:
         for spec in args.task:
             task, _, split = spec.partition(":")
             sources.append(DataSource(task=task, split=split or "test", limit=args.limit))
+    elif args.limit:  # the run's own evaluation tasks, each cut to --limit items
+        sources = limited_eval_sources(Path(args.run_dir), args.limit)
     mode = EvalMode(blind=args.blind, perturbation=parse_perturbation(args.perturb) if args.perturb else None)
     metrics = evaluate_run(args.run_dir, sources, mode=mode)
     _print_metrics(metrics, Path(args.run_dir), mode="" if mode == CLEAN else mode.name)
     return 0
+
+
+def limited_eval_sources(run_dir: Path, limit: int) -> list | None:
+    """The run's `data.eval` with every source cut to at most `limit` items (None when it is not a run)."""
+    from vlmlab.config import load_config
+    from vlmlab.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        return None  # evaluate_run says what is missing
+    eval_sources = load_config(run.config).data.eval
+    return [s.model_copy(update={"limit": min(s.limit or limit, limit)}) for s in eval_sources] or None
 
 
 def cmd_score(args) -> int:
@@ -501,8 +515,9 @@ def cmd_data_check(args) -> int:
     except ValidationError as exc:
         raise validation_error(exc, prefix="data") from None
     report = check_dataset(source)
+    text_only = f" (and {report['text_only']} text-only records, their text checked)" if report["text_only"] else ""
     console.print(
-        f"{args.task}: {report['items']} items over {report['images']} images, all readable; "
+        f"{args.task}: {report['items']} items over {report['images']} images, all readable{text_only}; "
         f"categories {report['categories']}; answers {report['answer_types']}; "
         f"image sizes {report['image_sizes']}",
         soft_wrap=True,
@@ -520,6 +535,34 @@ def cmd_data_convert_refs(args) -> int:
         raise UserError(f"{args.pickle}: expected a list of refs", exit_code=1)
     io.write_json(args.out, refs)
     console.print(f"wrote {len(refs)} refs to {args.out}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from vlmlab.checkpoint import NO_MANIFEST
+    from vlmlab.integrity import verify_run
+
+    check = verify_run(args.run_dir, write=args.write_manifest)
+    if check.problems:  # one line: the first problem, how many more, and what to do
+        directory, problem = check.problems[0]
+        more = f" (and {len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
+        hint = (
+            f"; if you trust it, run `vlmlab verify {args.run_dir} --write-manifest`"
+            if problem == NO_MANIFEST
+            else "; restore it, or train again"
+        )
+        raise UserError(f"{directory}: {problem}{more}{hint}")
+    for directory in check.written:
+        console.print(
+            f"{directory}: wrote manifest.json (this run now vouches for its files as they are)", soft_wrap=True
+        )
+    for directory, _ in check.checked:
+        console.print(f"{directory}: ok", soft_wrap=True, highlight=False)
+    console.print(
+        f"{args.run_dir}: verified; digest {check.digest} (compare it with the digest the run's author publishes)",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 

@@ -39,7 +39,7 @@ def combine(study: Study) -> pd.DataFrame:
     for v in study.variants:
         run = study.run_dir(v)
         for mode in modes(study.spec):
-            frame = pd.read_parquet(run.predictions(mode))
+            frame = io.read_parquet(run.predictions(mode), "predictions")
             frame.insert(0, "mode", mode.name)
             frame.insert(0, "seed", v.seed)
             for factor in reversed(list(study.spec.factors)):

@@ -9,7 +9,6 @@ it reads existing files and never loads a model.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,12 +26,19 @@ from vlmlab.evaluation.evaluate import evaluate_run
 from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
 from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
-from vlmlab.progress import console
+from vlmlab.progress import console, progress
 from vlmlab.runs import init_run, load_run_model, normalized_config, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.layout import Study, StudyDir
 from vlmlab.study.results import modes, write_results
-from vlmlab.study.spec import Variant, build_analysis, expand_variants, load_study_spec, variant_inputs
+from vlmlab.study.spec import (
+    Variant,
+    build_analysis,
+    expand_variants,
+    level_combinations,
+    load_study_spec,
+    variant_inputs,
+)
 from vlmlab.train.trainer import Trainer
 
 
@@ -44,26 +50,36 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
     for i, analysis in enumerate(spec.analyses):
         build_analysis(analysis, f"{spec_path}: analyses.{i}")
     paths = {name: str(shapes_world.cached_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
-    variants = expand_variants(spec, spec_dir, paths)
-    pending = []
-    for v in variants:  # a variant that starts from another run needs it finished, before anything is written
-        init_run(v.cfg)
-        try:
-            resolved = resolve_config(v.cfg)
-        except MeasurementNeeded as needed:
-            pending.append((needed.measurement, needed.key, v.run_name))
-            continue
-        if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
-            v.cfg, v.resolved = resolved, resolved.resolved()
-    control = {
-        "passed": True,
-        "config": check_config_control(spec, variants),
-        "data_order": check_order_control(spec, variants),
-        "seeds": spec.seeds,
-        "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
-        "environment": environment(),
-    }
+    n = len(level_combinations(spec)) * len(spec.seeds)
+    with progress() as bar:  # a design of hundreds of variants takes a while: each phase is a named step
+        variants = expand_variants(spec, spec_dir, paths, tick=_step(bar, f"resolving {n:,} variant runs", n))
+        pending = []
+        tick = _step(bar, "checking what each variant starts from", n)
+        for v in variants:  # a variant that starts from another run needs it finished, before anything is written
+            tick()
+            init_run(v.cfg)
+            try:
+                resolved = resolve_config(v.cfg)
+            except MeasurementNeeded as needed:
+                pending.append((needed.measurement, needed.key, v.run_name))
+                continue
+            if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
+                v.cfg, v.resolved = resolved, resolved.resolved()
+        control = {
+            "passed": True,
+            "config": check_config_control(spec, variants, _step(bar, "control check: held-constant keys", n)),
+            "data_order": check_order_control(spec, variants, _step(bar, "control check: data order", n)),
+            "seeds": spec.seeds,
+            "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
+            "environment": environment(),
+        }
     return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name), pending)
+
+
+def _step(bar, title: str, total: int):
+    """A progress task of `total` units and the callable that advances it by one."""
+    job = bar.add_task(title, total=total, info="")
+    return lambda: bar.advance(job)
 
 
 def is_complete(study: Study, v: Variant) -> bool:
@@ -73,8 +89,8 @@ def is_complete(study: Study, v: Variant) -> bool:
     if not run.done.is_file():
         return False
     try:
-        current = json.loads(run.done.read_text())["inputs"] == variant_inputs(v, study.spec)
-    except (json.JSONDecodeError, KeyError, TypeError):
+        current = io.read_json(run.done)["inputs"] == variant_inputs(v, study.spec)
+    except (UserError, KeyError, TypeError):
         return False
     return current and all(run.predictions(m).is_file() and run.metrics(m).is_file() for m in modes(study.spec))
 
@@ -178,11 +194,10 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
 
 
 def _clear(path: Path) -> None:
-    """Empty a run directory, keeping the lock this process holds on it."""
+    """Empty a run directory, keeping the lock this process holds on it (a link in it is removed, not followed)."""
     for entry in path.iterdir():
-        if entry.name == LOCK:
-            continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name != LOCK:
+            io.remove_tree(entry)
 
 
 def job_script(spec_path: str | Path, study: Study) -> str:

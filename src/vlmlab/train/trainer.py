@@ -3,7 +3,6 @@ exact resume."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -124,9 +123,9 @@ class Trainer:
     def _clear_unstarted(self) -> None:
         """Remove what a start that never reached a checkpoint wrote (files of other programs are left alone)."""
         for name in ("config.yaml", "environment.json", "train_log.jsonl", "train.json"):
-            (self.run.path / name).unlink(missing_ok=True)
+            io.remove_tree(self.run.path / name)
         for name in ("tokenizer", "checkpoints", ".tokenizer.tmp", "tensorboard", "mlruns"):
-            shutil.rmtree(self.run.path / name, ignore_errors=True)
+            io.remove_tree(self.run.path / name)  # a link is removed as a link, never followed
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
@@ -200,9 +199,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         if not self.run.tokenizer.is_dir():
-            tmp = self.run.path / ".tokenizer.tmp"
-            model.llm.save_tokenizer(tmp)
-            tmp.rename(self.run.tokenizer)
+            with io.atomic_dir(self.run.tokenizer) as tmp:  # a fresh temp dir: nothing there can redirect it
+                model.llm.save_tokenizer(tmp)
         io.write_yaml(self.run.config, self.cfg.resolved())
         self._record_environment()
 
