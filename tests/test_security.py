@@ -590,3 +590,32 @@ def test_study_check_shows_progress_and_stays_fast(tmp_path):
         assert step in proc.stderr, proc.stderr
     assert "control check passed: 200 variants x 3 seeds" in proc.stderr
     assert seconds < 240, seconds
+
+
+def test_the_bounds_leave_ordinary_input_alone(tmp_path):
+    """The limits sit far above real files: anchors reused a few times, 64 levels of JSON, `\\r\\n` line ends and
+    U+2028 inside JSON lines, a refs pickle that shares its strings, a lock's own holder record."""
+    from vlmlab import bounded
+    from vlmlab.data.tasks.refcoco import load_pickle
+    from vlmlab.errors import UserError
+    from vlmlab.locks import holder_of, holder_text
+
+    config = "lr: &lr {projector: 1.0e-3, llm: 2.0e-4}\nstages: [{name: a, lr: *lr}, {name: b, lr: *lr}]\n"
+    assert bounded.yaml_data(config, "c.yaml")["stages"][1]["lr"] == {"projector": 1.0e-3, "llm": 2.0e-4}
+    deep = {}
+    node = deep
+    for _ in range(bounded.JSON_MAX_DEPTH - 1):
+        node["x"] = {}
+        node = node["x"]
+    assert bounded.json_data(json.dumps(deep), "d.json") == deep  # 64 levels: read
+    with pytest.raises(UserError, match="d.json: JSON nested deeper than 64 levels"):
+        bounded.json_data(json.dumps({"x": deep}), "d.json")
+    lines = tmp_path / "a.jsonl"
+    lines.write_bytes('{"a": "x\u2028y"}\r\n\r\n{"a": "\u0085"}\n{"a": 3}'.encode())
+    assert [rec for _, rec in bounded.jsonl_records(lines)] == [{"a": "x\u2028y"}, {"a": "\u0085"}, {"a": 3}]
+    refs = [{"ref_id": i, "split": "train", "sentences": [{"sent": "the left one"}]} for i in range(2000)]
+    (tmp_path / "refs.p").write_bytes(pickle.dumps(refs))  # the strings are memoized: shared, as the real files
+    assert load_pickle(tmp_path / "refs.p") == refs
+    assert holder_of(holder_text()) == holder_text()
+    assert holder_of("pid 4242 on elsewhere since today") == "pid 4242 on elsewhere since today"
+    assert holder_of("pid 1 on host since now\x1b[2J") is None and holder_of("root:x:0:0") is None

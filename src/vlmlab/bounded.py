@@ -148,7 +148,8 @@ def json_data(text: str | bytes, source: str, exit_code: int = EXIT_DATA, max_de
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})", exit_code=exit_code) from None
+        at = f" at line {exc.lineno}" if "\n" in str(text).strip() else ""  # a JSON line is named by `source`
+        raise UserError(f"{source}: not valid JSON ({exc.msg}{at})", exit_code=exit_code) from None
     except RecursionError:
         raise UserError(f"{source}: JSON nested deeper than {max_depth} levels", exit_code=exit_code) from None
     except (ValueError, UnicodeDecodeError) as exc:  # e.g. an integer of more than 4,300 digits, bad UTF-8

@@ -265,6 +265,7 @@ def resolve_study_path(arg: str) -> Path:
 
 
 def cmd_study(args) -> int:
+    from vlmlab import io
     from vlmlab.analysis.run import analyze_study
     from vlmlab.distributed import barrier, is_main_process
     from vlmlab.io import write_text
@@ -292,7 +293,8 @@ def cmd_study(args) -> int:
     study = run_study(spec_path, args.out, only=args.only)
     if study.dir.complete.is_file() and not args.only:
         if is_main_process():
-            analyze_study(study.dir.path)
+            with io.confined(study.dir.path):  # the analyses write into the study, through no link
+                analyze_study(study.dir.path)
         barrier()
         _print_study_summary(study.dir.path)
         console.print(
@@ -437,6 +439,7 @@ def cmd_bench_vision(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from vlmlab import io
     from vlmlab.analysis.run import analyze_study
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -448,8 +451,9 @@ def cmd_demo(args) -> int:
     ]
     out = Path(args.out or f"runs/{name}")
     study = run_study(resolve_study_path(name), out)  # train and evaluate every variant, combine the records
-    analyze_study(out)  # measure what the analyses need, compute them
-    html_path, _ = build_report(out)  # render
+    with io.confined(out):  # what follows writes into the study, through no link
+        analyze_study(out)  # measure what the analyses need, compute them
+        html_path, _ = build_report(out)  # render
     _print_study_summary(out)
     analyses = ", ".join(a.id for a in study.spec.analyses)
     console.print(

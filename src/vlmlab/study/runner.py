@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vlmlab import io
+from vlmlab import grants, io
 from vlmlab.config import read_yaml
 from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
@@ -203,13 +203,14 @@ def _clear(path: Path) -> None:
 def job_script(spec_path: str | Path, study: Study) -> str:
     """A shell script with one command per variant (submit each line as a cluster job), then the combine step."""
     spec_arg, out = str(spec_path), str(study.dir.path)
+    allowed = "".join(f" {flag}" for name, flag in grants.FLAGS.items() if grants.allows(name))  # this command's
     lines = [
         "#!/usr/bin/env bash",
         f"# {study.spec.name}: one job per variant; run them anywhere that sees {out}/.",
         "set -euo pipefail",
     ]
     for name in dict.fromkeys(v.name for v in study.variants):
-        lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}")
+        lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}{allowed}")
     lines.append("# when every job has finished: combine the records, compute the analyses, write the report")
-    lines.append(f"vlmlab study {spec_arg} --out {out} && vlmlab report {out}")
+    lines.append(f"vlmlab study {spec_arg} --out {out}{allowed} && vlmlab report {out}")
     return "\n".join(lines) + "\n"

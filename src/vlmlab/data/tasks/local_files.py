@@ -78,11 +78,16 @@ def image_under(root: Path, name: str, where: str, what: str = "image directory"
     if _CONTROL.search(name):
         raise DataError(f"{where}: image path {name!r} has a control character")
     base = _resolved(os.fspath(root))
+    inside = base.rstrip(os.sep) + os.sep
     image = os.path.normpath(os.path.join(base, name))
-    if os.path.isabs(name) or not _inside(image, base):
+    if os.path.isabs(name) or not (image == base or image.startswith(inside)):
         raise DataError(f"{where}: image path {name!r} leaves the {what} {root}")
-    real = _real(image)
-    if not _inside(real, base) and not any(_inside(real, r) for r in _allowed_roots(os.environ.get(IMAGE_ROOTS, ""))):
+    folder, _, leaf = image.rpartition(os.sep)
+    real_folder, links = _folder(folder or os.sep)
+    real = os.path.realpath(image) if leaf in links else real_folder + leaf
+    if not (real == base or real.startswith(inside)) and not any(
+        real.startswith(r.rstrip(os.sep) + os.sep) for r in _allowed_roots(os.environ.get(IMAGE_ROOTS, ""))
+    ):
         raise DataError(
             f"{where}: image path {name!r} leaves the {what} {root} through a symbolic link (to {real}); "
             f"name the directory it leads into in ${IMAGE_ROOTS} if you mean it"
@@ -94,26 +99,16 @@ IMAGE_ROOTS = "VLMLAB_IMAGE_ROOTS"  # directories (os.pathsep-separated) that li
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _inside(path: str, base: str) -> bool:
-    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
-
-
-def _real(image: str) -> str:
-    """`os.path.realpath(image)`: its folder resolved once (cached), the file itself only when it is a link."""
-    folder, _, leaf = image.rpartition(os.sep)  # `image` is normalized and absolute
-    if leaf in _links_in(folder or os.sep):
-        return os.path.realpath(image)
-    return _resolved(folder or os.sep).rstrip(os.sep) + os.sep + leaf
-
-
 @functools.lru_cache(maxsize=4096)
-def _links_in(folder: str) -> frozenset[str]:
-    """The names in `folder` that are symbolic links: one directory listing per folder, not a stat per image."""
+def _folder(folder: str) -> tuple[str, frozenset[str]]:
+    """(`folder` resolved, with a trailing separator; the names in it that are symbolic links): one realpath and
+    one directory listing per folder, not a stat per image."""
     try:
         with os.scandir(folder) as entries:
-            return frozenset(e.name for e in entries if e.is_symlink())
+            links = frozenset(e.name for e in entries if e.is_symlink())
     except OSError:  # missing or unreadable: its images are reported when they are read
-        return frozenset()
+        links = frozenset()
+    return os.path.realpath(folder).rstrip(os.sep) + os.sep, links
 
 
 @functools.lru_cache(maxsize=4096)
