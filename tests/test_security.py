@@ -249,15 +249,27 @@ def test_writes_under_a_run_never_pass_through_a_link(trained, tmp_path):
     log_link.train_log.symlink_to(outside / "log.jsonl")
     measured = copy_run(trained, tmp_path / "measured")  # a probe's record goes to measurements/: a link here
     measured.measurements.symlink_to(outside, target_is_directory=True)
-    (code, _, err), (code2, _, err2) = in_parallel(
+    study = tmp_path / "study"  # a study whose variants/ leads elsewhere: no run is made (or locked) there
+    study.mkdir()
+    (study / "variants").symlink_to(outside, target_is_directory=True)
+    spec = tmp_path / "spec.yaml"
+    factor = {"llm": {"keys": ["model.llm.id"], "levels": {"a": {"model.llm.id": "llama1-tiny"}}}}
+    spec.write_text(
+        yaml.safe_dump(
+            {"name": "s", "question": "q?", "base": yaml.safe_load(trained[0].read_text()), "factors": factor}
+        )
+    )
+    (code, _, err), (code2, _, err2), (code3, _, err3) = in_parallel(
         [
             ("train", trained[0], "--out", log_link.path, "--resume"),
             ("attention", measured.path, "--n-probe", "2", "--batch-size", "2"),
+            ("study", spec, "--out", study),
         ]
     )
     one_line(code, err, EXIT_DATA, f"{log_link.train_log}: a symbolic link")
     one_line(code2, err2, EXIT_DATA, f"{measured.measurements}: a symbolic link inside", "never writes through a link")
-    assert snapshot(outside) == before
+    one_line(code3, err3, EXIT_DATA, f"{study / 'variants'}: a symbolic link inside {study}")
+    assert snapshot(outside) == before and sorted(p.name for p in outside.iterdir()) == ["log.jsonl"]
 
 
 # ----- 3. integrity is not optional ------------------------------------------------------------------------------

@@ -182,16 +182,19 @@ def damage(directory: Path, state_file: str | None = STATE) -> str | None:
     return None
 
 
-def verify(directory: Path, run: Path | None = None, state_file: str | None = STATE) -> None:
-    """Refuse a damaged or unverifiable checkpoint with one line naming it and the file. A checkpoint without a
-    manifest (written before manifests existed) is used only with --allow-unverified, noted for `run`'s outputs."""
+def verify(
+    directory: Path, run: Path | None = None, state_file: str | None = STATE, outputs: Path | None = None
+) -> None:
+    """Refuse a damaged or unverifiable checkpoint of `run` with one line naming it and the file. A checkpoint
+    without a manifest (written before manifests existed) is used only with --allow-unverified, noted for the
+    outputs of `outputs` (default: `run`)."""
     problem = damage(directory, state_file)
     if problem is None:
         return
     if problem == NO_MANIFEST:
         where = run if run is not None else directory
         if grants.allows("allow_unverified"):
-            grants.note(str(where), f"{directory}: used without a manifest (--allow-unverified)")
+            grants.note(str(outputs or where), f"{directory}: used without a manifest (--allow-unverified)")
             console.print(
                 f"[yellow]warning[/yellow]: {directory}: {NO_MANIFEST}; used as it is (--allow-unverified), "
                 "and the outputs say so",

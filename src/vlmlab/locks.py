@@ -100,6 +100,7 @@ def exclusive(directory: str | Path, what: str = "run", report=None) -> Iterator
         finally:
             _held[directory] -= 1
         return
+    io.check_write(given, replace_link=False)  # inside a confined study, a run's own path may not be a link
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK

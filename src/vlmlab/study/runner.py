@@ -110,8 +110,14 @@ def measure_pending(spec_path: str | Path, study: Study) -> Study:
 def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
     variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
-    locked while it is written, so jobs of one study on different variants run side by side."""
+    locked while it is written, so jobs of one study on different variants run side by side. Nothing is written
+    through a symbolic link inside the study directory (`vlmlab.io.confined`)."""
     study = measure_pending(spec_path, prepare_study(spec_path, out))
+    with io.confined(study.dir.path):
+        return _run_prepared(study, only)
+
+
+def _run_prepared(study: Study, only: list[str] | None) -> Study:
     known = {v.name for v in study.variants}
     for name in only or []:
         if name not in known:

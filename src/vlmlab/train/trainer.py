@@ -141,7 +141,7 @@ class Trainer:
         )
         model = build_model(cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None)
         if init is not None:
-            ckpt.verify(init.final)
+            ckpt.verify(init.final, run=init.path, outputs=self.run.path)
             if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
         if grow:
