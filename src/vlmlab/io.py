@@ -213,6 +213,14 @@ def read_json(path: str | Path) -> Any:
     return bounded.record_file(path)
 
 
+def read_record(path: str | Path) -> dict[str, Any]:
+    """`read_json` of a record that must be a JSON object (a list or a number there is one line, exit 1)."""
+    record = bounded.record_file(path)
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: not a JSON object (edited or not written by vlmlab)")
+    return record
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text as data (bounded: size, depth, aliases); bad YAML or a duplicate key is one line naming `source`."""
     return bounded.yaml_data(text, source)

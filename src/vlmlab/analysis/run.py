@@ -13,6 +13,7 @@ from typing import Any
 from vlmlab import io
 from vlmlab.analysis import result as result_io
 from vlmlab.analysis.base import Analysis
+from vlmlab.errors import UserError
 from vlmlab.measure.base import measure_all
 from vlmlab.progress import console
 from vlmlab.registry import ANALYSES
@@ -114,6 +115,7 @@ def _saved(study: StudyData, name: str) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        return io.read_json(file)
-    except ValueError:  # a torn or foreign file: treated as absent, recomputed by `vlmlab analyze`
+        record = io.read_json(file)
+    except (UserError, ValueError):  # a torn, foreign or unbounded file: absent, recomputed by `vlmlab analyze`
         return {}
+    return record if isinstance(record, dict) else {}

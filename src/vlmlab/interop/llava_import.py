@@ -31,7 +31,7 @@ def read_llava_config(path: Path) -> dict[str, Any]:
     file = path / "config.json"
     if not file.is_file():
         raise UserError(f"{path}: no checkpoint here (config.json missing)")
-    config = io.read_json(file)
+    config = io.read_record(file)
     if config.get("model_type") != "llava":
         raise UserError(f"{file}: model_type is {config.get('model_type')!r}, not 'llava'")
     vision_type = config.get("vision_config", {}).get("model_type")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from vlmlab.config import read_yaml
 from vlmlab.errors import UserError
-from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl, read_parquet
+from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl, read_parquet, read_record
 from vlmlab.runs import RunDir
 from vlmlab.study.layout import StudyDir
 from vlmlab.study.spec import StudySpec, study_spec_from_dict
@@ -112,7 +112,7 @@ def load_study_data(path: str | Path) -> StudyData:
     return StudyData(
         path=study.path,
         spec=spec,
-        control=read_json(study.control),
+        control=read_record(study.control),
         results=read_parquet(study.results, "study results"),
         summary=_read_summary(study.summary),
     )

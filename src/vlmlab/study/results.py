@@ -119,8 +119,8 @@ def run_provenance(study: Study) -> dict:
     runs = {}
     for v in study.variants:
         run = study.run_dir(v)
-        env = io.read_json(run.environment) if run.environment.is_file() else {}
-        info = io.read_json(run.train_info) if run.train_info.is_file() else {}
+        env = io.read_record(run.environment) if run.environment.is_file() else {}
+        info = io.read_record(run.train_info) if run.train_info.is_file() else {}
         runs[v.run_name] = {
             "recipe_changes": env.get("recipe_changes", []),
             "bad_images": (info.get("bad_images") or {}).get("skipped", {}),
@@ -137,7 +137,7 @@ def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = combine(study)
     summary = summarize(results)
     study.dir.complete.unlink(missing_ok=True)
-    io.write_json(study.dir.control, {**io.read_json(study.dir.control), "provenance": run_provenance(study)})
+    io.write_json(study.dir.control, {**io.read_record(study.dir.control), "provenance": run_provenance(study)})
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")

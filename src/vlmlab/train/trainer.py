@@ -329,7 +329,7 @@ class Trainer:
         """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""
         env, path = environment(), self.run.environment
         record = (
-            io.read_json(path)
+            io.read_record(path)
             if self.resume and path.is_file()
             else {"seed": self.cfg.seed, "trained_on": env, "resumed_on": []}
         )
@@ -348,7 +348,7 @@ class Trainer:
         )
         self.log({"event": "recipe-changed", "resumed_from": at, "changes": self.recipe_changes})
         if self.accelerator.is_main_process:
-            record = io.read_json(self.run.environment)
+            record = io.read_record(self.run.environment)
             record.setdefault("recipe_changes", []).append({"resumed_from": at, "changes": self.recipe_changes})
             io.write_json(self.run.environment, record)
 
