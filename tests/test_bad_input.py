@@ -82,9 +82,13 @@ def test_corrupt_checkpoint(capsys, trained_run):
     (trained_run.final / "model.safetensors").write_bytes(b"\x00garbage")
     code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
     assert code == 1 and "model.safetensors does not match its sha256 in manifest.json" in _one_line(err)
-    (trained_run.final / "manifest.json").unlink()  # a checkpoint from before manifests: the loader still refuses it
+    (trained_run.final / "manifest.json").unlink()  # a checkpoint from before manifests: refused unverified
     code, err = _run_cli(capsys, ["eval", str(trained_run.path)])
-    assert code == 1 and "not a readable safetensors file" in _one_line(err)
+    assert code == 1 and "final: no manifest.json, so its files cannot be verified" in _one_line(err)
+    code, err = _run_cli(capsys, ["eval", str(trained_run.path), "--allow-unverified"])  # used once, said so
+    warning, error = [ln for ln in err.splitlines() if ln.strip()]
+    assert warning.startswith("warning: ") and "no manifest.json" in warning and "--allow-unverified" in warning
+    assert code == 1 and "not a readable safetensors file" in _one_line(error)  # and still loaded safely
 
 
 def test_a_bit_flip_in_the_weights_is_found_by_the_manifest(capsys, trained_run):

@@ -497,8 +497,9 @@ def test_refcoco_errors(tmp_path):
         _task("refcoco").load("train", path=str(root))
 
 
-def test_llava_json_follows_a_symlinked_image_folder_but_not_dotdot(tmp_path):
-    """LLaVA's playground/data links coco/ to a shared copy: that is inside the data directory lexically."""
+def test_llava_json_follows_a_symlinked_image_folder_only_into_image_roots_and_never_dotdot(tmp_path, monkeypatch):
+    """LLaVA's playground/data links coco/ to a shared copy: a link out of the data directory is refused (as in every
+    format) unless the person running vlmlab names the shared copy in $VLMLAB_IMAGE_ROOTS."""
     shared = tmp_path / "shared" / "coco"
     _image(shared / "a.png")
     data = tmp_path / "data"
@@ -510,6 +511,9 @@ def test_llava_json_follows_a_symlinked_image_folder_but_not_dotdot(tmp_path):
         "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}],
     }
     (data / "mix.json").write_text(json.dumps([rec]))
+    with pytest.raises(DataError, match=r"leaves the image directory .* through a symbolic link .*VLMLAB_IMAGE_ROOTS"):
+        _task("llava-json").load("train", path=str(data / "mix.json"))
+    monkeypatch.setenv("VLMLAB_IMAGE_ROOTS", str(tmp_path / "shared"))
     items = _task("llava-json").load("train", path=str(data / "mix.json"))
     assert items[0].image == str(data.resolve() / "coco" / "a.png") and Path(items[0].image).is_file()
     for bad in ("coco/../../shared/coco/a.png", "/etc/hostname"):

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
+from vlmlab import grants
 from vlmlab.config import config_from_dict
-from vlmlab.errors import UserError
+from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model, enable_gradient_checkpointing
 from vlmlab.registry import LLM_BACKBONES
 
@@ -137,7 +138,10 @@ def test_pickle_weights_are_refused_unless_the_user_opts_in(sharded, tmp_path):
         UserError, match=r"pytorch_model.bin: pickle weights can run code .* set model.llm.allow_pickle: true"
     ):
         cls.build(cls.Params(path=str(path)))
-    loaded = cls.build(cls.Params(path=str(path), allow_pickle=True))  # explicit opt-in
+    with pytest.raises(ConfigError, match=r"model.llm.allow_pickle: true asks to load pickle .* pass --allow-pickle"):
+        cls.build(cls.Params(path=str(path), allow_pickle=True))  # a config alone cannot allow it
+    with grants.granted("allow_pickle"):  # the command line's --allow-pickle
+        loaded = cls.build(cls.Params(path=str(path), allow_pickle=True))
     ids = torch.tensor([llm.encode_prompt("what is the red shape?")])
     torch.testing.assert_close(loaded.lm(ids).logits, llm.lm.eval()(ids).logits)
     assert cls.Params(path="x").trust_remote_code is False  # remote code stays off unless set

@@ -106,6 +106,19 @@ def test_a_run_on_several_gpus_is_accelerate_launch_on_each_node(tmp_path, tiny_
     argv = seen[0]
     assert argv[argv.index("--machine_rank") + 1] == "1" and argv[argv.index("--main_process_ip") + 1] == "head"
     assert argv[-6:] == ["-m", "vlmlab.launch.jobs", "s.yaml", "out", "gen3", "1"]
+    # the submitting command's grants travel with the job (a job never reads one from the study's files)
+    RunJob()("s.yaml", "out", "gen3", 1, list(shape.command), ("trust_remote_code",))
+    assert seen[1][-7:] == ["-m", "vlmlab.launch.jobs", "s.yaml", "out", "gen3", "1", "trust_remote_code"]
+
+
+def test_jobs_run_with_the_grants_of_the_submitting_command_and_no_others():
+    from vlmlab import grants
+    from vlmlab.launch.jobs import allowed_now
+
+    assert allowed_now() == ()
+    with grants.granted("allow_pickle"):
+        assert allowed_now() == ("allow_pickle",)
+    assert not grants.allows("allow_pickle")
 
 
 # ----- SLURM, with stand-ins for sbatch, srun and sacct -------------------------------------------------------------

@@ -18,13 +18,14 @@ PACKAGE = Path(vlmlab.__file__).parent
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("vlmlab", "vlmlab.errors", "vlmlab.io", "vlmlab.progress", "vlmlab.environment",
-                    "vlmlab.distributed", "vlmlab.cache", "vlmlab.registry", "vlmlab.render", "vlmlab.locks")),
+                    "vlmlab.distributed", "vlmlab.cache", "vlmlab.registry", "vlmlab.render", "vlmlab.locks",
+                    "vlmlab.bounded", "vlmlab.grants")),
     ("training step", ("vlmlab.training_step",)),
     ("config", ("vlmlab.config",)),
     ("lm", ("vlmlab.lm",)),
     ("models", ("vlmlab.models",)),
     ("data", ("vlmlab.data", "vlmlab.metrics")),
-    ("runs", ("vlmlab.checkpoint", "vlmlab.runs")),
+    ("runs", ("vlmlab.checkpoint", "vlmlab.runs", "vlmlab.integrity")),
     ("train", ("vlmlab.train",)),
     ("evaluation", ("vlmlab.evaluation",)),
     ("interop", ("vlmlab.interop",)),

@@ -273,7 +273,9 @@ def test_skip_policy_counts_logs_and_reports_the_bad_images(capsys, tiny_raw, tm
 
 
 def test_unreadable_or_non_utf8_records_are_one_line(capsys, tiny_raw, tmp_path, monkeypatch):
-    from vlmlab.data.tasks import vqa_jsonl
+    import builtins
+
+    from vlmlab import bounded
 
     root = _image_task(tmp_path / "data", 4, {})
     raw = _image_config(tiny_raw, root)
@@ -287,10 +289,12 @@ def test_unreadable_or_non_utf8_records_are_one_line(capsys, tiny_raw, tmp_path,
         assert not (tmp_path / "run").exists()
         (root / f"{split}.jsonl").write_bytes(good)
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".jsonl"):
+            raise PermissionError(13, "Permission denied")
+        return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(vqa_jsonl, "open", denied, raising=False)  # as a file without read permission
+    monkeypatch.setattr(bounded, "open", denied, raising=False)  # as a data file without read permission
     code, _, err = in_process(capsys, "train", str(write(tmp_path, raw)), "--out", str(tmp_path / "run"))
     assert code == EXIT_DATA and "not readable (permission denied)" in one_line(err)
     assert not (tmp_path / "run").exists()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vlmlab.errors import UserError
+from vlmlab import grants
+from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.vision.ssm import VMambaEncoder
 
 DIM, DEPTHS, D_STATE = 16, [1, 2, 2, 1], 4  # a tiny VSSM: dims 16/32/64/128
@@ -102,10 +103,11 @@ def test_the_original_pth_needs_allow_pickle_and_loads_weights_only(tmp_path):
     torch.save({"model": official_state(), "epoch": 292}, tmp_path / "vssm.pth")
     with pytest.raises(UserError, match="pickle weights can run code .* model.vision.allow_pickle: true"):
         _tower(tmp_path / "vssm.pth", 3)
-    assert _tower(tmp_path / "vssm.pth", 3, allow_pickle=True).official_load["initialised"] == [
-        "out_norm.weight",
-        "out_norm.bias",
-    ]
+    with pytest.raises(ConfigError, match="model.vision.allow_pickle: true asks to load pickle .* --allow-pickle"):
+        _tower(tmp_path / "vssm.pth", 3, allow_pickle=True)  # the config asks; only the command line allows
+    with grants.granted("allow_pickle"):
+        tower = _tower(tmp_path / "vssm.pth", 3, allow_pickle=True)
+    assert tower.official_load["initialised"] == ["out_norm.weight", "out_norm.bias"]
 
 
 @pytest.mark.parametrize(

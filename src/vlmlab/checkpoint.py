@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vlmlab import bounded, grants
 from vlmlab.errors import EXIT_ENVIRONMENT, UserError
-from vlmlab.io import atomic_dir, file_sha256
+from vlmlab.io import atomic_dir, file_sha256, remove_tree, write_text
+from vlmlab.progress import console
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer_state.json"
 MANIFEST = "manifest.json"  # {file name: sha256} of every other file, written last inside the checkpoint
+WRITTEN = "manifest_written"  # trainer_state.json: the manifest was written after training (`vlmlab verify`)
 
 
 def model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -143,43 +145,78 @@ def save_checkpoint(
 
 def write_manifest(directory: Path) -> None:
     """`manifest.json`: the sha256 of every file of a checkpoint (a bit flip or a truncated file is then found)."""
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
-    (directory / MANIFEST).write_text(json.dumps({p.name: file_sha256(p) for p in files}, indent=1, sort_keys=True))
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.is_symlink() and p.name != MANIFEST)
+    write_text(directory / MANIFEST, json.dumps({p.name: file_sha256(p) for p in files}, indent=1, sort_keys=True))
 
 
-def damage(directory: Path) -> str | None:
-    """Why a checkpoint cannot be trusted (a missing, unreadable or changed file), or None when it checks out.
-    A checkpoint written before manifests existed is trusted as it is."""
+NO_MANIFEST = f"no {MANIFEST}, so its files cannot be verified"
+
+
+def damage(directory: Path, state_file: str | None = STATE) -> str | None:
+    """Why a checkpoint (or a from_pretrained dir, `state_file=None`) cannot be trusted: a missing manifest, a
+    missing, unreadable or changed file, or a file the manifest does not list; None when it checks out."""
     manifest = directory / MANIFEST
-    if not (directory / STATE).is_file():
-        return f"{STATE} missing"
+    if state_file is not None and not (directory / state_file).is_file():
+        return f"{state_file} missing"
     if not manifest.is_file():
-        return None
+        return NO_MANIFEST
     try:
-        listed = json.loads(manifest.read_text())
-    except ValueError:
+        listed = bounded.record_file(manifest, "manifest")
+    except UserError:
+        return f"{MANIFEST} unreadable"
+    if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
         return f"{MANIFEST} unreadable"
     for name, digest in listed.items():
         file = directory / name
-        if not file.is_file():
+        if "/" in name or name in ("", ".", "..") or file.is_symlink() or not file.is_file():
             return f"{name} missing"
         if file_sha256(file) != digest:
             return f"{name} does not match its sha256 in {MANIFEST} (changed or corrupted)"
+    unlisted = sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.name != MANIFEST and p.name not in listed and not p.name.startswith(".")
+    )
+    if unlisted:
+        return f"{unlisted[0]} is not listed in {MANIFEST} (added after the checkpoint was written)"
     return None
 
 
-def verify(directory: Path) -> None:
-    """Refuse a damaged checkpoint with one line naming it and the file."""
-    problem = damage(directory)
-    if problem is not None:
-        raise UserError(f"{directory}: {problem}; restore it, or train again")
+def verify(
+    directory: Path, run: Path | None = None, state_file: str | None = STATE, outputs: Path | None = None
+) -> None:
+    """Refuse a damaged or unverifiable checkpoint of `run` with one line naming it and the file. A checkpoint
+    without a manifest (written before manifests existed) is used only with --allow-unverified, noted for the
+    outputs of `outputs` (default: `run`)."""
+    problem = damage(directory, state_file)
+    if problem is None:
+        return
+    if problem == NO_MANIFEST:
+        where = run if run is not None else directory
+        if grants.allows("allow_unverified"):
+            grants.note(str(outputs or where), f"{directory}: used without a manifest (--allow-unverified)")
+            console.print(
+                f"[yellow]warning[/yellow]: {directory}: {NO_MANIFEST}; used as it is (--allow-unverified), "
+                "and the outputs say so",
+                soft_wrap=True,
+                highlight=False,
+            )
+            return
+        raise UserError(
+            f"{directory}: {NO_MANIFEST}; if you trust it, write one with `vlmlab verify {where} --write-manifest`"
+            " (or use it once with --allow-unverified)"
+        )
+    raise UserError(f"{directory}: {problem}; restore it, or train again")
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:
     try:
-        return json.loads((directory / STATE).read_text())
-    except ValueError:
-        raise UserError(f"{directory / STATE}: unreadable (torn or edited); restore it, or train again") from None
+        state = bounded.record_file(directory / STATE, "trainer state")
+    except UserError:
+        state = None
+    if not isinstance(state, dict):
+        raise UserError(f"{directory / STATE}: unreadable (torn or edited); restore it, or train again")
+    return state
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: dict[str, Any]) -> None:
@@ -203,20 +240,19 @@ def latest_checkpoint(run_dir: Path, verified: bool = False, report=None) -> Pat
 
 def remove_partial(run_dir: Path) -> None:
     """Delete what a killed process left half-written: temp checkpoint dirs (`.step-*`, `.final.*`), the temp
-    tokenizer dir and atomic-write temp files (`.*.tmp`). They are never read, so this only tidies."""
+    tokenizer dir (`.tokenizer.*`) and atomic-write temp files (`.*.tmp`). They are never read, so this only tidies
+    (a link among them is removed as a link, never followed)."""
     for folder in (run_dir, run_dir / "checkpoints"):
         if not folder.is_dir():
             continue
         for leftover in folder.glob(".*"):
-            if leftover.is_dir() and (
-                leftover.name.startswith((".step-", ".final.")) or leftover.name == ".tokenizer.tmp"
-            ):
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover.is_file() and leftover.name.endswith(".tmp"):
-                leftover.unlink(missing_ok=True)
+            if leftover.is_dir() and leftover.name.startswith((".step-", ".final.", ".tokenizer.")):
+                remove_tree(leftover)
+            elif (leftover.is_file() or leftover.is_symlink()) and leftover.name.endswith(".tmp"):
+                remove_tree(leftover)
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in ckpts[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)

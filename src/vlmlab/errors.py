@@ -12,6 +12,12 @@ EXIT_BUSY = 4  # another process is writing the same run or study
 EXIT_MEMORY = 5  # the memory pre-flight refused, or memory ran out
 
 
+def printable(text: str) -> str:
+    """`text` with every control character or line break shown escaped (`\\x00`, `\\n`): user text printed in a
+    one-line message or a finding never carries a raw NUL, escape sequence or newline."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 class UserError(Exception):
     """A mistake in the user's config, paths or data. `exit_code` 2 is for config/usage errors."""
 
@@ -61,5 +67,7 @@ def validation_error(exc: Any, prefix: str = "", context: tuple[str, ...] = ()) 
     else:
         detail = detail.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if "input" in err and not isinstance(err["input"], dict):
-            detail = f"{detail} (got {err['input']!r})"
+            shown = repr(err["input"])
+            shown = shown if len(shown) <= 120 else f"{shown[:120]}… ({len(shown) - 120:,} more characters)"
+            detail = f"{detail} (got {shown})"
     return ConfigError(key, detail, context)

@@ -1,11 +1,19 @@
-"""Atomic output: write to a temp file or directory beside the target, then rename it over the target."""
+"""Atomic output: write to a temp file or directory beside the target, then rename it over the target.
+
+Writes under a directory vlmlab is writing (a run or study held with `vlmlab.locks.exclusive`, or any
+`confined` one) never pass through a symbolic link below it: a directory from someone else cannot redirect
+a write, a truncation or a deletion outside itself (docs/reliability.md, "Threat model"). The directory
+itself may be a link; nothing under it may be, on the way to what vlmlab writes.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +22,74 @@ from typing import Any
 
 import yaml
 
+from vlmlab import bounded
 from vlmlab.errors import UserError
+
+_confined: list[str] = []  # absolute roots (as given and resolved) whose insides are written without links
+
+
+@contextmanager
+def confined(root: str | Path) -> Iterator[None]:
+    """While the block runs, writes under `root` refuse to go through a symbolic link below it (`check_write`)."""
+    forms = list(dict.fromkeys((os.path.abspath(root), os.path.realpath(root))))
+    _confined.extend(forms)
+    try:
+        yield
+    finally:
+        for form in forms:
+            _confined.remove(form)
+
+
+def check_write(target: str | Path, replace_link: bool = True) -> None:
+    """Refuse a write to `target` that would pass through a symbolic link below a confined root: one line naming
+    the link, exit 1. With `replace_link`, `target` itself may be a link (an atomic rename replaces the link, not
+    what it points to); appending to it, truncating it or deleting inside it may not."""
+    path = os.path.abspath(target)
+    for root in _confined:
+        if not path.startswith(root.rstrip(os.sep) + os.sep):
+            continue
+        parts = path[len(root.rstrip(os.sep)) + 1 :].split(os.sep)
+        current = root
+        for i, part in enumerate(parts):
+            current = os.path.join(current, part)
+            if i == len(parts) - 1 and replace_link:
+                break
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break  # made as a real directory (or file) when written
+            if stat.S_ISLNK(mode):
+                raise UserError(
+                    f"{current}: a symbolic link inside {root}; vlmlab never writes through a link in a run or "
+                    "study directory (replace it by a real directory or file)"
+                )
+
+
+def make_dirs(path: str | Path) -> Path:
+    """`mkdir -p` that refuses to pass through a symbolic link below a confined root."""
+    path = Path(path)
+    check_write(path, replace_link=False)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a directory (or file) vlmlab wrote; a symbolic link is removed as a link, never followed, and a path
+    that passes through a link below a confined root is refused."""
+    path = Path(path)
+    check_write(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)  # rmtree itself never follows links inside the tree
 
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
+    check_write(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -39,13 +107,14 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temp dir beside `target` (`.<name>.<random>`); on success it replaces `target` (an existing one is
     removed first), on error it is removed: a crash never leaves a partial directory under the real name."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
+    check_write(target, replace_link=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
+        if target.is_symlink() or target.exists():
+            remove_tree(target)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -96,20 +165,34 @@ def content_hash(obj: Any) -> str:
 
 
 def append_jsonl(target: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line (logs are append-only; a torn last line is skipped by readers)."""
-    with open(target, "a", encoding="utf-8") as fh:
+    """Append one JSON line (logs are append-only; a torn last line is skipped by readers). The log is opened
+    without following a link: a log that is a symbolic link is one line, not a write elsewhere."""
+    check_write(target, replace_link=False)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{target}: a symbolic link; vlmlab never appends through a link") from None
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=float) + "\n")
 
 
 def truncate_lines(target: str | Path, keep: int) -> None:
-    """Keep the first `keep` complete lines of a log (drops what was appended after a checkpoint, and a torn line)."""
+    """Keep the first `keep` complete lines of a log (drops what was appended after a checkpoint, and a torn line).
+    Lines end at `\\n` only; a log that is a symbolic link is refused, not followed."""
     target = Path(target)
+    check_write(target, replace_link=False)
+    if target.is_symlink():
+        raise UserError(f"{target}: a symbolic link; vlmlab never rewrites a log through a link")
     if not target.exists():
         return
-    lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
-    complete = [line for line in lines[:keep] if line.endswith("\n")]
-    if complete != lines:
-        write_text(target, "".join(complete))
+    lines = target.read_bytes().split(b"\n")
+    complete = lines[:-1]  # what follows the last newline is torn (or empty)
+    kept = complete[:keep]
+    if len(kept) != len(complete) or lines[-1]:
+        write_bytes(target, b"".join(line + b"\n" for line in kept))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -121,56 +204,42 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """The records of a log vlmlab appends to (bounded; a torn or bad line is skipped, lines split on `\\n` only)."""
+    return [rec for _, rec in bounded.jsonl_records(path, skip_bad=True) if isinstance(rec, dict)]
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON record of a run or study (bounded in size and depth; a bad one is one line naming it, exit 1)."""
+    return bounded.record_file(path)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # an unhashable key: the constructor below reports it
-                duplicate = False
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key) if not isinstance(key, (list, dict)) else None
-        return super().construct_mapping(node, deep)
+def read_record(path: str | Path) -> dict[str, Any]:
+    """`read_json` of a record that must be a JSON object (a list or a number there is one line, exit 1)."""
+    record = bounded.record_file(path)
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: not a JSON object (edited or not written by vlmlab)")
+    return record
 
 
 def parse_yaml(text: str, source: str) -> Any:
-    """YAML text as data; bad YAML or a duplicate key is one line naming `source` and the line."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        raise UserError(
-            f"{source}:{where} not valid YAML" + (f" ({problem})" if problem else ""), exit_code=2
-        ) from None
+    """YAML text as data (bounded: size, depth, aliases); bad YAML or a duplicate key is one line naming `source`."""
+    return bounded.yaml_data(text, source)
 
 
 def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
     """A YAML file as data: a missing file, one that is not UTF-8 text, bad YAML or a duplicate key is one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found", exit_code=2)
+    return bounded.yaml_file(path, what)
+
+
+def read_parquet(path: str | Path, what: str = "records") -> Any:
+    """A Parquet file as a pandas DataFrame; one that cannot be read (not Parquet, truncated) is one line, exit 1."""
+    import pandas as pd
+    import pyarrow
+
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (a {what} is YAML)", exit_code=2) from None
-    return parse_yaml(text, str(path))
+        return pd.read_parquet(path)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        detail = bounded.shorten(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 120)
+        raise UserError(f"{path}: not readable {what} ({detail})") from None

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from vlmlab import io
-from vlmlab.checkpoint import WEIGHTS, load_trainer_state, load_weights, verify
+from vlmlab import grants, io
+from vlmlab.checkpoint import MANIFEST, STATE, WEIGHTS, WRITTEN, load_trainer_state, load_weights, verify
 from vlmlab.config import RunConfig, config_from_dict, flatten, load_config, read_yaml
 from vlmlab.data.eval_mode import CLEAN, EvalMode
-from vlmlab.errors import UserError
+from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model
 from vlmlab.models.vlm import VisionLanguageModel
 
@@ -83,20 +83,33 @@ def apply_lora(model: VisionLanguageModel, cfg: RunConfig, up_to_stage: int | No
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, RunConfig]:
-    """Rebuild the model from the run's saved config and tokenizer, then load its final weights."""
+    """Rebuild the model from the run's saved config and tokenizer, then load its final weights: only after the
+    weights (and an imported run's parts) match their manifests and the config is the one they were trained from."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"{run.path}: not a run directory (config.yaml missing)")
     if not (run.final / WEIGHTS).is_file():
         raise UserError(f"{run.final / WEIGHTS}: no final checkpoint (did training finish?)")
     cfg = load_config(run.config)
-    verify(run.final)  # the weights are the ones training wrote (sha256 manifest)
-    _check_config_unchanged(run)
+    verify(run.final, run=run.path)  # the weights are the ones training wrote (sha256 manifest)
+    state = load_trainer_state(run.final)
+    if isinstance(state.get(WRITTEN), dict):  # vouched for by `vlmlab verify --write-manifest`, not by training
+        grants.note(str(run.path), f"{run.final}: manifest written after training ({state[WRITTEN].get('at')})")
+    _check_config_unchanged(run, state)
+    parts = state.get("parts_from_pretrained", [])
+    for group in parts if isinstance(parts, list) else []:  # an imported run: the from_pretrained dirs it names
+        path = getattr(cfg.model, group, None)
+        path = getattr(path.params, "path", None) if path is not None else None
+        if path is not None:
+            verify(Path(path), run=run.path, state_file=None)
     tokenizer_dir = run.tokenizer if run.tokenizer.is_dir() else None
-    model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
+    try:
+        model = build_model(cfg, tokenizer_dir=tokenizer_dir, pretrained_weights=tokenizer_dir is None)
+    except ConfigError as exc:  # e.g. a code-running option the run's config asks for (vlmlab.grants)
+        raise exc.within(str(run.config)) from None
     apply_lora(model, cfg)
     # an imported run keeps its vision tower and LLM as from_pretrained dirs (parts/): only the rest is in `final`
-    from_parts = tuple(f"{group}." for group in load_trainer_state(run.final).get("parts_from_pretrained", []))
+    from_parts = tuple(f"{group}." for group in parts if isinstance(group, str))
     load_weights(model, run.final / WEIGHTS, may_miss=from_parts)
     return model.to(device).eval(), cfg
 
@@ -155,10 +168,25 @@ def training_fingerprint(raw: dict) -> str:
     return io.content_hash(kept)
 
 
-def _check_config_unchanged(run: RunDir) -> None:
-    """The final checkpoint names the fingerprint of the config it was trained from; an edited one is refused."""
-    trained_from = load_trainer_state(run.final).get("training_fingerprint")
-    if trained_from is not None and trained_from != training_fingerprint(read_yaml(run.config)):
+def _check_config_unchanged(run: RunDir, state: dict) -> None:
+    """The final checkpoint names the fingerprint of the config it was trained from; an edited config is refused,
+    and so is a checkpoint without one (deleting the key does not skip the check).
+
+    The fingerprint is an unkeyed hash that anyone can recompute, and the manifest that covers it too: together
+    they catch an accident (a hand-edited config.yaml, a mixed-up or damaged checkpoint), not a forger. A run
+    from someone else is made safe by what it cannot do (run code, write outside itself, overflow a parser),
+    and authentic only by comparing `vlmlab verify`'s digest with its author's (docs/reliability.md)."""
+    trained_from = state.get("training_fingerprint")
+    if trained_from is None:
+        if (run.final / MANIFEST).is_file():  # listed by the manifest, yet without the key: removed by hand
+            raise UserError(
+                f"{run.final / STATE}: no training fingerprint, though the checkpoint's manifest vouches for this "
+                "file (it was rewritten after training); restore the run, or train it again"
+            )
+        # no manifest either: only reached with --allow-unverified (verify() refused otherwise)
+        grants.note(str(run.path), f"{run.config}: not checked against the weights (no training fingerprint)")
+        return
+    if trained_from != training_fingerprint(read_yaml(run.config)):
         raise UserError(
             f"{run.config}: its model, data or training settings changed after training (the final "
             "checkpoint was trained from another config); restore them, or train a new run"

@@ -137,6 +137,7 @@ def _saved(study: StudyData, name: str) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        return io.read_json(file)
-    except ValueError:  # a torn or foreign file: treated as absent, recomputed by `vlmlab analyze`
+        record = io.read_json(file)
+    except (UserError, ValueError):  # a torn, foreign or unbounded file: absent, recomputed by `vlmlab analyze`
         return {}
+    return record if isinstance(record, dict) else {}

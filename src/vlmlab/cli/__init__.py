@@ -1,17 +1,21 @@
 """The `vlmlab` command line: train, eval, score, export, import-llava, study, compare, report, analyze, attention,
-bench, demo, pretrain-lm, pretrain-vision, backbones, tasks, data. The parser and the error handling are here; each
-command's body is in `vlmlab.cli.commands`."""
+bench, demo, pretrain-lm, pretrain-vision, backbones, tasks, data, verify. The parser and the error handling are
+here; each command's body is in `vlmlab.cli.commands` (`compare_command`, `study_scale` for the newer ones)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from pydantic import ValidationError
 from rich.markup import escape
 
+from vlmlab import grants, io
+from vlmlab.bounded import shorten
 from vlmlab.cli import commands, compare_command, study_scale
 from vlmlab.cli.commands import resolve_config_path, resolve_study_path  # noqa: F401 - public helpers
-from vlmlab.errors import EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_MEMORY, UserError, validation_error
+from vlmlab.errors import EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_MEMORY, UserError, printable, validation_error
 from vlmlab.parts import load_builtin_parts
 from vlmlab.progress import console
 
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run; writes predictions.parquet and metrics.json")
     p.add_argument("run_dir")
     p.add_argument("--task", action="append", metavar="TASK[:SPLIT]", help="evaluate these instead of the config's")
-    p.add_argument("--limit", type=POSITIVE, help="at most this many items per --task")
+    p.add_argument("--limit", type=POSITIVE, help="at most this many items per task (--task's, else data.eval's)")
     p.add_argument("--blind", action="store_true", help="replace every image by a constant (visual-reliance baseline)")
     p.add_argument(
         "--perturb", metavar="noise:SIGMA|shift:PX", help="perturb every image deterministically (stability)"
@@ -287,14 +291,61 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("pickle", help="the refs(...).p file")
     g.add_argument("out", help="the JSON file to write (e.g. DIR/refs.json)")
     g.set_defaults(func=commands.cmd_data_convert_refs)
+
+    p = sub.add_parser("verify", help="check a run's checkpoints against their sha256 manifests; print its digest")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--write-manifest",
+        action="store_true",
+        help="give checkpoints written before manifests existed one (once, recorded in the run)",
+    )
+    p.set_defaults(func=commands.cmd_verify)
+    _add_grant_flags(sub)
     return parser
 
 
+GRANT_HELP = {  # the flags of vlmlab.grants: what only the person running vlmlab may allow, never a file
+    "--trust-remote-code": "allow a checkpoint's own Python (asked by model.llm.trust_remote_code: true)",
+    "--allow-pickle": "allow pickle weights (asked by an allow_pickle: true in the config)",
+    "--allow-unverified": "use a checkpoint that has no manifest.json once; its outputs record it",
+}
+MODEL_COMMANDS = {"train", "eval", "export", "import-llava", "study", "analyze", "attention", "routing", "vision"}
+
+
+def _add_grant_flags(sub) -> None:
+    """The grant flags on every command that builds a model (`bench routing`, `bench vision` included)."""
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_grant_flags(action)
+        if name in MODEL_COMMANDS or name == "pretrain-vision":
+            for flag, text in GRANT_HELP.items():
+                if flag not in p._option_string_actions:
+                    p.add_argument(flag, action="store_true", help=text)
+
+
 def _error(message: str, code: int) -> int:
-    """Print `error: message` as one line (a control character or line break in user text is shown escaped)."""
-    message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    """Print `error: message` as one line (a control character or line break in user text is shown escaped, and
+    a message grown past MAX_MESSAGE characters by user data is cut, saying how much was left out)."""
+    message = shorten(printable(message), MAX_MESSAGE)
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)  # `[key]` is text
     return code
+
+
+MAX_MESSAGE = 2000  # the longest built-in message (the memory pre-flight's) is about 600 characters
+
+
+@contextmanager
+def _allowed_and_confined(args) -> Iterator[None]:
+    """The command runs with the grants its flags give, and writes nothing through a link under the directory it
+    was given (a run, a study, an output directory)."""
+    with ExitStack() as stack:
+        stack.enter_context(grants.granted(*(name for name in grants.FLAGS if getattr(args, name, False))))
+        for attr in ("run_dir", "study_dir", "out"):
+            value = getattr(args, attr, None)
+            if isinstance(value, str) and value:
+                stack.enter_context(io.confined(value))
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
     try:
         load_builtin_parts()
-        return args.func(args)
+        with _allowed_and_confined(args):
+            return args.func(args)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130

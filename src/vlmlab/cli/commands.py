@@ -65,10 +65,24 @@ def cmd_eval(args) -> int:
         for spec in args.task:
             task, _, split = spec.partition(":")
             sources.append(DataSource(task=task, split=split or "test", limit=args.limit))
+    elif args.limit:  # the run's own evaluation tasks, each cut to --limit items
+        sources = limited_eval_sources(Path(args.run_dir), args.limit)
     mode = EvalMode(blind=args.blind, perturbation=parse_perturbation(args.perturb) if args.perturb else None)
     metrics = evaluate_run(args.run_dir, sources, mode=mode)
     _print_metrics(metrics, Path(args.run_dir), mode="" if mode == CLEAN else mode.name)
     return 0
+
+
+def limited_eval_sources(run_dir: Path, limit: int) -> list | None:
+    """The run's `data.eval` with every source cut to at most `limit` items (None when it is not a run)."""
+    from vlmlab.config import load_config
+    from vlmlab.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        return None  # evaluate_run says what is missing
+    eval_sources = load_config(run.config).data.eval
+    return [s.model_copy(update={"limit": min(s.limit or limit, limit)}) for s in eval_sources] or None
 
 
 def cmd_score(args) -> int:
@@ -261,6 +275,7 @@ def resolve_study_path(arg: str) -> Path:
 
 
 def cmd_study(args) -> int:
+    from vlmlab import io
     from vlmlab.analysis.run import analyze_study
     from vlmlab.cli import study_scale
     from vlmlab.distributed import barrier, is_main_process
@@ -300,7 +315,8 @@ def cmd_study(args) -> int:
     study = run_study(spec_path, args.out, only=args.only)
     if study.dir.complete.is_file() and not args.only:
         if is_main_process():
-            analyze_study(study.dir.path)
+            with io.confined(study.dir.path):  # the analyses write into the study, through no link
+                analyze_study(study.dir.path)
         barrier()
         _print_study_summary(study.dir.path)
         console.print(
@@ -445,6 +461,7 @@ def cmd_bench_vision(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from vlmlab import io
     from vlmlab.analysis.run import analyze_study
     from vlmlab.report.study_report import build_report
     from vlmlab.study.runner import run_study
@@ -456,8 +473,9 @@ def cmd_demo(args) -> int:
     ]
     out = Path(args.out or f"runs/{name}")
     study = run_study(resolve_study_path(name), out)  # train and evaluate every variant, combine the records
-    analyze_study(out)  # measure what the analyses need, compute them
-    html_path, _ = build_report(out)  # render
+    with io.confined(out):  # what follows writes into the study, through no link
+        analyze_study(out)  # measure what the analyses need, compute them
+        html_path, _ = build_report(out)  # render
     _print_study_summary(out)
     analyses = ", ".join(a.id for a in study.spec.analyses)
     console.print(
@@ -523,8 +541,9 @@ def cmd_data_check(args) -> int:
     except ValidationError as exc:
         raise validation_error(exc, prefix="data") from None
     report = check_dataset(source)
+    text_only = f" (and {report['text_only']} text-only records, their text checked)" if report["text_only"] else ""
     console.print(
-        f"{args.task}: {report['items']} items over {report['images']} images, all readable; "
+        f"{args.task}: {report['items']} items over {report['images']} images, all readable{text_only}; "
         f"categories {report['categories']}; answers {report['answer_types']}; "
         f"image sizes {report['image_sizes']}",
         soft_wrap=True,
@@ -542,6 +561,34 @@ def cmd_data_convert_refs(args) -> int:
         raise UserError(f"{args.pickle}: expected a list of refs", exit_code=1)
     io.write_json(args.out, refs)
     console.print(f"wrote {len(refs)} refs to {args.out}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from vlmlab.checkpoint import NO_MANIFEST
+    from vlmlab.integrity import verify_run
+
+    check = verify_run(args.run_dir, write=args.write_manifest)
+    if check.problems:  # one line: the first problem, how many more, and what to do
+        directory, problem = check.problems[0]
+        more = f" (and {len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
+        hint = (
+            f"; if you trust it, run `vlmlab verify {args.run_dir} --write-manifest`"
+            if problem == NO_MANIFEST
+            else "; restore it, or train again"
+        )
+        raise UserError(f"{directory}: {problem}{more}{hint}")
+    for directory in check.written:
+        console.print(
+            f"{directory}: wrote manifest.json (this run now vouches for its files as they are)", soft_wrap=True
+        )
+    for directory, _ in check.checked:
+        console.print(f"{directory}: ok", soft_wrap=True, highlight=False)
+    console.print(
+        f"{args.run_dir}: verified; digest {check.digest} (compare it with the digest the run's author publishes)",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 

@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vlmlab.errors import DataError
+from vlmlab.errors import DataError, printable
 
 
 def load_image(path: str | Path) -> Image.Image:
     """Open an image as RGB; a missing, truncated, unreadable or non-image file, or one so large it would be a
     decompression bomb (PIL's limit, ~179 megapixels), is a DataError naming the file."""
+    if not isinstance(path, (str, Path)):
+        raise DataError(f"{path!r}: not an image path")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in str(path)):
+        raise DataError(f"{printable(str(path))}: an image path with a control character")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
@@ -31,9 +35,15 @@ def load_image(path: str | Path) -> Image.Image:
 
 def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, int, int]:
     """(scale, pad_left, pad_top) that fit a width x height image centred in a size x size square."""
+    new_w, new_h = letterbox_size(width, height, size)
+    return size / max(width, height), (size - new_w) // 2, (size - new_h) // 2
+
+
+def letterbox_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The pasted image's (width, height) in the size x size square: the longer side fills it, the shorter is
+    scaled alike and rounded, but kept at least 1 pixel (a 3x640 image at size 64 is 1x64, not 0x64)."""
     scale = size / max(width, height)
-    new_w, new_h = round(width * scale), round(height * scale)
-    return scale, (size - new_w) // 2, (size - new_h) // 2
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def to_array(img: Image.Image, size: int, geometry: str) -> np.ndarray:
@@ -42,8 +52,8 @@ def to_array(img: Image.Image, size: int, geometry: str) -> np.ndarray:
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
         return np.asarray(img, dtype=np.uint8)
-    scale, left, top = letterbox_geometry(img.width, img.height, size)
-    new_w, new_h = round(img.width * scale), round(img.height * scale)
+    _, left, top = letterbox_geometry(img.width, img.height, size)
+    new_w, new_h = letterbox_size(img.width, img.height, size)
     canvas = Image.new("RGB", (size, size), (127, 127, 127))
     canvas.paste(img.resize((new_w, new_h), Image.BICUBIC), (left, top))
     return np.asarray(canvas, dtype=np.uint8)
@@ -65,8 +75,9 @@ def project_box(box, width: int, height: int, size: int, geometry: str) -> list[
         return [100 * x1 / width, 100 * y1 / height, 100 * x2 / width, 100 * y2 / height]
     if geometry != "letterbox-square":
         raise ValueError(f"unknown image geometry {geometry!r}")
-    scale, left, top = letterbox_geometry(width, height, size)
-    sx, sy = round(width * scale) / width, round(height * scale) / height  # the pasted image's real scale
+    _, left, top = letterbox_geometry(width, height, size)
+    new_w, new_h = letterbox_size(width, height, size)
+    sx, sy = new_w / width, new_h / height  # the pasted image's real scale
     return [
         100 * (left + x1 * sx) / size,
         100 * (top + y1 * sy) / size,
@@ -83,8 +94,9 @@ def unproject_box(box, width: int, height: int, size: int, geometry: str) -> lis
         return [x1 * width / 100, y1 * height / 100, x2 * width / 100, y2 * height / 100]
     if geometry != "letterbox-square":
         raise ValueError(f"unknown image geometry {geometry!r}")
-    scale, left, top = letterbox_geometry(width, height, size)
-    sx, sy = round(width * scale) / width, round(height * scale) / height
+    _, left, top = letterbox_geometry(width, height, size)
+    new_w, new_h = letterbox_size(width, height, size)
+    sx, sy = new_w / width, new_h / height
     return [
         (x1 * size / 100 - left) / sx,
         (y1 * size / 100 - top) / sy,

@@ -161,15 +161,22 @@ def stage_order(
     return order, total
 
 
-def training_order_fingerprints(cfg: RunConfig, stage_items: Callable[[int], Sequence[VQAItem]]) -> list[str]:
+def training_order_fingerprints(
+    cfg: RunConfig, stage_items: Callable[[int], Sequence[VQAItem]], columns: dict[int, tuple] | None = None
+) -> list[str]:
     """`order_fingerprint` of every VQA stage of a run (vision-pretrain stages draw their own order);
-    `stage_items(s)` gives the items stage `s` trains on."""
+    `stage_items(s)` gives the items stage `s` trains on. `columns` memoizes each item list's ids and lengths
+    (keyed by the list's identity) across the runs of a study."""
     out = []
     for s, stage in enumerate(cfg.train.stages):
         if stage.kind.on_sequences:
             items = stage_items(s)
-            item_ids = [f"{it.task}/{it.item_id}" for it in items]
-            lengths = [modality_length(it) for it in items]
+            cached = columns.get(id(items)) if columns is not None else None
+            if cached is None:
+                cached = ([f"{it.task}/{it.item_id}" for it in items], [modality_length(it) for it in items])
+                if columns is not None:
+                    columns[id(items)] = cached
+            item_ids, lengths = cached
             out.append(order_fingerprint(item_ids, stage_order(cfg, s, len(items), lengths=lengths)[0]))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from vlmlab.data.context import fit_to_context
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.data.sources import load_source
@@ -24,6 +25,7 @@ def probe_dataset(model, cfg, n_probe: int, question_suffix: str = "", mode: Eva
     items = probe_items(cfg, n_probe)
     if question_suffix:
         items = [replace(it, question=it.question + question_suffix) for it in items]
+    items = fit_to_context(items, None, model.llm, model.num_image_tokens, cfg.eval.max_new_tokens, "probe set")
     return VQADataset(items, model.llm, cfg.data.image, model.num_image_tokens, with_answers=False, mode=mode)
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from vlmlab import io
+from vlmlab import grants, io
 from vlmlab.config import DataSource, RunConfig
+from vlmlab.data.context import fit_to_context
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.eval_mode import BLIND, CLEAN, EvalMode
 from vlmlab.data.loader import batch_loader, image_cache_bytes, resolve_workers
@@ -43,7 +44,11 @@ def predict(
     sets = load_eval_sets(sources, cfg.data.image, mode)
     with progress(disable=rank != 0) as bar:
         for i, eval_set in enumerate(sets):
-            task, items, source = eval_set.task, eval_set.items, eval_set.source
+            task, source = eval_set.task, eval_set.source
+            name = f"data.eval.{i} ({source.task}/{source.split})"
+            items = fit_to_context(
+                eval_set.items, task, model.llm, model.num_image_tokens, cfg.eval.max_new_tokens, name
+            )
             if tasks is not None:
                 tasks.update({it.task: task for it in items[:1]})
             data = VQADataset(
@@ -117,9 +122,11 @@ def _evaluate(run: RunDir, sources, mode: EvalMode, model, cfg) -> dict:
     if mode != CLEAN:
         if clean.is_file():
             key = "visual_reliance_gap" if mode.blind else "perturbation_drop"
-            metrics[key] = accuracy_difference(pd.read_parquet(clean), records)
+            metrics[key] = accuracy_difference(io.read_parquet(clean), records)
     elif run.predictions(BLIND).is_file():
-        metrics["visual_reliance_gap"] = accuracy_difference(records, pd.read_parquet(run.predictions(BLIND)))
+        metrics["visual_reliance_gap"] = accuracy_difference(records, io.read_parquet(run.predictions(BLIND)))
+    if grants.notes(str(run.path)):  # weights or config used without full verification: the outputs say so
+        metrics["provenance"] = {"unverified": grants.notes(str(run.path))}
     if is_main_process():  # one writer; every process gets the metrics
         io.write_parquet(run.predictions(mode), records)
         io.write_json(run.metrics(mode), metrics)

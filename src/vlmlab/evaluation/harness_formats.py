@@ -16,7 +16,6 @@ every field quoted) or `.json` (a list of records); `index` keys the row.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import zipfile
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmlab.errors import DataError
+from vlmlab import bounded
+from vlmlab.errors import DataError, UserError
 
 MAX_FILE_BYTES = 4 << 30  # a whole VQAv2 val log (214k rows) is ~0.3 GB
 MAX_LINE_BYTES = 8 << 20  # one row
@@ -55,30 +55,12 @@ def _check_size(file: Path, what: str) -> None:
         raise DataError(f"{file}: larger than {MAX_FILE_BYTES >> 30} GiB; split it")
 
 
-def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return True
-
-
 def parse_json(text: str, where: str) -> Any:
-    """One JSON value, no deeper than MAX_DEPTH; anything else is a DataError naming `where`."""
+    """One JSON value, no deeper than MAX_DEPTH (`vlmlab.bounded`); anything else is a DataError naming `where`."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-    except RecursionError:  # deeper than the interpreter's stack: certainly deeper than allowed
-        raise DataError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels") from None
-    if not _depth_ok(value):
-        raise DataError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
-    return value
+        return bounded.json_data(text, where, max_depth=MAX_DEPTH)
+    except UserError as exc:
+        raise DataError(str(exc)) from None
 
 
 def json_lines(file: Path, what: str):

@@ -9,17 +9,16 @@ lmms-eval`: its `--log_samples` file; `--from vlmevalkit`: its prediction table;
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from vlmlab import io
+from vlmlab import bounded, io
 from vlmlab.config import DataSource, ImageConfig
 from vlmlab.data.eval_mode import CLEAN
-from vlmlab.errors import DataError
+from vlmlab.errors import DataError, UserError
 from vlmlab.evaluation import harness_formats
 from vlmlab.evaluation.harness_mapping import lmms_eval_expectation, map_rows, task_format
 from vlmlab.evaluation.records import RECORD_COLUMNS, EvalSet, load_eval_sets, record, summarize
@@ -29,37 +28,35 @@ SHOWN = 5  # ids named in an error about unknown or missing answers
 
 
 def read_answers(file: Path, confidences: dict[str, float] | None = None) -> dict[str, str]:
-    """{item id: prediction} of a JSON-lines answers file; a bad line or a repeated id is a DataError naming it.
-    A line's optional `confidence` (a probability, or null) goes into `confidences` when given."""
+    """{item id: prediction} of a JSON-lines answers file (lines end at `\\n` only, so a raw U+2028 inside an
+    answer is fine; bounded, `vlmlab.bounded`); a bad line or a repeated id is a DataError naming it. A line's
+    optional `confidence` (a probability, or null) goes into `confidences` when given."""
     if not file.is_file():
         raise DataError(f"{file}: answers file not found")
     answers: dict[str, str] = {}
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{file}: not UTF-8 text") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{file}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict) or "item_id" not in rec or "prediction" not in rec:
-            raise DataError(f'{where}: expected {{"item_id": ..., "prediction": ...}}')
-        if not isinstance(rec["prediction"], str):
-            raise DataError(f"{where}: prediction must be a string")
-        item_id = str(rec["item_id"])
-        if item_id in answers:
-            raise DataError(f"{where}: item_id {item_id!r} answered twice")
-        answers[item_id] = rec["prediction"]
-        confidence = rec.get("confidence")
-        if confidence is not None:
-            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
-                raise DataError(f"{where}: confidence must be a probability in [0, 1] (or null)")
-            if confidences is not None:
-                confidences[item_id] = float(confidence)
+        for lineno, rec in bounded.jsonl_records(file):
+            where = f"{file}:{lineno}"
+            if not isinstance(rec, dict) or "item_id" not in rec or "prediction" not in rec:
+                raise DataError(f'{where}: expected {{"item_id": ..., "prediction": ...}}')
+            if not isinstance(rec["prediction"], str):
+                raise DataError(f"{where}: prediction must be a string")
+            if not isinstance(rec["item_id"], (str, int)) or isinstance(rec["item_id"], bool):
+                raise DataError(f"{where}: item_id must be a string (vlmlab's ids are strings, see docs/datasets.md)")
+            item_id = str(rec["item_id"])
+            if item_id in answers:
+                raise DataError(f"{where}: item_id {item_id!r} answered twice")
+            answers[item_id] = rec["prediction"]
+            confidence = rec.get("confidence")
+            if confidence is not None:
+                if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+                    raise DataError(f"{where}: confidence must be a probability in [0, 1] (or null)")
+                if confidences is not None:
+                    confidences[item_id] = float(confidence)
+    except DataError:
+        raise
+    except UserError as exc:
+        raise DataError(str(exc)) from None
     return answers
 
 
@@ -89,20 +86,24 @@ def score_answers(source: DataSource, answers_file: Path | AnswerFile, image: Im
 
 def score_records(source: DataSource, answers: Path | AnswerFile, image: ImageConfig) -> tuple[pd.DataFrame, dict]:
     """(records, metrics) of the answers against `source`'s items. vlmlab answers must answer every item; a
-    harness's rows score the items they map to (the harness may have run a subset), the rest counted."""
+    harness's rows score the items they map to (the harness may have run a subset), the rest counted. With a
+    `limit`, the first `limit` items are scored and answers to the split's other items are passed over (a
+    complete answers file scores a prefix); an answer to an item the split does not have is still refused."""
     spec = answers if isinstance(answers, AnswerFile) else AnswerFile(Path(answers))
     fmt = harness_formats.detect_format(spec.file) if spec.fmt == "auto" else spec.fmt
     if fmt not in harness_formats.FORMATS:
         raise DataError(f"{spec.file}: unknown answers format {fmt!r} (known: {', '.join(harness_formats.FORMATS)})")
     harness_task = _harness_task(source, spec, fmt)
-    [eval_set] = load_eval_sets([source], image, CLEAN)
+    limited = source.limit is not None
+    [eval_set] = load_eval_sets([source.model_copy(update={"limit": None}) if limited else source], image, CLEAN)
+    in_scope = eval_set.items[: source.limit] if limited else eval_set.items
     if fmt == "vlmlab":
         confidences: dict[str, float] = {}
-        answered = _check_ids(source, spec.file, eval_set, read_answers(spec.file, confidences))
-        items, report = eval_set.items, None
+        answered = _check_ids(source, spec.file, eval_set, in_scope, read_answers(spec.file, confidences))
+        items, report = in_scope, None
     else:
         answered, report = _harness_answers(source, spec, fmt, harness_task, eval_set)
-        items, confidences = [it for it in eval_set.items if it.item_id in answered], {}
+        items, confidences = [it for it in in_scope if it.item_id in answered], {}
     rows = [
         record(item, eval_set.task, answered[item.item_id], CLEAN, confidences.get(item.item_id, math.nan))
         for item in items
@@ -113,6 +114,9 @@ def score_records(source: DataSource, answers: Path | AnswerFile, image: ImageCo
     metrics["scored"] = {"answers": str(spec.file), "format": fmt, "image": image.model_dump(mode="json")}
     if report is not None:
         metrics["scored"]["harness"] = report
+    if limited:
+        metrics["scored"]["limit"] = source.limit
+        metrics["scored"]["answers_passed_over"] = len(answered) - len(items)
     return records, metrics
 
 
@@ -147,16 +151,20 @@ def _harness_answers(
     return mapped.answers, {"harness_task": harness_task, **mapped.report(len(eval_set.items))}
 
 
-def _check_ids(source: DataSource, answers_file: Path, eval_set: EvalSet, answers: dict[str, str]) -> dict[str, str]:
-    """vlmlab answers name vlmlab's ids: every one must be an item, and every item answered."""
-    ids = [item.item_id for item in eval_set.items]
-    known = set(ids)
+def _check_ids(
+    source: DataSource, answers_file: Path, eval_set: EvalSet, in_scope: list, answers: dict[str, str]
+) -> dict[str, str]:
+    """vlmlab answers name vlmlab's ids: every one must be an item of the split, and every item in scope (the
+    first `limit`, or all) answered."""
+    every_id = [item.item_id for item in eval_set.items]
+    known = set(every_id)
     unknown = [i for i in answers if i not in known]
     if unknown:
         raise DataError(
             f"{answers_file}: {len(unknown)} answers name items that {source.task}:{source.split} does not have "
-            f"({_first(unknown)}); ids are vlmlab's, see docs/datasets.md"
+            f"({_first(unknown)}); ids are vlmlab's, see docs/datasets.md{_id_hint(unknown, every_id)}"
         )
+    ids = [item.item_id for item in in_scope]
     missing = [i for i in ids if i not in answers]
     if missing:
         raise DataError(
@@ -164,3 +172,14 @@ def _check_ids(source: DataSource, answers_file: Path, eval_set: EvalSet, answer
             f"{source.split} ({_first(missing)}); answer every item, or score fewer with --limit"
         )
     return answers
+
+
+def _id_hint(unknown: list[str], known: list[str]) -> str:
+    """A hint when the unknown ids are bare numbers (an integer `item_id`, or the benchmark's own id) and vlmlab's
+    are not: what one of vlmlab's ids for this split looks like."""
+    if known and all(i.lstrip("-").isdigit() for i in unknown) and not known[0].lstrip("-").isdigit():
+        return (
+            f" (item_id {unknown[0]} is a bare number; vlmlab's ids are strings such as {known[0]!r}: write "
+            '"item_id" as that string)'
+        )
+    return ""

@@ -2,7 +2,8 @@
 
 The run dir holds the vision tower and the causal LM as from_pretrained dirs under `parts/` (named by
 `config.yaml`), and only the projector in `checkpoints/final/model.safetensors`: the weights are stored
-once. `checkpoints/final/trainer_state.json` lists the groups that come from `parts/`.
+once. `checkpoints/final/trainer_state.json` lists the groups that come from `parts/`; each part has its own
+`manifest.json`, verified with `final`'s whenever the run is loaded.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def read_llava_config(path: Path) -> dict[str, Any]:
     file = path / "config.json"
     if not file.is_file():
         raise UserError(f"{path}: no checkpoint here (config.json missing)")
-    config = io.read_json(file)
+    config = io.read_record(file)
     if config.get("model_type") != "llava":
         raise UserError(f"{file}: model_type is {config.get('model_type')!r}, not 'llava'")
     vision_type = config.get("vision_config", {}).get("model_type")
@@ -61,8 +62,8 @@ def import_llava(
         llava = LlavaForConditionalGeneration.from_pretrained(
             path, dtype=DTYPES[dtype], **safetensors_only(path, allow_pickle, "--allow-pickle")
         )
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        processor = AutoProcessor.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # never a checkpoint's own code
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"{path}: cannot load the LLaVA checkpoint ({str(exc).splitlines()[0]})") from None
     tokenizer.chat_template = tokenizer.chat_template or getattr(processor, "chat_template", None)
@@ -76,6 +77,8 @@ def import_llava(
         lm.get_output_embeddings().load_state_dict(llava.lm_head.state_dict(), assign=True)
         lm.save_pretrained(tmp / "parts" / "llm")
         tokenizer.save_pretrained(tmp / "parts" / "llm")
+        for part in ("vision", "llm"):  # the parts are weights too: verified on every load, like `final`
+            ckpt.write_manifest(tmp / "parts" / part)
 
         cfg = run_config(config, processor.image_processor, out, template, dtype, evals or [])
         config_from_dict(cfg)  # e.g. an unknown --eval task: one line, before anything is renamed into place

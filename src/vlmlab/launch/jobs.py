@@ -15,22 +15,38 @@ from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
+from vlmlab import grants
 from vlmlab.errors import UserError
 from vlmlab.parts import load_builtin_parts
 
 PORT_RANGE = (20000, 60000)
 
 
+def allowed_now() -> tuple[str, ...]:
+    """The grants (`vlmlab.grants`) the submitting command was given on its command line: each job runs with the
+    same, and with no other (a job never takes one from the study's files)."""
+    return tuple(name for name in grants.FLAGS if grants.allows(name))
+
+
 class RunJob(Checkpointable):
     """Train and evaluate one run (variant x seed) unless complete; `command` is the `accelerate launch` prefix
-    for a run on several processes (None: this process trains)."""
+    for a run on several processes (None: this process trains); `allowed` the submitting command's grants."""
 
-    def __call__(self, spec: str, out: str, variant: str, seed: int, command: list[str] | None = None) -> str:
+    def __call__(
+        self,
+        spec: str,
+        out: str,
+        variant: str,
+        seed: int,
+        command: list[str] | None = None,
+        allowed: tuple[str, ...] = (),
+    ) -> str:
         if command is None:
             load_builtin_parts()
             from vlmlab.study.jobs import run_one
 
-            return run_one(spec, out, variant, seed)
+            with grants.granted(*allowed):
+                return run_one(spec, out, variant, seed)
         import submitit
 
         env = submitit.JobEnvironment()
@@ -49,6 +65,7 @@ class RunJob(Checkpointable):
             out,
             variant,
             str(seed),
+            *allowed,
         ]
         done = subprocess.run(argv, check=False)
         if done.returncode:
@@ -59,7 +76,11 @@ class RunJob(Checkpointable):
 class CombineJob(Checkpointable):
     """Once every run is complete: combine the records, compute the analyses, write the report."""
 
-    def __call__(self, spec: str, out: str) -> str:
+    def __call__(self, spec: str, out: str, allowed: tuple[str, ...] = ()) -> str:
+        with grants.granted(*allowed):
+            return self._combine(spec, out)
+
+    def _combine(self, spec: str, out: str) -> str:
         load_builtin_parts()
         from vlmlab.analysis.run import analyze_study
         from vlmlab.report.study_report import build_report
@@ -80,16 +101,18 @@ class CombineJob(Checkpointable):
 
 
 def main(argv: list[str]) -> int:
-    """`python -m vlmlab.launch.jobs SPEC OUT VARIANT SEED`: one run, in every process `accelerate launch` starts
-    (a user's mistake is one line and its exit code, as from the CLI)."""
+    """`python -m vlmlab.launch.jobs SPEC OUT VARIANT SEED [GRANT ...]`: one run, in every process `accelerate
+    launch` starts, with the submitting command's grants (a user's mistake is one line and its exit code, as from
+    the CLI)."""
     from vlmlab.progress import console
 
-    spec, out, variant, seed = argv
+    spec, out, variant, seed, *allowed = argv
     load_builtin_parts()
     from vlmlab.study.jobs import run_one
 
     try:
-        run_one(Path(spec), Path(out), variant, int(seed))
+        with grants.granted(*allowed):
+            run_one(Path(spec), Path(out), variant, int(seed))
     except UserError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

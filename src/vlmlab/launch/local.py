@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlmlab.errors import UserError
-from vlmlab.launch.jobs import CombineJob, RunJob
+from vlmlab.launch.jobs import CombineJob, RunJob, allowed_now
 from vlmlab.launch.records import record
 from vlmlab.progress import console, progress
 
@@ -25,7 +25,9 @@ def run_local(folder: Path, todo, shapes, spec: str, out: str, executor: Callabl
             while queue and len(running) < max(1, parallel):
                 v = queue.pop(0)
                 shape = shapes[v.run_name]
-                job = executor(shape).submit(RunJob(), spec, out, v.name, v.seed, list(shape.command or []) or None)
+                job = executor(shape).submit(
+                    RunJob(), spec, out, v.name, v.seed, list(shape.command or []) or None, allowed_now()
+                )
                 record(folder, "local", {v.run_name: job.job_id})
                 running.append((v, job))
                 bar.update(task, info=f"{v.run_name} (job {job.job_id})")
@@ -42,7 +44,7 @@ def run_local(folder: Path, todo, shapes, spec: str, out: str, executor: Callabl
             console.print("submit the same command again: complete runs are skipped, the rest resume", soft_wrap=True)
             return 1
         bar.update(task, info="combine, analyses, report")
-        job = executor(shapes["combine"]).submit(CombineJob(), spec, out)
+        job = executor(shapes["combine"]).submit(CombineJob(), spec, out, allowed_now())
         record(folder, "local", {}, job.job_id)
         while not job.done():
             time.sleep(POLL_S)

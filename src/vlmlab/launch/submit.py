@@ -16,7 +16,7 @@ from typing import Any
 import submitit
 
 from vlmlab.errors import EXIT_ENVIRONMENT, ConfigError, UserError
-from vlmlab.launch.jobs import CombineJob, RunJob
+from vlmlab.launch.jobs import CombineJob, RunJob, allowed_now
 from vlmlab.launch.local import run_local
 from vlmlab.launch.records import record, refuse_while_active
 from vlmlab.progress import console
@@ -70,13 +70,16 @@ def submit_study(spec_path: str | Path, out: str | Path | None, launcher: Launch
     for shape, runs in groups.items():
         executor = _executor(folder, cluster, launcher, shape)
         with executor.batch():
-            jobs = [executor.submit(RunJob(), spec, out_dir, v.name, v.seed, _list(shape.command)) for v in runs]
+            jobs = [
+                executor.submit(RunJob(), spec, out_dir, v.name, v.seed, _list(shape.command), allowed_now())
+                for v in runs
+            ]
         for v, job in zip(runs, jobs):
             job_ids[v.run_name] = job.job_id
             console.print(f"  {v.run_name}: job {job.job_id}", highlight=False)
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids.values()})
     combine = _executor(folder, cluster, launcher, shapes["combine"], arrays)
-    job = combine.submit(CombineJob(), spec, out_dir)
+    job = combine.submit(CombineJob(), spec, out_dir, allowed_now())
     record(folder, cluster, job_ids, job.job_id)
     console.print(
         f"  combine, analyses and report: job {job.job_id} (after {', '.join(arrays) or 'nothing'})\n"

@@ -8,7 +8,6 @@ a report or an analysis that reads measurements is reproducible byte for byte.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -70,7 +69,7 @@ class Measurement:
         """The stored artifact (a JSON record); a missing one is one line saying how to make it."""
         if not self.done():
             raise UserError(f"{self.path}: {self.title} of {self.run.path} not measured yet (run `vlmlab analyze`)")
-        return json.loads(self.path.read_text(encoding="utf-8"))
+        return io.read_json(self.path)
 
     def describe(self) -> str:
         return f"{self.title} of {self.run.path}"
@@ -90,9 +89,10 @@ def measure_all(measurements: Iterable[Measurement], device: str | torch.device 
     with progress() as bar:
         for run_path, pending in todo.items():
             model, cfg = load_run_model(run_path, device=device)
-            for m in pending:
-                console.print(f"measuring {m.describe()}", highlight=False, soft_wrap=True)
-                m.measure(model, cfg, bar)
-                count += 1
+            with io.confined(run_path):  # what a probe writes stays in the run, through no link
+                for m in pending:
+                    console.print(f"measuring {m.describe()}", highlight=False, soft_wrap=True)
+                    m.measure(model, cfg, bar)
+                    count += 1
             del model
     return count

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from vlmlab import io
+from vlmlab.errors import printable
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
@@ -88,11 +89,34 @@ def _format(value) -> str:
     return str(value)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&~#!])")  # characters Markdown (or the HTML inside it) would act on
+_MD_ACTIVE = re.compile(r"([\\<>&\[\]|])")  # in running text: raw HTML, links and images, table pipes
+
+
+def md_cell(value) -> str:
+    """A value as literal Markdown table-cell text: every character Markdown or HTML would act on is
+    backslash-escaped and a line break becomes a space (user text such as a question never renders as HTML,
+    a link or an image)."""
+    text = printable(_format(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_text(text: str) -> str:
+    """Running text for Markdown: the report's own `code` spans and **bold** stay, while raw HTML, links, images
+    and control characters in it (from user text) are escaped. Code spans are literal in Markdown already."""
+    shown = "".join(ch if ch in "\n\t" or ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    parts = re.split(r"(`[^`\n]*`)", shown)
+    return "".join(
+        part if part.startswith("`") and part.endswith("`") and len(part) > 1 else _MD_ACTIVE.sub(r"\\\1", part)
+        for part in parts
+    )
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
-    cols = [str(c) for c in frame.columns]
+    cols = [md_cell(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_format(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(md_cell(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -149,21 +173,22 @@ class Report:
 
     def to_markdown(self, figure_dir: Path, relative_to: Path) -> str:
         """Markdown with figures written as PNG files into `figure_dir` (atomically)."""
-        lines = [f"# {self.title}", ""]
+        lines = [f"# {md_text(self.title)}", ""]
         if self.subtitle:
-            lines += [self.subtitle, ""]
+            lines += [md_text(self.subtitle), ""]
         for s in self.sections:
-            lines += [f"## {s.title}", ""]
+            lines += [f"## {md_text(s.title)}", ""]
             for b in s.blocks:
                 if isinstance(b, Text):
-                    lines += [b.text, ""]
+                    lines += [md_text(b.text), ""]
                 elif isinstance(b, Table):
-                    lines += [_markdown_table(b.frame), ""] + ([f"*{b.caption}*", ""] if b.caption else [])
+                    lines += [_markdown_table(b.frame), ""] + ([f"*{md_text(b.caption)}*", ""] if b.caption else [])
                 else:
-                    path = figure_dir / f"{b.name}.png"
+                    path = figure_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '-', b.name)}.png"
                     with io.atomic_path(path) as tmp:
                         tmp.write_bytes(b.png)
-                    lines += [f"![{b.caption}]({path.relative_to(relative_to).as_posix()})", "", f"*{b.caption}*", ""]
+                    caption = md_text(b.caption)
+                    lines += [f"![{caption}]({path.relative_to(relative_to).as_posix()})", "", f"*{caption}*", ""]
         return "\n".join(lines)
 
     def write(self, html_path: Path, md_path: Path) -> None:

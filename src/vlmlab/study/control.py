@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vlmlab.config import PART_REGISTRIES, flatten
@@ -12,6 +13,10 @@ from vlmlab.io import content_hash
 from vlmlab.study.spec import StudySpec, Variant
 
 ALWAYS_VARIES = ("name", "seed")  # a variant's run name, and the seed (compared within one seed group)
+
+
+def _nothing() -> None:
+    """The default progress callback: no display."""
 
 
 class ControlViolation(UserError):
@@ -50,13 +55,18 @@ def with_identity_fields(declared: set[str], variants: list[Variant]) -> set[str
     return out
 
 
-def check_config_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
-    """Raise ControlViolation naming the key and both values if two variants differ outside the factors' keys."""
+def check_config_control(
+    spec: StudySpec, variants: list[Variant], tick: Callable[[], None] = _nothing
+) -> dict[str, Any]:
+    """Raise ControlViolation naming the key and both values if two variants differ outside the factors' keys.
+    `tick` is called once per variant checked (progress)."""
     declared = {k for f in spec.factors.values() for k in f.keys}
     varying = with_identity_fields(declared, variants)
     reference = variants[0]
     ref_held = held_constant(reference, varying)
+    tick()
     for other in variants[1:]:
+        tick()
         held = held_constant(other, varying)
         for key in sorted(set(ref_held) | set(held)):
             a, b = ref_held.get(key, "<unset>"), held.get(key, "<unset>")
@@ -103,17 +113,23 @@ def order_settings(variant: Variant) -> dict[str, Any]:
     }
 
 
-def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, Any]:
+def check_order_control(
+    spec: StudySpec, variants: list[Variant], tick: Callable[[], None] = _nothing
+) -> dict[str, Any]:
     """Per seed, the hash of the first batches' item ids of every training stage must match across variants.
 
     A difference is accepted only when the variants' order settings differ (a factor that declares the
-    batch size, say); then it is recorded as expected. The training items are loaded once per data source.
+    batch size, say); then it is recorded as expected. The training items are loaded, and their ids and lengths
+    read, once per data source; each variant's order is still drawn from its own config, so a large design stays
+    fast without trusting that equal settings give equal orders.
     """
 
     items_cache: dict[str, list] = {}
+    columns: dict[int, tuple] = {}  # id(items) -> (item ids, lengths), shared by the variants on those items
     per_seed: dict[str, dict[str, list[str]]] = {}
     settings: dict[str, dict[str, Any]] = {}
     for v in variants:
+        tick()
 
         def stage_items(s: int, v=v) -> list:
             stage_data = v.resolved["train"]["stages"][s].get("data")
@@ -124,7 +140,7 @@ def check_order_control(spec: StudySpec, variants: list[Variant]) -> dict[str, A
                 items_cache[key] = load_stage_items(v.cfg, s)
             return items_cache[key]
 
-        per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, stage_items)
+        per_seed.setdefault(str(v.seed), {})[v.name] = training_order_fingerprints(v.cfg, stage_items, columns)
         settings[f"{v.name}/{v.seed}"] = order_settings(v)
     expected = []
     for seed, by_variant in per_seed.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import pandas as pd
 
 from vlmlab.config import read_yaml
 from vlmlab.errors import UserError
-from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl
+from vlmlab.io import content_hash, file_sha256, read_json, read_jsonl, read_parquet, read_record
 from vlmlab.runs import RunDir
 from vlmlab.study.layout import StudyDir
 from vlmlab.study.spec import StudySpec, analysis_factors, external_levels, study_spec_from_dict
@@ -111,7 +110,10 @@ class StudyData:
 
 def run_json(path: Path) -> dict[str, Any]:
     """A run's JSON record (train.json, done.json), or {} when the run has not written it."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    record = read_json(path)
+    return record if isinstance(record, dict) else {}
 
 
 def load_study_data(path: str | Path) -> StudyData:
@@ -127,12 +129,20 @@ def load_study_data(path: str | Path) -> StudyData:
     return StudyData(
         path=study.path,
         spec=spec.model_copy(update={"factors": analysis_factors(spec)}) if spec.external else spec,
-        control=json.loads(study.control.read_text()),
-        results=pd.read_parquet(study.results),
-        summary=pd.read_csv(study.summary),
+        control=read_record(study.control),
+        results=read_parquet(study.results, "study results"),
+        summary=_read_summary(study.summary),
         external={name: external_levels(spec, name) for name in spec.external},
         trained_spec=spec,
     )
+
+
+def _read_summary(path: Path) -> pd.DataFrame:
+    """summary.csv; one that pandas cannot parse is one line naming it."""
+    try:
+        return pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable summary ({str(exc).splitlines()[0][:120]})") from None
 
 
 def _check_complete(study: StudyDir) -> None:
@@ -150,7 +160,7 @@ def _vouched_files(study: StudyDir) -> dict:
     """complete.json's {file name: sha256}; a marker that is not such a record is one line saying how to rewrite it."""
     try:
         files = read_json(study.complete).get("files")
-    except (ValueError, AttributeError):
+    except (UserError, ValueError, AttributeError):
         files = None
     if not isinstance(files, dict):
         raise UserError(

@@ -41,7 +41,7 @@ def combine(study: Study) -> pd.DataFrame:
     for v in study.variants:
         run = study.run_dir(v)
         for mode in modes(study.spec):
-            frame = pd.read_parquet(run.predictions(mode))
+            frame = io.read_parquet(run.predictions(mode), "predictions")
             frame.insert(0, "mode", mode.name)
             frame.insert(0, "seed", v.seed)
             for factor in reversed(list(study.spec.factors)):
@@ -123,8 +123,8 @@ def run_provenance(study: Study) -> dict:
     runs = {}
     for v in study.variants:
         run = study.run_dir(v)
-        env = io.read_json(run.environment) if run.environment.is_file() else {}
-        info = io.read_json(run.train_info) if run.train_info.is_file() else {}
+        env = io.read_record(run.environment) if run.environment.is_file() else {}
+        info = io.read_record(run.train_info) if run.train_info.is_file() else {}
         runs[v.run_name] = {
             "recipe_changes": env.get("recipe_changes", []),
             "bad_images": (info.get("bad_images") or {}).get("skipped", {}),
@@ -143,7 +143,7 @@ def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     once = ~results["variant"].isin(names) | (results["seed"] == study.spec.seeds[0])
     summary = summarize(results[once])
     study.dir.complete.unlink(missing_ok=True)
-    io.write_json(study.dir.control, {**io.read_json(study.dir.control), "provenance": run_provenance(study)})
+    io.write_json(study.dir.control, {**io.read_record(study.dir.control), "provenance": run_provenance(study)})
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")

@@ -10,7 +10,6 @@ it reads existing files and never loads a model.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vlmlab import io
+from vlmlab import grants, io
 from vlmlab.config import read_yaml
 from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
@@ -28,13 +27,20 @@ from vlmlab.evaluation.evaluate import evaluate_run
 from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
 from vlmlab.measure.resolve import MeasurementNeeded, resolve_config
-from vlmlab.progress import console
+from vlmlab.progress import console, progress
 from vlmlab.runs import init_run, load_run_model, normalized_config, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.external import control_record, is_scored, resolve_externals, score_external, study_tasks
 from vlmlab.study.layout import Study, StudyDir
 from vlmlab.study.results import modes, write_results
-from vlmlab.study.spec import Variant, build_analysis, expand_variants, load_study_spec, variant_inputs
+from vlmlab.study.spec import (
+    Variant,
+    build_analysis,
+    expand_variants,
+    level_combinations,
+    load_study_spec,
+    variant_inputs,
+)
 from vlmlab.train.trainer import Trainer
 
 
@@ -46,28 +52,42 @@ def prepare_study(spec_path: str | Path, out: str | Path | None = None) -> Study
     for i, analysis in enumerate(spec.analyses):
         build_analysis(analysis, f"{spec_path}: analyses.{i}")
     paths = {name: str(shapes_world.cached_dataset(d.seed, d.n, d.size)) for name, d in spec.datasets.items()}
-    variants = expand_variants(spec, spec_dir, paths)
-    pending = []
-    for v in variants:  # a variant that starts from another run needs it finished, before anything is written
-        init_run(v.cfg)
-        try:
-            resolved = resolve_config(v.cfg)
-        except MeasurementNeeded as needed:
-            pending.append((needed.measurement, needed.key, v.run_name))
-            continue
-        if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
-            v.cfg, v.resolved = resolved, resolved.resolved()
-    externals = resolve_externals(spec, spec_dir, variants)
-    control = {
-        "passed": True,
-        "config": check_config_control(spec, variants) if variants else {},
-        "data_order": check_order_control(spec, variants) if variants else {},
-        "seeds": spec.seeds,
-        "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
-        "external": control_record(externals),  # what the check cannot verify for them, and their files' hashes
-        "environment": environment(),
-    }
+    n = len(level_combinations(spec)) * len(spec.seeds) if spec.factors else 0
+    with progress() as bar:  # a design of hundreds of variants takes a while: each phase is a named step
+        variants = expand_variants(spec, spec_dir, paths, tick=_step(bar, f"resolving {n:,} variant runs", n))
+        pending = []
+        tick = _step(bar, "checking what each variant starts from", n)
+        for v in variants:  # a variant that starts from another run needs it finished, before anything is written
+            tick()
+            init_run(v.cfg)
+            try:
+                resolved = resolve_config(v.cfg)
+            except MeasurementNeeded as needed:
+                pending.append((needed.measurement, needed.key, v.run_name))
+                continue
+            if resolved is not v.cfg:  # DPVR `layer: auto` -> the measured k
+                v.cfg, v.resolved = resolved, resolved.resolved()
+        externals = resolve_externals(spec, spec_dir, variants)
+        control = {
+            "passed": True,
+            "config": check_config_control(spec, variants, _step(bar, "control check: held-constant keys", n))
+            if variants
+            else {},
+            "data_order": check_order_control(spec, variants, _step(bar, "control check: data order", n))
+            if variants
+            else {},
+            "seeds": spec.seeds,
+            "variants": [v.name for v in variants if v.seed == spec.seeds[0]],
+            "external": control_record(externals),  # what the check cannot verify for them, and their files' hashes
+            "environment": environment(),
+        }
     return Study(spec, variants, control, StudyDir(out or Path("runs") / spec.name), pending, externals)
+
+
+def _step(bar, title: str, total: int):
+    """A progress task of `total` units and the callable that advances it by one."""
+    job = bar.add_task(title, total=total, info="")
+    return lambda: bar.advance(job)
 
 
 def is_complete(study: Study, v: Variant) -> bool:
@@ -77,8 +97,8 @@ def is_complete(study: Study, v: Variant) -> bool:
     if not run.done.is_file():
         return False
     try:
-        current = json.loads(run.done.read_text())["inputs"] == variant_inputs(v, study.spec)
-    except (json.JSONDecodeError, KeyError, TypeError):
+        current = io.read_json(run.done)["inputs"] == variant_inputs(v, study.spec)
+    except (UserError, KeyError, TypeError):
         return False
     return current and all(run.predictions(m).is_file() and run.metrics(m).is_file() for m in modes(study.spec))
 
@@ -98,8 +118,14 @@ def measure_pending(spec_path: str | Path, study: Study) -> Study:
 def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
     variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
-    locked while it is written, so jobs of one study on different variants run side by side."""
+    locked while it is written, so jobs of one study on different variants run side by side. Nothing is written
+    through a symbolic link inside the study directory (`vlmlab.io.confined`)."""
     study = measure_pending(spec_path, prepare_study(spec_path, out))
+    with io.confined(study.dir.path):
+        return _run_prepared(study, only)
+
+
+def _run_prepared(study: Study, only: list[str] | None) -> Study:
     known = {v.name for v in study.variants} | {e.name for e in study.external}
     for name in only or []:
         if name not in known:
@@ -204,23 +230,23 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
 
 
 def _clear(path: Path) -> None:
-    """Empty a run directory, keeping the lock this process holds on it."""
+    """Empty a run directory, keeping the lock this process holds on it (a link in it is removed, not followed)."""
     for entry in path.iterdir():
-        if entry.name == LOCK:
-            continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name != LOCK:
+            io.remove_tree(entry)
 
 
 def job_script(spec_path: str | Path, study: Study) -> str:
     """A shell script with one command per variant (submit each line as a cluster job), then the combine step."""
     spec_arg, out = str(spec_path), str(study.dir.path)
+    allowed = "".join(f" {flag}" for name, flag in grants.FLAGS.items() if grants.allows(name))  # this command's
     lines = [
         "#!/usr/bin/env bash",
         f"# {study.spec.name}: one job per variant; run them anywhere that sees {out}/.",
         "set -euo pipefail",
     ]
     for name in dict.fromkeys(v.name for v in study.variants):
-        lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}")
+        lines.append(f"vlmlab study {spec_arg} --out {out} --only {name}{allowed}")
     lines.append("# when every job has finished: combine the records, compute the analyses, write the report")
-    lines.append(f"vlmlab study {spec_arg} --out {out} && vlmlab report {out}")
+    lines.append(f"vlmlab study {spec_arg} --out {out}{allowed} && vlmlab report {out}")
     return "\n".join(lines) + "\n"

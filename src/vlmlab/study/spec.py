@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -292,17 +293,24 @@ def base_config(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, str] | None = None) -> list[Variant]:
-    """Every (level combination, seed) as a resolved config; a config error names the variant. A study of
-    external variants only trains none."""
+def level_combinations(spec: StudySpec) -> list[dict[str, str]]:
+    """Every variant's {factor: level} (the cross product, or the listed combinations), in the spec's order."""
+    names = list(spec.factors)
+    if spec.variants == "cross":
+        return [dict(zip(names, levels)) for levels in itertools.product(*(spec.factors[n].levels for n in names))]
+    return [{n: combo[n] for n in names} for combo in spec.variants]
+
+
+def expand_variants(
+    spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, str] | None = None, tick: Callable[[], None] | None = None
+) -> list[Variant]:
+    """Every (level combination, seed) as a resolved config; a config error names the variant. `tick` is called
+    once per resolved variant (progress). A study of external variants only trains none."""
     if not spec.factors:
         return []
     base = _substitute(base_config(spec, spec_dir), dataset_paths or {}, "base")
     names = list(spec.factors)
-    if spec.variants == "cross":
-        combos = [dict(zip(names, levels)) for levels in itertools.product(*(spec.factors[n].levels for n in names))]
-    else:
-        combos = [{n: combo[n] for n in names} for combo in spec.variants]
+    combos = level_combinations(spec)
     variants = []
     for combo in combos:
         overrides: dict[str, Any] = {}
@@ -319,6 +327,8 @@ def expand_variants(spec: StudySpec, spec_dir: Path, dataset_paths: dict[str, st
             except ConfigError as exc:
                 raise exc.within(f"variant {vname} (seed {seed})") from None
             variants.append(Variant(vname, combo, seed, overrides, cfg))
+            if tick is not None:
+                tick()
     if len({v.name for v in variants}) * len(spec.seeds) != len(variants):
         raise ConfigError("variants", "two variants have the same levels")
     return variants

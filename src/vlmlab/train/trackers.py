@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from vlmlab import io
 from vlmlab.errors import ConfigError
 
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker -> the package it needs
@@ -23,6 +24,8 @@ def start(accelerator, cfg, run_dir: Path) -> None:
     `sqlite:///...`), else a file store in `RUN/mlruns`. The resolved config goes in as flat hyper-parameters."""
     import os
 
+    for folder in ("tensorboard", "mlruns"):  # the trackers write there: not through a link out of the run
+        io.check_write(run_dir / folder, replace_link=False)
     init_kwargs: dict[str, Any] = {}
     if "mlflow" in cfg.train.trackers:
         import mlflow

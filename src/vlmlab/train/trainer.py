@@ -3,7 +3,6 @@ exact resume."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -125,9 +124,9 @@ class Trainer:
     def _clear_unstarted(self) -> None:
         """Remove what a start that never reached a checkpoint wrote (files of other programs are left alone)."""
         for name in ("config.yaml", "environment.json", "train_log.jsonl", "train.json"):
-            (self.run.path / name).unlink(missing_ok=True)
+            io.remove_tree(self.run.path / name)
         for name in ("tokenizer", "checkpoints", ".tokenizer.tmp", "tensorboard", "mlruns"):
-            shutil.rmtree(self.run.path / name, ignore_errors=True)
+            io.remove_tree(self.run.path / name)  # a link is removed as a link, never followed
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
@@ -143,7 +142,7 @@ class Trainer:
         )
         model = build_model(cfg, tokenizer_dir=tok_dir, texts=tokenizer_texts(items), pretrained_weights=init is None)
         if init is not None:
-            ckpt.verify(init.final)
+            ckpt.verify(init.final, run=init.path, outputs=self.run.path)
             if ckpt.load_weights(model, init.final / ckpt.WEIGHTS, may_miss=("routing.",)):
                 model.routing.llm_weights_loaded(model.llm)  # e.g. a DPVR branch copies the *trained* layer k
         if grow:
@@ -212,9 +211,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         if not self.run.tokenizer.is_dir():
-            tmp = self.run.path / ".tokenizer.tmp"
-            model.llm.save_tokenizer(tmp)
-            tmp.rename(self.run.tokenizer)
+            with io.atomic_dir(self.run.tokenizer) as tmp:  # a fresh temp dir: nothing there can redirect it
+                model.llm.save_tokenizer(tmp)
         io.write_yaml(self.run.config, self.cfg.resolved())
         self._record_environment()
 
@@ -343,7 +341,7 @@ class Trainer:
         """`environment.json`: the seed and where the run was trained; a resume elsewhere is added, not hidden."""
         env, path = environment(), self.run.environment
         record = (
-            io.read_json(path)
+            io.read_record(path)
             if self.resume and path.is_file()
             else {"seed": self.cfg.seed, "trained_on": env, "resumed_on": []}
         )
@@ -362,7 +360,7 @@ class Trainer:
         )
         self.log({"event": "recipe-changed", "resumed_from": at, "changes": self.recipe_changes})
         if self.accelerator.is_main_process:
-            record = io.read_json(self.run.environment)
+            record = io.read_record(self.run.environment)
             record.setdefault("recipe_changes", []).append({"resumed_from": at, "changes": self.recipe_changes})
             io.write_json(self.run.environment, record)
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlmlab.checkpoint import damage, write_manifest
 from vlmlab.config import RunConfig
-from vlmlab.io import content_hash
+from vlmlab.io import atomic_dir, content_hash, read_json
 
 WEIGHTS = "vision.safetensors"
 METRICS = "metrics.json"
@@ -42,23 +41,23 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
 
 
 def load(cache_dir: Path, key: str, vision: torch.nn.Module) -> dict[str, Any] | None:
-    """Load the cached tower into `vision` and return the stage's metrics, or None on a miss."""
+    """Load the cached tower into `vision` and return the stage's metrics, or None on a miss. An entry whose files
+    do not match its manifest (or that has none) is a miss: the stage is trained again and the entry replaced."""
     entry = cache_dir / key
-    if not (entry / METRICS).is_file():
+    if not (entry / METRICS).is_file() or damage(entry, state_file=None) is not None:
         return None
+    metrics = read_json(entry / METRICS)
     vision.load_state_dict(load_file(str(entry / WEIGHTS)))
-    return {**json.loads((entry / METRICS).read_text()), "cached": True}
+    return {**(metrics if isinstance(metrics, dict) else {}), "cached": True}
 
 
 def store(cache_dir: Path, key: str, vision: torch.nn.Module, metrics: dict[str, Any]) -> None:
-    """Write an entry into a temp dir, then rename it (a crash leaves no half entry)."""
+    """Write an entry (weights, metrics, manifest) into a temp dir, then rename it (a crash leaves no half entry);
+    an entry another job stored meanwhile is kept when it verifies."""
     entry = cache_dir / key
-    tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in vision.state_dict().items()}, str(tmp / WEIGHTS))
-    (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
-    if entry.exists():
-        shutil.rmtree(tmp)
+    if (entry / METRICS).is_file() and damage(entry, state_file=None) is None:
         return
-    tmp.rename(entry)
+    with atomic_dir(entry) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in vision.state_dict().items()}, str(tmp / WEIGHTS))
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_manifest(tmp)

@@ -24,6 +24,9 @@ class Task:
     )
     metric: ClassVar[str] = "exact_match"
     splits: tuple[str, ...] = ("train", "test")
+    # an evaluation prompt longer than the model's context: `refuse` (one line naming the item) or `cut` its
+    # question to fit (vlmlab.data.context)
+    overlong_prompts: ClassVar[str] = "refuse"
 
     def __init__(self) -> None:
         self.notes: dict[str, Any] = {}

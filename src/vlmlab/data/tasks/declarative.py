@@ -4,6 +4,7 @@ categories to keep, so adding a benchmark in a supported format needs no Python 
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -44,7 +45,13 @@ class TaskSpec(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _uses_question(cls, value: str) -> str:
-        if "{question}" not in value:
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a prompt template ({exc}); write a literal brace as {{{{ or }}}}") from None
+        if any(field != ("question", "", None) for field in fields):  # no attribute, index or format spec
+            raise ValueError("the prompt template may hold only {question} (write a literal brace as {{ or }})")
+        if not fields:
             raise ValueError("the prompt template must contain {question}")
         return value
 
@@ -61,6 +68,7 @@ class DeclarativeTask(Task):
         self.metric = self.spec.metric
         self.splits = self.format.splits
         self.notes = self.format.notes  # what the format's loader skipped, for metrics.json
+        self.overlong_prompts = self.format.overlong_prompts
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         items = self.format.load(split, None, path or self.spec.path)

@@ -27,6 +27,7 @@ class LlavaJson(Task):
 
     splits = ("train", "val", "test")
     image_position_from_data = True  # `<image>` opens or closes each record's first turn
+    overlong_prompts = "cut"  # long ShareGPT turns: evaluation keeps the head of the question that fits
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         file = require_path(path, "llava-json", "a LLaVA .json file or a directory holding <split>.json")

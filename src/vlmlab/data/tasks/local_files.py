@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vlmlab.errors import ConfigError, DataError
+from vlmlab import bounded
+from vlmlab.errors import ConfigError, DataError, UserError
 
 _KIND_NAMES = {
     str: "a string",
@@ -47,18 +48,12 @@ def require_split(split: str, splits: tuple[str, ...], task: str) -> None:
 
 
 def read_json(file: Path, what: str) -> Any:
-    """A whole JSON file; a missing file or bad JSON is a DataError naming the file (and line)."""
-    if not file.is_file():
-        raise DataError(f"{file}: {what} not found")
+    """A whole JSON file (bounded in depth, `vlmlab.bounded`); a missing file or bad JSON is a DataError naming
+    the file (and line)."""
     try:
-        with open(file, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{file}: not UTF-8 text") from None
-    except PermissionError:
-        raise DataError(f"{file}: not readable (permission denied)") from None
+        return bounded.json_file(file, what)
+    except UserError as exc:
+        raise DataError(str(exc)) from None
 
 
 def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -73,17 +68,54 @@ def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
-def image_under(root: Path, name: str, where: str) -> str:
-    """The path of image `name` under `root`; a path that leaves `root` (absolute, or through `..`) is a
-    DataError. Confinement is lexical: symlinks inside `root` are followed when the image is read (LLaVA's
-    data folders often link `coco/` to a shared copy). Cheap enough for 665k records (no system call)."""
+def image_under(root: Path, name: str, where: str, what: str = "image directory") -> str:
+    """The path of image `name` under `root`. A name with a control character, or one that leaves `root` —
+    absolute, through `..`, or through a symbolic link inside `root` that points elsewhere — is a DataError.
+    `root` itself may be a link. A link may lead into a directory named in $VLMLAB_IMAGE_ROOTS (the person
+    running vlmlab allows it, not the data file: LLaVA's playground/data often links coco/ to a shared copy).
+    One directory listing and one realpath per distinct folder, a set lookup per record: cheap enough for 665k
+    records."""
+    if _CONTROL.search(name):
+        raise DataError(f"{where}: image path {name!r} has a control character")
     base = _resolved(os.fspath(root))
+    inside = base.rstrip(os.sep) + os.sep
     image = os.path.normpath(os.path.join(base, name))
-    if os.path.isabs(name) or not (image == base or image.startswith(base.rstrip(os.sep) + os.sep)):
-        raise DataError(f"{where}: image path {name!r} leaves the image directory {root}")
+    if os.path.isabs(name) or not (image == base or image.startswith(inside)):
+        raise DataError(f"{where}: image path {name!r} leaves the {what} {root}")
+    folder, _, leaf = image.rpartition(os.sep)
+    real_folder, links = _folder(folder or os.sep)
+    real = os.path.realpath(image) if leaf in links else real_folder + leaf
+    if not (real == base or real.startswith(inside)) and not any(
+        real.startswith(r.rstrip(os.sep) + os.sep) for r in _allowed_roots(os.environ.get(IMAGE_ROOTS, ""))
+    ):
+        raise DataError(
+            f"{where}: image path {name!r} leaves the {what} {root} through a symbolic link (to {real}); "
+            f"name the directory it leads into in ${IMAGE_ROOTS} if you mean it"
+        )
     return image
 
 
-@functools.lru_cache(maxsize=256)
+IMAGE_ROOTS = "VLMLAB_IMAGE_ROOTS"  # directories (os.pathsep-separated) that links in a data directory may reach
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder(folder: str) -> tuple[str, frozenset[str]]:
+    """(`folder` resolved, with a trailing separator; the names in it that are symbolic links): one realpath and
+    one directory listing per folder, not a stat per image."""
+    try:
+        with os.scandir(folder) as entries:
+            links = frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # missing or unreadable: its images are reported when they are read
+        links = frozenset()
+    return os.path.realpath(folder).rstrip(os.sep) + os.sep, links
+
+
+@functools.lru_cache(maxsize=4096)
 def _resolved(root: str) -> str:
     return os.path.realpath(root)
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_roots(value: str) -> tuple[str, ...]:
+    return tuple(os.path.realpath(d) for d in value.split(os.pathsep) if d)

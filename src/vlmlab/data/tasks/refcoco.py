@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,56 @@ class _PlainData(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it names {module}.{name}; refs pickles hold plain data only")
 
 
+PICKLE_MAX_BYTES = 1 << 30  # refs(umd).p of RefCOCOg is ~50 MB
+PICKLE_MAX_DEPTH = 32  # a ref nests 4 levels (list > ref > sentences > sentence)
+
+
 def load_pickle(file: Path) -> Any:
-    """A refer-toolkit refs pickle (`refs(unc).p`), read without running any code from it."""
+    """A refer-toolkit refs pickle (`refs(unc).p`), read without running any code from it, then bounded before any
+    conversion: pickle can share one object many times (memo references) or make it contain itself, so a
+    700-byte file can stand for an exponentially large or cyclic tree. The tree as JSON would write it may hold
+    at most 16 objects per byte of the file (the real files: about 1), nest at most PICKLE_MAX_DEPTH deep, and
+    never contain itself."""
     try:
-        with open(file, "rb") as fh:
-            return _PlainData(fh, encoding="utf-8").load()
-    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        size = file.stat().st_size
+        if size > PICKLE_MAX_BYTES:
+            raise DataError(f"{file}: larger than {PICKLE_MAX_BYTES >> 30} GiB (not a refs pickle)")
+        data = file.read_bytes()
+        value = _PlainData(BytesIO(data), encoding="utf-8").load()
+    except DataError:
+        raise
+    except PermissionError:
+        raise DataError(f"{file}: not readable (permission denied)") from None
+    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"{file}: not a plain-data refs pickle ({exc}); convert it with a tool you trust") from None
+    except (IndexError, KeyError, MemoryError, RecursionError, OverflowError) as exc:
+        raise DataError(f"{file}: not a readable pickle ({type(exc).__name__})") from None
+    problem = _unbounded(value, budget=16 * len(data) + 1024, max_depth=PICKLE_MAX_DEPTH)
+    if problem is not None:
+        raise DataError(f"{file}: {problem}; refs pickles are plain trees of refs")
+    return value
+
+
+def _unbounded(value: Any, budget: int, max_depth: int) -> str | None:
+    """Why the tree `value` stands for is too large, too deep or cyclic (None when it is a bounded tree): walked
+    iteratively, counting a shared object again at every place it appears, stopping at the first excess."""
+    count = 0
+    stack: list[tuple[Any, int, tuple[int, ...]]] = [(value, 1, ())]
+    while stack:
+        node, depth, ancestors = stack.pop()
+        count += 1
+        if count > budget:
+            return f"it expands to more than {budget:,} objects (shared references repeated)"
+        if not isinstance(node, (list, tuple, dict, set, frozenset)):
+            continue
+        if id(node) in ancestors:
+            return "an object contains itself (a cyclic reference)"
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels"
+        children = [v for kv in node.items() for v in kv] if isinstance(node, dict) else list(node)
+        inner = (*ancestors, id(node))
+        stack.extend((child, depth + 1, inner) for child in children)
+    return None
 
 
 def ref_items(

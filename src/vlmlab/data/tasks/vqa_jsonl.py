@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from vlmlab import bounded
 from vlmlab.data.items import VQAItem
 from vlmlab.data.tasks.base import Task
-from vlmlab.data.tasks.local_files import take
-from vlmlab.errors import ConfigError, DataError
+from vlmlab.data.tasks.local_files import image_under, take
+from vlmlab.errors import ConfigError, DataError, UserError
 from vlmlab.registry import register_task
 
 REQUIRED = ("id", "image", "question", "answer")
@@ -33,30 +32,18 @@ class VQAJsonl(Task):
 
 
 def json_records(file: Path) -> Iterator[tuple[str, dict]]:
-    """(`file:line`, record) for each non-blank line; bad JSON, a non-object, bytes that are not UTF-8 or an
-    unreadable file is a DataError naming the file (and line)."""
+    """(`file:line`, record) for each non-blank line (lines end at `\\n` only; bounded, `vlmlab.bounded`); bad JSON,
+    a non-object, bytes that are not UTF-8 or an unreadable file is a DataError naming the file (and line)."""
     try:
-        fh = open(file, encoding="utf-8")
-    except PermissionError:
-        raise DataError(f"{file}: not readable (permission denied)") from None
-    with fh:
-        for lineno in itertools.count(1):
-            try:
-                line = fh.readline()
-            except UnicodeDecodeError:
-                raise DataError(f"{file}:{lineno}: not UTF-8 text") from None
-            if not line:
-                return
-            if not line.strip():
-                continue
+        for lineno, rec in bounded.jsonl_records(file):
             where = f"{file}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{where}: a record must be a JSON object")
             yield where, rec
+    except DataError:
+        raise
+    except UserError as exc:
+        raise DataError(str(exc)) from None
 
 
 def read_items(file: Path, split: str, limit: int | None, task: str) -> list[VQAItem]:
@@ -83,14 +70,12 @@ def _parse(rec: dict, where: str, root: Path, split: str, task: str) -> VQAItem:
             raise DataError(f"{where}: missing field {key!r}")
         if not isinstance(rec[key], (str, int)) or isinstance(rec[key], bool):
             raise DataError(f"{where}: field {key!r} must be a string")
-    image = (root / str(rec["image"])).resolve()
-    if not image.is_relative_to(root):
-        raise DataError(f"{where}: image path {rec['image']!r} leaves the dataset directory {root}")
+    image = image_under(root, str(rec["image"]), where, "dataset directory")
     return VQAItem(
         item_id=f"{split}-{rec['id']}",
         task=task,
         category=str(rec.get("category", "all")),
         question=str(rec["question"]),
         answer=str(rec["answer"]),
-        image=str(image),
+        image=image,
     )

@@ -6,13 +6,38 @@ cheaply; `LanguageBackbone.text` is the backbone's own.
 
 from __future__ import annotations
 
+import functools
+
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from vlmlab.bounded import shorten
 from vlmlab.errors import UserError
 from vlmlab.models.llm.box_tokens import from_tokens, to_tokens
 from vlmlab.models.llm.prompts import PromptFormat, conversation_messages, user_message
 
 IGNORE_INDEX = -100  # the label of a position that is not supervised (torch's cross-entropy default)
+MAX_TEMPLATE = 256 << 10  # characters of a chat template (real ones are 1-15 KiB)
+
+
+@functools.lru_cache(maxsize=64)
+def sandboxed(template: str) -> str:
+    """`template`, once it is known to render in jinja2's ImmutableSandboxedEnvironment (transformers compiles
+    chat templates there: no attribute of Python internals, no mutation of what it is given, no file or
+    module access; `range` capped at 100,000). A template over MAX_TEMPLATE characters, or a transformers that
+    would compile it outside the sandbox, is refused in one line."""
+    if len(template) > MAX_TEMPLATE:
+        raise UserError(f"model.llm: a chat template of {len(template):,} characters (at most {MAX_TEMPLATE:,})")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        compiled = _compile_jinja_template(template)
+    except TemplateError as exc:
+        raise UserError(f"model.llm: not a valid chat template ({shorten(str(exc), 160)})") from None
+    if not isinstance(compiled.environment, ImmutableSandboxedEnvironment):
+        raise UserError("model.llm: this transformers renders chat templates outside jinja2's sandbox; refusing")
+    return template
 
 
 class TextEncoder:
@@ -37,9 +62,18 @@ class TextEncoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=generation_prompt, tokenize=False, chat_template=self.prompt.chat_template
-        )
+        """The messages in the chat template, rendered by transformers in jinja2's sandbox (`sandboxed`): a template
+        from a run directory can read the messages it is given and nothing else; one that tries more is one line."""
+        template = sandboxed(self.prompt.chat_template)
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=generation_prompt, tokenize=False, chat_template=template
+            )
+        except TemplateError as exc:
+            raise UserError(
+                f"model.llm: the {self.prompt.name} chat template failed to render ({type(exc).__name__}: "
+                f"{shorten(str(exc), 160)})"
+            ) from None
 
     def render_prompt(self, question: str, image: bool = True, image_at_end: bool = False) -> str:
         """The prompt text up to where the answer starts (contains one `<image>` unless `image` is False)."""

@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from vlmlab import grants
 from vlmlab.errors import UserError
 from vlmlab.models.llm.base import LanguageBackbone
 from vlmlab.models.llm.prompts import FORMATS, VICUNA, PromptFormat
@@ -30,8 +31,9 @@ class HFCausalLM(LanguageBackbone):
         template: Literal["native", "vicuna", "llava-v1", "llama3"] = "native"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-        trust_remote_code: bool = False  # run Python shipped with the checkpoint: only for code you trust
-        allow_pickle: bool = False  # load pytorch_model.bin (pickle) when the dir has no safetensors
+        # run Python shipped with the checkpoint: asked here, allowed only by --trust-remote-code (vlmlab.grants)
+        trust_remote_code: bool = False
+        allow_pickle: bool = False  # load pytorch_model.bin (pickle) when the dir has no safetensors (+ --allow-pickle)
 
     @classmethod
     def build(
@@ -47,13 +49,19 @@ class HFCausalLM(LanguageBackbone):
             raise UserError(f"{path}: no causal-LM checkpoint here (config.json missing) [model.llm.path]")
         tok_path = Path(tokenizer_dir) if tokenizer_dir is not None else path
         weights = safetensors_only(path, params.allow_pickle, "model.llm")
+        remote = grants.permit(
+            "trust_remote_code",
+            params.trust_remote_code,
+            "model.llm.trust_remote_code",
+            f"run Python shipped with {path}",
+        )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tok_path), trust_remote_code=params.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_path), trust_remote_code=remote)
             lm = AutoModelForCausalLM.from_pretrained(
                 str(path),
                 dtype=DTYPES[params.dtype],
                 attn_implementation=params.attn_implementation,
-                trust_remote_code=params.trust_remote_code,
+                trust_remote_code=remote,
                 **weights,
             )
         except (OSError, ValueError, KeyError, SafetensorError) as exc:

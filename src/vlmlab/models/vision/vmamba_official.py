@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from vlmlab import grants
 from vlmlab.errors import UserError
 
 _SS2D = {  # official SS2D parameter -> vlmlab SS2D parameter
@@ -72,8 +73,9 @@ def read_official_state(path: Path, allow_pickle: bool) -> dict[str, torch.Tenso
     if not allow_pickle:
         raise UserError(
             f"{path}: pickle weights can run code when loaded; convert them to safetensors, or set "
-            "model.vision.allow_pickle: true if you trust this file"
+            "model.vision.allow_pickle: true and pass --allow-pickle if you trust this file"
         )
+    grants.permit("allow_pickle", True, "model.vision.allow_pickle", f"load pickle weights from {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
