@@ -23,6 +23,7 @@ are all such functions, so one resampling engine serves them all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -70,15 +71,18 @@ def sample(frame: pd.DataFrame, columns: list[str], stratum: str = "task", quest
     """Sum `columns` over each question's rows of `frame` (one question: one `question` key; stratum: `stratum`)."""
     if frame.empty:
         return Sample([], np.zeros(0, dtype=int), np.zeros((0, len(columns))))
-    grouped = frame.groupby(question, sort=False)
-    sums = grouped[columns].sum()
-    strata_of = grouped[stratum].first()
-    names = list(dict.fromkeys(strata_of))
-    index = {s: i for i, s in enumerate(names)}
+    key = np.zeros(len(frame), dtype=np.int64)
+    for name in question:  # one integer per question: the columns' codes combined
+        codes, uniques = pd.factorize(frame[name], sort=False)
+        key = key * (len(uniques) + 1) + codes
+    q = pd.factorize(key, sort=False)[0]
+    n = int(q.max()) + 1
+    values = np.column_stack([np.bincount(q, weights=frame[c].to_numpy(dtype=float), minlength=n) for c in columns])
+    first = np.zeros(n, dtype=np.int64)
+    first[q[::-1]] = np.arange(len(q))[::-1]  # each question's first row
+    strata_codes, names = pd.factorize(frame[stratum].to_numpy()[first], sort=False)
     seeds = int(frame["seed"].nunique()) if "seed" in frame else 1
-    return Sample(
-        names, strata_of.map(index).to_numpy(dtype=int), sums.to_numpy(dtype=float), rows=len(frame), seeds=seeds
-    )
+    return Sample([str(x) for x in names], strata_codes.astype(int), values, rows=len(frame), seeds=seeds)
 
 
 @dataclass
@@ -120,27 +124,39 @@ def detectable_multiple(alpha: float = ALPHA, power: float = POWER) -> float:
     return float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
 
 
-def _replicates(s: Sample, statistic: Statistic, resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) multinomial counts: how often each of n questions is drawn in each resample."""
+    draws = rng.integers(0, n, size=(resamples, n), dtype=np.int64) + (np.arange(resamples) * n)[:, None]
+    return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+@functools.lru_cache(maxsize=8)
+def _counts(sizes: tuple[int, ...], resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Each stratum's counts, from its own random stream (seed, stratum, size): the same for every statistic of a
+    sample of these sizes, so repeated estimates on one design reuse them (common random numbers)."""
+    return tuple(_draw_counts(n, resamples, np.random.default_rng([seed, i, n])) for i, n in enumerate(sizes))
+
+
+CACHED = 4_000_000  # resamples x questions up to which the counts are kept (32 MB)
+
+
+def _replicates(s: Sample, statistic: Statistic, resamples: int, seed: int) -> np.ndarray:
     """The statistic on `resamples` stratified resamples of the questions (multinomial counts within each task)."""
     k, strata = s.values.shape[1], len(s.strata)
     members = [np.flatnonzero(s.stratum == i) for i in range(strata)]
-    biggest = max((len(m) for m in members), default=1)
-    chunk = max(1, min(resamples, 2_000_000 // max(biggest, 1)))
+    sizes = tuple(len(m) for m in members)
+    chunk = max(1, min(resamples, 4_000_000 // max(sum(sizes), strata * k, 1)))
+    cached = _counts(sizes, resamples, seed) if sum(sizes) * resamples <= CACHED else None
+    rngs = [np.random.default_rng([seed, i, n]) for i, n in enumerate(sizes)]
     out = []
     for start in range(0, resamples, chunk):
         b = min(chunk, resamples - start)
         totals = np.zeros((b, strata, k))
         for i, m in enumerate(members):
-            n = len(m)
-            if n == 0:
+            if not len(m):
                 continue
-            draws = rng.integers(0, n, size=(b, n), dtype=np.int32)
-            if k <= 8:  # few quantities: sum the drawn questions' values, one quantity at a time
-                for j in range(k):
-                    totals[:, i, j] = np.take(s.values[m, j], draws).sum(axis=1)
-            else:  # many (calibration bins): count each question's draws, then one matrix product
-                flat = (draws + (np.arange(b) * n)[:, None]).ravel()
-                totals[:, i, :] = np.bincount(flat, minlength=b * n).reshape(b, n).astype(float) @ s.values[m]
+            counts = cached[i][start : start + b] if cached is not None else _draw_counts(len(m), b, rngs[i])
+            totals[:, i, :] = counts @ s.values[m]
         out.append(np.asarray(statistic(totals), dtype=float))
     return np.concatenate(out)
 
@@ -180,7 +196,7 @@ def estimate(
     a = float((d**3).sum() / denom) if denom > 0 else 0.0
     tail = (1 - level) / 2
     for resamples in RESAMPLES:
-        boot = _replicates(s, statistic, resamples, np.random.default_rng(seed))
+        boot = _replicates(s, statistic, resamples, seed)
         boot = np.sort(boot[np.isfinite(boot)])
         if len(boot) < 2 or boot[0] == boot[-1]:  # no spread: every resample gives the point estimate
             spread = float(boot.std()) if len(boot) else float("nan")

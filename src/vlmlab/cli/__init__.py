@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="VARIANT", help="run only this variant (repeatable; one cluster job each)"
     )
     p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
+    p.add_argument(
+        "--pilot",
+        metavar="DIR",
+        help="with --check: a finished pilot study whose paired variance gives this design's minimum detectable effects",
+    )
     p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
     p.set_defaults(func=commands.cmd_study)
 

@@ -257,6 +257,8 @@ def cmd_study(args) -> int:
     from vlmlab.study.runner import job_script, prepare_study, run_study
 
     spec_path = resolve_study_path(args.spec)
+    if getattr(args, "pilot", None) and not args.check:
+        raise UserError("--pilot: needs --check (it prints what the planned design could detect)", exit_code=2)
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)
         names = list(dict.fromkeys(v.name for v in study.variants))
@@ -271,6 +273,10 @@ def cmd_study(args) -> int:
                 soft_wrap=True,
                 highlight=False,
             )
+        if getattr(args, "pilot", None):
+            from vlmlab.cli.pilot import print_planned_power
+
+            print_planned_power(study, args.pilot)
         if args.script:
             write_text(args.script, job_script(spec_path, study))
             console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)
