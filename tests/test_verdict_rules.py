@@ -71,7 +71,7 @@ def test_a1_a_uniform_effect_rarely_reproduces_task_dependence():
     """A1 under the same true gain (+0.04) on three tasks, item × variant effects ±0.15, 80 questions × 2 seeds
     each: "it depends on the task" may be said at most at the nominal 5% (Bonferroni over the three pairs)."""
     rng = np.random.default_rng(3)
-    r, reproduced = 100, 0
+    r, reproduced = 80, 0
     tasks = ("shapes-perception", "shapes-reasoning", "easy-vqa")
     for _ in range(r):
         probs = {}
@@ -89,7 +89,7 @@ def test_a2_two_independent_equally_good_models_are_not_different_rather_than_mo
     rule (no significant McNemar + churn ≥ 10%) said *reproduced* about half the time; now *reproduced* needs φ's
     interval below 0 and happens at most at the nominal one-sided 2.5%."""
     rng = np.random.default_rng(4)
-    r, reproduced = 100, 0
+    r, reproduced = 80, 0
     for _ in range(r):
         p = np.full(150, 0.6)
         study = synthetic({("gen1", "easy-vqa"): p, ("gen3", "easy-vqa"): p}, identical=identical, rng=rng)
@@ -122,7 +122,7 @@ def test_a4_a_newest_at_chance_rarely_gets_a_capability():
     probe = synthetic({("gen1", "shapes-grounding"): np.zeros(4)}, seeds=(0,), box="[10, 10, 60, 60]")
     chance = chance_by_task(probe.results)["shapes-grounding"][0]
     assert 0.02 < chance < 0.1
-    r, reproduced = 100, 0
+    r, reproduced = 80, 0
     for _ in range(r):
         probs = {("gen1", "shapes-grounding"): np.zeros(150), ("gen3", "shapes-grounding"): np.full(150, chance)}
         study = synthetic(probs, seeds=(0, 1), rng=rng, box="[10, 10, 60, 60]")

@@ -87,10 +87,10 @@ class Claims(Analysis):
         papers = [PAPERS[k] for k in PAPERS if (r.claims["id"].str[0] == k).any()]
         section.text(
             f"This study tests the claims of {' and '.join(papers)} where its design allows: {r.design}. Verdicts: "
-            "*reproduced*, *not reproduced*, *inconclusive at this scale* (the interval leaves it open: the MDE "
-            "column says how large an effect the study could have seen), *seeds disagree* (the pooled test "
-            "decides, some seed's own result does not follow), *missing data* (a task or questions the claim "
-            "needs did not pair; named), *not tested* (the design cannot test it; why is given). Each verdict "
+            "**reproduced**, **not reproduced**, **inconclusive at this scale** (the interval leaves it open: the MDE "
+            "column says how large an effect the study could have seen), **seeds disagree** (the pooled test "
+            "decides, some seed's own result does not follow), **missing data** (a task or questions the claim "
+            "needs did not pair; named), **not tested** (the design cannot test it; why is given). Each verdict "
             "cell says how many seeds it rests on."
         )
         section.text(multiplicity(r.claims))
@@ -146,7 +146,7 @@ def multiplicity(claims: pd.DataFrame) -> str:
         )
         + f". The {len(tested)} primary p-values are adjusted together with Holm's step-down procedure at "
         f"{ALPHA:.0%} (family-wise error); a test that decides on its own but not after the adjustment is reported "
-        f"*inconclusive at this scale*, and its evidence says so. {len(decided)} verdict(s) are decided after "
+        f"**inconclusive at this scale**, and its evidence says so. {len(decided)} verdict(s) are decided after "
         "the adjustment. A claim that needs several tests at once (every task non-inferior, every seed agreeing) "
         "passes only if each does, which needs no further adjustment; a claim that any of several comparisons can "
         "decide (a pair of tasks, of towers) uses Bonferroni-adjusted intervals within it. Intervals: "

@@ -123,7 +123,7 @@ class FactorEffects(Analysis):
             "For each factor, every level is compared with the factor's first level on the **same questions** "
             "(same seed, same levels of every other factor): the delta is the difference in accuracy, the "
             "interval a 95% BCa bootstrap that resamples questions (a question's rows across seeds and other "
-            "factors' levels move together). *helps* / *hurts* = the interval excludes zero. `n`: pairs, from "
+            "factors' levels move together). **helps** / **hurts** = the interval excludes zero. `n`: pairs, from "
             "`questions` × `seeds` (× other levels); `missing`: pairs left out for a missing score; `mde`: the "
             f"smallest delta the group detects with 80% power. This section makes {count} comparisons; each "
             f"verdict is per comparison (5% each), and `p_holm` adjusts all {count} together (Holm): {survive} "

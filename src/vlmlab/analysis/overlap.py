@@ -190,7 +190,7 @@ class Overlap(Analysis):
             f"Jaccard of correctness, and the net gain acc(B) − acc(A) with its {1 - p.alpha:.0%} interval "
             "(BCa bootstrap over questions: a question's seeds move together). The verdict: **more** / **fewer** "
             f"when the interval excludes 0; **as many** when it lies within ±{p.margin:.2f}; otherwise whether B "
-            f"solves as many is *not resolved* (no significant gain is not read as none). **Different** when at "
+            f"solves as many is **not resolved** (no significant gain is not read as none). **Different** when at "
             f"least {p.churn:.0%} of the items change hands (churn = (only A + only B) / n). McNemar's exact test "
             "is shown where each question has one answer (one seed). Solved = full credit (`correct`: score 1)."
         )
