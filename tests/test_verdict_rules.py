@@ -48,6 +48,10 @@ def test_a_paired_delta_helps_or_hurts_at_the_nominal_rate_under_no_difference(i
         decided += c.pooled.above(0) or c.pooled.below(0)
         reproduced += superiority(c)[0] == REPRODUCED
         rows_decide += _row_bootstrap_decides(c.paired, rng)
+    print(
+        f"superiority ({'identical' if identical else 'independent'} seeds): decided {decided / r:.3f}, reproduced "
+        f"{reproduced / r:.3f}, rows resampled decided {rows_decide / r:.3f} over {r}"
+    )
     assert decided / r <= bound(0.05, r)
     assert reproduced / r <= bound(0.025, r)
     if identical:
@@ -64,6 +68,7 @@ def test_non_inferiority_at_the_margin_passes_at_most_at_the_nominal_rate():
         study = synthetic({("vit", "easy-vqa"): ref, ("vmamba", "easy-vqa"): lvl}, seeds=(0,), rng=rng,
                           factor="vision", levels={"vit": {"x": 1}, "vmamba": {"x": 2}})  # fmt: skip
         passed += non_inferiority(pair_levels(study, "vision", "vmamba", "vit"), 0.02)["verdict"] == REPRODUCED
+    print(f"non-inferiority at the margin: passed {passed / r:.3f} over {r}")
     assert passed / r <= bound(0.025, r)
 
 
@@ -80,6 +85,7 @@ def test_a1_a_uniform_effect_rarely_reproduces_task_dependence():
         study = synthetic(probs, seeds=(0, 1), rng=rng)
         paired = pair_levels(study, "llm", "gen3", "gen1")
         reproduced += claim_uniform(paired, list(tasks), {}, "gen1", "gen3", 0.02)["verdict"] == REPRODUCED
+    print(f"A1 uniform effect: reproduced {reproduced / r:.3f} over {r}")
     assert reproduced / r <= bound(0.05, r)
 
 
@@ -95,6 +101,10 @@ def test_a2_two_independent_equally_good_models_are_not_different_rather_than_mo
         study = synthetic({("gen1", "easy-vqa"): p, ("gen3", "easy-vqa"): p}, identical=identical, rng=rng)
         found = claim_different(study, "llm", "gen1", "gen3", "gen1", "gen3", ["easy-vqa"], 0.05)
         reproduced += found["verdict"] == REPRODUCED
+    print(
+        f"A2 independent equal models ({'identical' if identical else 'independent'} seeds): reproduced "
+        f"{reproduced / r:.3f} over {r}"
+    )
     assert reproduced / r <= bound(0.025, r)
 
 
@@ -110,6 +120,7 @@ def test_a3_two_calibrated_models_one_with_a_constant_confidence():
         study = synthetic(probs, seeds=(0, 1), rng=rng)
         verdict = claim_calibration(study, "llm", "gen1", "gen3", "gen1", "gen3")["verdict"]
         decided += verdict in (REPRODUCED, NOT)
+    print(f"A3 calibrated pair: decided {decided / r:.3f} over {r}")
     assert decided / r <= bound(0.05, r)
 
 
@@ -127,6 +138,7 @@ def test_a4_a_newest_at_chance_rarely_gets_a_capability():
         probs = {("gen1", "shapes-grounding"): np.zeros(150), ("gen3", "shapes-grounding"): np.full(150, chance)}
         study = synthetic(probs, seeds=(0, 1), rng=rng, box="[10, 10, 60, 60]")
         reproduced += claim_coordinates(study, "gen1", "gen3", 0.05)["verdict"] == REPRODUCED
+    print(f"A4 newest at chance: reproduced {reproduced / r:.3f} over {r}")
     assert reproduced / r <= bound(0.025, r)
 
 
@@ -141,6 +153,7 @@ def test_a5_equal_gains_in_both_families_rarely_reproduce():
         study = synthetic(probs, identical=True, rng=rng)
         paired = pair_levels(study, "llm", "gen3", "gen1")
         reproduced += claim_perception(paired, "gen3")["verdict"] == REPRODUCED
+    print(f"A5 equal gains: reproduced {reproduced / r:.3f} over {r}")
     assert reproduced / r <= bound(0.025, r)
 
 
@@ -157,6 +170,7 @@ def test_overlap_more_or_fewer_at_the_nominal_rate_with_repeating_seeds():
         questions = list(zip(wide.index.get_level_values("task"), wide.index.get_level_values("item_id")))
         s = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy(), questions=questions)
         decided += s["verdict"].startswith(("B solves more", "B solves fewer"))
+    print(f"overlap more/fewer: decided {decided / r:.3f} over {r}")
     assert decided / r <= bound(0.05, r)
 
 
