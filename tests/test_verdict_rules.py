@@ -175,24 +175,27 @@ def test_overlap_more_or_fewer_at_the_nominal_rate_with_repeating_seeds():
 
 
 def test_monte_carlo_error_cannot_flip_a_bound_near_its_threshold(monkeypatch):
-    """A lower bound within three Monte Carlo errors of 0 at 2,000 resamples is recomputed with more: across
-    resampling seeds its spread shrinks several-fold against 2,000 resamples alone; a bound far from 0 keeps 2,000."""
+    """A lower bound within three Monte Carlo errors of 0 at 2,000 resamples is recomputed with more (20,000, then
+    100,000): across 12 resampling seeds, those raised spread at least 2.5 times less than with 2,000 alone (√50 ≈ 7
+    expected at 100,000); a bound far from 0 keeps 2,000."""
     import pandas as pd
 
     from vlmlab.analysis import inference
 
     rng = np.random.default_rng(9)
-    diffs = rng.normal(0.07, 0.6, 400)  # soft scores: a smooth bootstrap distribution
-    frame = pd.DataFrame({"task": "t", "item_id": np.arange(400), "one": 1.0, "d": diffs})
+    diffs = rng.normal(0.07, 0.6, 100)  # soft scores: a smooth bootstrap distribution
+    frame = pd.DataFrame({"task": "t", "item_id": np.arange(100), "one": 1.0, "d": diffs})
     with monkeypatch.context() as m:  # where the lower bound lies, to within 0.01 standard errors
         m.setattr(inference, "RESAMPLES", (100_000,))
         shift = estimate(sample(frame, ["one", "d"]), pooled_mean).low
     near = sample(frame.assign(d=diffs - shift), ["one", "d"])  # the data moved so that bound sits on 0
-    found = [estimate(near, pooled_mean, seed=k) for k in range(3)]
-    assert all(e.resamples >= 20_000 for e in found)  # at 2,000 every seed's bound is within 3 MC errors of 0
+    found = [estimate(near, pooled_mean, seed=k) for k in range(12)]
+    raised = [e.low for e in found if e.resamples > 2_000]
+    assert len(raised) >= 10  # at 2,000 a seed's bound is within 3 MC errors of 0 unless its draw was far off
     with monkeypatch.context() as m:
         m.setattr(inference, "RESAMPLES", (2_000,))
-        plain = [estimate(near, pooled_mean, seed=k).low for k in range(3)]
-    assert np.std([e.low for e in found]) < np.std(plain) / 2.5
+        plain = [estimate(near, pooled_mean, seed=k).low for k in range(12)]
+    print(f"MC spread of the bound: {np.std(plain):.5f} at 2,000, {np.std(raised):.5f} where raised")
+    assert np.std(raised) < np.std(plain) / 2.5
     far = estimate(sample(frame.assign(d=diffs + 0.5), ["one", "d"]), pooled_mean)
     assert far.resamples == 2_000 and far.above(0)
