@@ -175,9 +175,14 @@ def _jackknife(s: Sample, statistic: Statistic) -> np.ndarray:
 
 
 def _asl(share: float, z0: float, a: float, resamples: int) -> float:
-    """The BCa level at which a bound sits where a `share` of the resamples lies beyond it (one-sided p)."""
+    """The BCa level at which a bound sits where a `share` of the resamples lies beyond it (one-sided p). BCa's
+    bounds only reach shares above Φ(z0 − 1/a) when a > 0 (below it when a < 0): beyond that the bound clears the
+    threshold at every level (p = 0), or at none (p = 1)."""
     w = norm.ppf(np.clip(share, 0.5 / resamples, 1 - 0.5 / resamples)) - z0
-    return float(norm.cdf(w / (1 + a * w) - z0))
+    denom = 1 + a * w
+    if denom <= 0:
+        return 0.0 if a > 0 else 1.0
+    return float(norm.cdf(w / denom - z0))
 
 
 def estimate(
