@@ -68,7 +68,8 @@ def test_section_states_a_verdict_per_task():
     from vlmlab.render.document import Figure, Text
 
     text = " ".join(b.text for b in section.blocks if isinstance(b, Text))
-    assert "**gen3 − gen1**: `a` +0.492 (helps); `b` +0.500 (helps)." in text
+    # n beside every delta: task a has 60 questions at `small` plus q0 again at `big` (the same question, 61 rows)
+    assert "**gen3 − gen1**: `a` +0.492 (helps; n 60 q × 1 seed); `b` +0.500 (helps; n 60 q × 1 seed)." in text
     assert sum(isinstance(b, Figure) for b in section.blocks) == 2  # one per factor
 
 

@@ -45,7 +45,11 @@ def test_hand_computed_mcnemar_phi_and_verdicts():
     d = np.array([0] * 10 + [1] * 10 + [1] * 20, dtype=bool)
     s = pair_stats(c, d)
     assert s["net_gain"] == 0 and s["churn"] == 0.5 and s["mcnemar_p"] == 1.0
-    assert s["verdict"] == "B solves different questions (no significant net gain)"
+    # no significant net gain over 40 items is not evidence of none: the old verdict "different (no significant net
+    # gain)" read it as "as many"; the net gain's interval (about ±0.2) is far wider than the ±0.02 margin
+    assert s["net_low"] < -0.1 and s["net_high"] > 0.1
+    assert s["verdict"] == "B solves different questions; whether as many is not resolved"
+    assert pair_stats(c, d, margin=0.5)["verdict"] == "B solves as many, different questions"
 
 
 def _study(correct_by_variant):

@@ -358,13 +358,14 @@ def test_analyze_writes_json_that_agrees_with_a_recomputation(tmp_path, tiny_raw
     run_study(write_spec(tmp_path, tiny_raw), out)
     assert main(["analyze", str(out), "--only", "overlap,exclusive-capabilities,factor-effects"]) == 0
     record = json.loads((out / "analysis" / "overlap.json").read_text())
-    assert record["id"] == "overlap" and record["params"] == {"alpha": 0.05, "churn": 0.1}
+    assert record["id"] == "overlap" and record["params"] == {"alpha": 0.05, "churn": 0.1, "margin": 0.02}
     frame = record["result"]["pairs"]["frame"]
     pairs = [dict(zip(frame["columns"], row)) for row in frame["rows"]]
     wide = correctness(pd.read_parquet(out / "results.parquet"))
-    expected = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy())
+    questions = list(zip(wide.index.get_level_values("task"), wide.index.get_level_values("item_id")))
+    expected = pair_stats(wide["gen1"].to_numpy(), wide["gen3"].to_numpy(), questions=questions)
     assert len(pairs) == 1 and pairs[0]["a"] == "gen1" and pairs[0]["b"] == "gen3"
-    for key in ("n", "both", "only_a", "only_b", "neither", "mcnemar_p", "oracle", "churn", "verdict"):
+    for key in ("n", "both", "only_a", "only_b", "neither", "oracle", "churn", "net_low", "net_high", "verdict"):
         assert pairs[0][key] == (pytest.approx(expected[key]) if isinstance(expected[key], float) else expected[key]), (
             key
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from vlmlab.measure.base import Measurement
 from vlmlab.registry import PartParams
 from vlmlab.render.document import Section
@@ -42,13 +40,3 @@ class Analysis:
     def render(self, result: Any) -> Section:  # pragma: no cover - interface
         """The report section for a result (text, tables, figures); reads nothing else."""
         raise NotImplementedError
-
-
-def paired_bootstrap_ci(a, b, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of mean(a - b) resampling paired items (a, b: per-item scores of the same items)."""
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(diff) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -1,4 +1,10 @@
-"""`calibration`: does a variant's confidence mean what it says? ECE, MCE, Brier score, reliability diagrams."""
+"""`calibration`: does a variant's confidence mean what it says? ECE, MCE, Brier score, reliability diagrams.
+
+Which of two variants is better calibrated is judged on the debiased calibration error over equal-mass bins
+(`calibration_error`), not on the binned ECE, whose small-sample bias grows with the spread of confidences; the
+interval resamples questions (`inference`). Missing confidences (NaN) are counted and left out, never read as 0;
+a variant with none has no calibration (NaN, *not tested*).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from vlmlab.analysis import calibration_error as ce
 from vlmlab.analysis.base import Analysis
+from vlmlab.analysis.inference import estimate, point
 from vlmlab.metrics import accuracy
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render.document import Section
@@ -21,11 +29,14 @@ def _bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def reliability_table(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
-    """Per non-empty bin: its range, item count, mean confidence and accuracy."""
+    """Per non-empty bin: its range, item count, mean confidence and accuracy (answers with a missing confidence
+    or outcome are left out)."""
     conf = np.asarray(confidence, dtype=float)
     corr = np.asarray(correct, dtype=float)
     if conf.shape != corr.shape:
         raise ValueError("confidence and correct must have the same length")
+    keep = np.isfinite(conf) & np.isfinite(corr)
+    conf, corr = conf[keep], corr[keep]
     if len(conf) and (conf.min() < 0 or conf.max() > 1):
         raise ValueError("confidence must lie in [0, 1]")
     idx = _bins(conf, n_bins)
@@ -60,9 +71,24 @@ def maximum_calibration_error(confidence, correct, n_bins: int = 15) -> float:
 
 
 def brier_score(confidence, correct) -> float:
-    """Mean squared difference between the confidence and the 0/1 outcome."""
+    """Mean squared difference between the confidence and the 0/1 outcome (NaN when no answer has a confidence)."""
     conf, corr = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    return float(np.mean((conf - corr) ** 2)) if len(conf) else float("nan")
+    keep = np.isfinite(conf) & np.isfinite(corr)
+    return float(np.mean((conf[keep] - corr[keep]) ** 2)) if keep.any() else float("nan")
+
+
+def debiased_ce(confidence, correct, n_bins: int = 15, frame: pd.DataFrame | None = None) -> float:
+    """The debiased calibration error √max(CE², 0) over equal-mass bins (`calibration_error`); `frame` gives the
+    task / item_id (questions) of each answer, else every answer is its own question."""
+    f = pd.DataFrame({"c": np.asarray(confidence, dtype=float), "y": np.asarray(correct, dtype=float)})
+    if frame is not None:
+        f["task"], f["item_id"] = frame["task"].to_numpy(), frame["item_id"].to_numpy()
+    else:
+        f["task"], f["item_id"] = "all", np.arange(len(f))
+    f = f[np.isfinite(f["c"]) & np.isfinite(f["y"])]
+    if f.empty:
+        return float("nan")
+    return ce.rms(point(ce.ce_sample(f, ["c"], ["y"], n_bins), ce.single(n_bins)))
 
 
 def _logit(confidence) -> np.ndarray:
@@ -96,27 +122,7 @@ def heldout_half(frame: pd.DataFrame) -> np.ndarray:
     return np.array([crc32(f"{s}/{i}".encode()) % 2 == 1 for s, i in zip(frame["seed"], frame["item_id"])], dtype=bool)
 
 
-def bootstrap_ece_difference(
-    conf_a, correct_a, conf_b, correct_b, n_bins: int = 15, samples: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """(ECE(a) − ECE(b), 95% interval) over paired items: both variants answered the same items, and each
-    bootstrap sample redraws items (with their two answers) with replacement."""
-    conf_a, conf_b = np.asarray(conf_a, dtype=float), np.asarray(conf_b, dtype=float)
-    gap_a = np.asarray(correct_a, dtype=float) - conf_a  # per item: correct − confidence; ECE sums it per bin
-    gap_b = np.asarray(correct_b, dtype=float) - conf_b
-    n = len(gap_a)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    onehot_a = np.eye(n_bins)[_bins(conf_a, n_bins)] * gap_a[:, None]  # (items, bins)
-    onehot_b = np.eye(n_bins)[_bins(conf_b, n_bins)] * gap_b[:, None]
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)])  # (samples, items)
-    diff = (np.abs(counts @ onehot_a).sum(1) - np.abs(counts @ onehot_b).sum(1)) / n
-    point = (np.abs(onehot_a.sum(0)).sum() - np.abs(onehot_b.sum(0)).sum()) / n
-    return float(point), float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
-
-
-def ece_verdict(low: float, high: float) -> str:
+def ce_verdict(low: float, high: float) -> str:
     if high < 0:
         return "first better calibrated"
     if low > 0:
@@ -124,42 +130,46 @@ def ece_verdict(low: float, high: float) -> str:
     return "no detectable difference"
 
 
-def ece_pairs(clean: pd.DataFrame, variants: list[str], n_bins: int) -> pd.DataFrame:
-    """Per pair of variants and task: ECE of each, the difference with a paired item-bootstrap 95% interval
-    (items x seeds resampled), its verdict, and the difference per seed (whether seeds agree on its sign)."""
+def ce_pairs(clean: pd.DataFrame, variants: list[str], n_bins: int) -> pd.DataFrame:
+    """Per pair of variants and task: each one's debiased CE, CE²(first) − CE²(second) on the answers both gave
+    with a confidence (the same seed and item), its 95% interval (questions resampled), the verdict, how many seeds
+    show the same sign on their own, n (pairs, questions) and the pairs left out for a missing confidence."""
     rows = []
+    keys = ["seed", "task", "item_id"]
+    cols = [*keys, "confidence", "correct"]
+    confs, corrects = ["confidence_a", "confidence_b"], ["correct_a", "correct_b"]
     for i, a in enumerate(variants):
         for b in variants[i + 1 :]:
             for task in dict.fromkeys(clean["task"]):
                 f = clean[clean["task"] == task]
-                keys = ["seed", "item_id"]
-                pair = f[f["variant"] == a][[*keys, "confidence", "correct"]].merge(
-                    f[f["variant"] == b][[*keys, "confidence", "correct"]], on=keys, suffixes=("_a", "_b")
-                )
+                pair = f[f["variant"] == a][cols].merge(f[f["variant"] == b][cols], on=keys, suffixes=("_a", "_b"))
                 if pair.empty:
                     continue
-                diff, low, high = bootstrap_ece_difference(
-                    pair["confidence_a"], pair["correct_a"], pair["confidence_b"], pair["correct_b"], n_bins
-                )
+                ok = pair[confs + corrects].notna().all(axis=1)
+                row = {"first": a, "second": b, "task": task, "n": int(ok.sum()), "missing": int((~ok).sum())}
+                if not ok.any():
+                    rows.append({**row, "verdict": "not tested: no confidence"})
+                    continue
+                used = pair[ok].astype({"correct_a": float, "correct_b": float})
+                s = ce.ce_sample(used, confs, corrects, n_bins)
+                e = estimate(s, ce.difference(n_bins))  # CE²(b) − CE²(a): reported as first − second
                 per_seed = [
-                    expected_calibration_error(g["confidence_a"], g["correct_a"], n_bins)
-                    - expected_calibration_error(g["confidence_b"], g["correct_b"], n_bins)
-                    for _, g in pair.groupby("seed", sort=True)
+                    -point(ce.ce_sample(g, confs, corrects, n_bins), ce.difference(n_bins))
+                    for _, g in used.groupby("seed", sort=True)
                 ]
+                first, second = (float(ce.combined(s.totals()[None], n_bins, m)[0]) for m in (0, 1))
                 rows.append(
                     {
-                        "first": a,
-                        "second": b,
-                        "task": task,
-                        "ece_first": expected_calibration_error(pair["confidence_a"], pair["correct_a"], n_bins),
-                        "ece_second": expected_calibration_error(pair["confidence_b"], pair["correct_b"], n_bins),
-                        "difference": diff,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "verdict": ece_verdict(low, high),
+                        **row,
+                        "ce_first": ce.rms(first),
+                        "ce_second": ce.rms(second),
+                        "difference": -e.value,
+                        "ci_low": -e.high,
+                        "ci_high": -e.low,
+                        "verdict": ce_verdict(-e.high, -e.low),
                         "seeds": len(per_seed),
-                        "seeds_same_sign": int(sum(np.sign(d) == np.sign(diff) for d in per_seed)),
-                        "n": len(pair),
+                        "seeds_same_sign": int(sum(np.sign(d) == np.sign(-e.value) for d in per_seed)),
+                        "questions": e.questions,
                     }
                 )
     return pd.DataFrame(rows)
@@ -172,7 +182,7 @@ class CalibrationResult:
     variants: list[str]
     table: pd.DataFrame  # per variant and task: accuracy, mean confidence, ECE, MCE, Brier (+ temperature scaling)
     reliability: pd.DataFrame  # per variant, task and non-empty bin: n, mean confidence, share correct
-    pairs: pd.DataFrame  # per pair of variants and task: ECE difference, paired bootstrap CI, verdict (ece_pairs)
+    pairs: pd.DataFrame  # per pair of variants and task: debiased CE² difference, its interval, verdict (ce_pairs)
 
 
 @register_analysis("calibration")
@@ -185,24 +195,27 @@ class Calibration(Analysis):
 
     title = "Calibration"
     Result = CalibrationResult
-    version = 2  # pairwise ECE verdicts
+    version = 3  # pairwise verdicts on the debiased CE (questions resampled); missing confidences counted
 
     def compute(self, study, measured) -> CalibrationResult:
         n_bins = self.params.n_bins
         clean = study.results[study.results["mode"] == "clean"]
         rows, bins = [], []
         for (variant, task), f in clean.groupby(["variant", "task"], sort=False):
+            has = f[f["confidence"].notna()]
             rows.append(
                 {
                     "variant": variant,
                     "task": task,
                     "accuracy": accuracy(f),
-                    "mean_confidence": f["confidence"].mean(),
+                    "mean_confidence": has["confidence"].mean(),
                     "ece": expected_calibration_error(f["confidence"], f["correct"], n_bins),
                     "mce": maximum_calibration_error(f["confidence"], f["correct"], n_bins),
                     "brier": brier_score(f["confidence"], f["correct"]),
+                    "ce_debiased": debiased_ce(f["confidence"], f["correct"].astype(float), n_bins, f),
                     "n": len(f),
-                    **(self._temperature(f, n_bins) if self.params.temperature else {}),
+                    "missing_confidence": int(len(f) - len(has)),
+                    **(self._temperature(has, n_bins) if self.params.temperature and len(has) else {}),
                 }
             )
         for task in dict.fromkeys(clean["task"]):
@@ -211,7 +224,7 @@ class Calibration(Analysis):
                 rel = reliability_table(f["confidence"], f["correct"], n_bins)
                 bins.append(rel.assign(variant=variant, task=task))
         reliability = pd.concat(bins, ignore_index=True) if bins else pd.DataFrame()
-        pairs = ece_pairs(clean, study.variants, n_bins)
+        pairs = ce_pairs(clean, study.variants, n_bins)
         return CalibrationResult(
             n_bins, self.params.temperature, study.variants, pd.DataFrame(rows), reliability, pairs
         )
@@ -224,8 +237,13 @@ class Calibration(Analysis):
         section.text(
             f"Confidence is the probability the model gives its whole answer (the product of its token "
             f"probabilities). ECE: item-weighted mean |share correct − confidence| over {n_bins} equal-width bins; "
-            f"MCE: the worst bin; Brier: mean (confidence − correct)². Points below the diagonal are "
-            f"over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5); `accuracy` is the task's mean score."
+            f"MCE: the worst bin; Brier: mean (confidence − correct)². The binned ECE is biased upward by the noise "
+            "of each bin, the more so the more its confidences spread, so comparisons use `ce_debiased`: the "
+            "debiased calibration error over equal-mass bins (Kumar, Liang & Ma, NeurIPS 2019; Roelofs et al., "
+            "AISTATS 2022), √max(CE², 0), which is about 0 for any calibrated model. Answers without a confidence "
+            "(`missing_confidence`) are left out; a variant without any has no calibration (NaN). Points below "
+            "the diagonal are over-confident. `correct` is a full score (for boxes: IoU ≥ 0.5); `accuracy` is the "
+            "task's mean score."
             + (
                 " Temperature scaling: T is fit (log loss of sigmoid(logit(confidence)/T)) on a fixed half of "
                 "the items and `ece_heldout` / `ece_heldout_scaled` are the ECE on the other half before / "
@@ -256,13 +274,15 @@ class Calibration(Analysis):
         if not r.pairs.empty:
             section.table(
                 r.pairs,
-                "Which of two variants is better calibrated, per task: ECE(first) − ECE(second) with a paired "
-                "bootstrap 95% interval over the same items (1000 redraws of items × seeds); `seeds_same_sign`: "
-                "of the `seeds` seeds, how many show a difference of the same sign on their own.",
+                "Which of two variants is better calibrated, per task: CE²(first) − CE²(second) (debiased, "
+                "equal-mass bins) on the answers both gave with a confidence, with a 95% BCa interval over "
+                "questions (a question's seeds move together); `n`: answer pairs, from `questions`; `missing`: "
+                "pairs without a confidence; `seeds_same_sign`: of the `seeds` seeds, how many show a difference "
+                "of the same sign on their own.",
             )
-            decided = r.pairs[r.pairs["verdict"] != "no detectable difference"]
+            decided = r.pairs[r.pairs["verdict"].isin(["first better calibrated", "second better calibrated"])]
             section.text(
-                f"{len(decided)} of {len(r.pairs)} pairs × tasks differ in calibration beyond the bootstrap interval"
+                f"{len(decided)} of {len(r.pairs)} pairs × tasks differ in calibration beyond the interval"
                 + (
                     ": "
                     + "; ".join(
@@ -270,13 +290,13 @@ class Calibration(Analysis):
                         f"`{p['task']}` ({p['difference']:+.3f}, {p['ci_low']:+.3f} to {p['ci_high']:+.3f})"
                         for _, p in decided.iterrows()
                     )
-                    + " (ECE: lower is better calibrated)."
+                    + " (CE²: lower is better calibrated)."
                     if len(decided)
                     else "."
                 )
-                + (" The verdicts rest on one seed." if r.pairs["seeds"].max() < 2 else "")
+                + (" The verdicts rest on one seed." if r.pairs.get("seeds", pd.Series([1])).max() < 2 else "")
             )
-        if not table.empty:
+        if not table.empty and table["ece"].notna().any():
             worst = table.sort_values("ece", ascending=False).iloc[0]
             section.text(
                 f"Least calibrated: **{worst['variant']}** on `{worst['task']}` (ECE {worst['ece']:.3f}, "

@@ -7,9 +7,10 @@ Each seed paper's claims are judged where the study's design allows (one module 
   pretraining-objective and stabilization factors when the study crosses them;
 - study C (`claims_routing`): a factor sets `model.routing` — saturation, DPVR against full and against FastV.
 
-Verdicts are *reproduced*, *not reproduced*, *inconclusive at this scale* or *not tested* (with why). A verdict
-that holds pooled but not in every seed on its own is inconclusive; with one seed the evidence says that it rests
-on one seed.
+Verdicts (`analysis.verdicts`): *reproduced*, *not reproduced*, *inconclusive at this scale*, *seeds disagree*,
+*missing data*, *not tested* (with why). Every claim's rule is stated in its module's docstring and in
+docs/studies.md; every interval comes from `analysis.inference` (questions resampled); the claims' primary tests
+are adjusted together with Holm's procedure, and each claim carries the minimum detectable effect of its test.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pydantic import Field
 
 from vlmlab.analysis import claims_llm, claims_routing, claims_vision
 from vlmlab.analysis.base import Analysis
+from vlmlab.analysis.inference import ALPHA, POWER, RESAMPLES
+from vlmlab.analysis.verdicts import DECIDED, apply_holm, verdict_cell
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render import plots
 from vlmlab.render.document import Section
@@ -33,7 +36,7 @@ PAPERS = {"A": claims_llm.PAPER_A, "B": claims_vision.PAPER_B, "C": claims_routi
 @dataclass
 class ClaimsResult:
     design: str  # what the study varies, in words ("" when no claim applies)
-    claims: pd.DataFrame  # id, paper, claim, verdict, evidence, analysis
+    claims: pd.DataFrame  # id, paper, claim, verdict, seeds, questions, estimate, mde, p, p_holm, evidence, analysis
     figures: dict[str, pd.DataFrame]  # claim id -> the numbers its figure draws
 
 
@@ -42,7 +45,9 @@ class Claims(Analysis):
     """What the seed papers claim, and what this study shows: a verdict and its evidence per claim."""
 
     class Params(PartParams):
-        margin: float = Field(0.02, gt=0, lt=1)  # "matches": the interval of the delta stays above −margin
+        margin: float = Field(0.02, gt=0, lt=1)  # "matches" / "as many": accuracy within ±margin (docs/studies.md)
+        near: float = Field(0.05, ge=0, lt=1)  # A4: "at chance" = the exact upper bound within chance + near
+        n_bins: int = Field(15, ge=1, le=100)  # A3: at most this many equal-mass calibration bins
         threshold: float = Field(0.1, gt=0, lt=1)  # attention saturation threshold, as attention-profile's
         n_probe: int = Field(256, ge=1)  # attention-profile probe items (the same stored measurement by default)
         cost_probe: int = Field(64, ge=1)  # routing-cost probe prompts (likewise)
@@ -50,7 +55,7 @@ class Claims(Analysis):
 
     title = "What the seeds claim, and what this study shows"
     Result = ClaimsResult
-    version = 4
+    version = 5  # one inference core: questions resampled, Holm, MDE, the new verdict words
 
     def measurements(self, study: StudyData) -> list:
         return claims_routing.measurements(study, self.params)
@@ -69,9 +74,8 @@ class Claims(Analysis):
         if not claims:
             return ClaimsResult("", pd.DataFrame(), {})
         figures = {c["id"]: c.pop("figure") for c in claims}
-        return ClaimsResult(
-            "; ".join(designs), pd.DataFrame(claims), {k: v for k, v in figures.items() if v is not None}
-        )
+        table = apply_holm(pd.DataFrame(claims), ALPHA)
+        return ClaimsResult("; ".join(designs), table, {k: v for k, v in figures.items() if v is not None})
 
     def render(self, r: ClaimsResult) -> Section:
         section = Section(self.title)
@@ -83,12 +87,25 @@ class Claims(Analysis):
         papers = [PAPERS[k] for k in PAPERS if (r.claims["id"].str[0] == k).any()]
         section.text(
             f"This study tests the claims of {' and '.join(papers)} where its design allows: {r.design}. Verdicts: "
-            "*reproduced*, *not reproduced*, *inconclusive at this scale* (including a pooled result that not every "
-            "seed shows on its own), *not tested* (why is given). Intervals are 95% paired bootstrap intervals over "
-            "items × seeds."
+            "**reproduced**, **not reproduced**, **inconclusive at this scale** (the interval leaves it open: the MDE "
+            "column says how large an effect the study could have seen), **seeds disagree** (the pooled test "
+            "decides, some seed's own result does not follow), **missing data** (a task or questions the claim "
+            "needs did not pair; named), **not tested** (the design cannot test it; why is given). Each verdict "
+            "cell says how many seeds it rests on."
         )
+        section.text(multiplicity(r.claims))
         for paper, frame in r.claims.groupby("paper", sort=False):
-            section.table(frame[["id", "claim", "verdict", "evidence", "analysis"]], f"Claims of {paper}.")
+            shown = frame.assign(
+                verdict=[verdict_cell(v, s) for v, s in zip(frame["verdict"], frame["seeds"])],
+                n=[n_cell(q, s) for q, s in zip(frame["questions"], frame["seeds"])],
+                p_holm=[f"{p:.3g}" if np.isfinite(p) else "" for p in frame["p_holm"]],
+            )
+            columns = ["id", "claim", "verdict", "n", "estimate", "mde", "p_holm", "evidence", "analysis"]
+            section.table(
+                shown[columns].rename(columns={"mde": "detectable at 80% power", "p_holm": "p (Holm)"}),
+                f"Claims of {paper}. n: questions × seeds paired; estimate: the deciding effect with its 95% "
+                "interval (questions resampled); detectable: the minimum detectable effect of its test.",
+            )
         if r.figures:
             import matplotlib.pyplot as plt
 
@@ -96,16 +113,48 @@ class Claims(Analysis):
             cols = min(n, 4)
             rows = -(-n // cols)
             fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
-            verdicts = r.claims.set_index("id")["verdict"]
+            claims = r.claims.set_index("id")
             for ax, (cid, frame) in zip(axes.flat, r.figures.items()):
                 _draw(ax, cid, frame)
-                ax.set_title(f"{cid}: {verdicts[cid]}", fontsize=9)
+                ax.set_title(f"{cid}: {verdict_cell(claims.loc[cid, 'verdict'], claims.loc[cid, 'seeds'])}", fontsize=9)
                 ax.grid(alpha=0.3, axis="y")
             for ax in list(axes.flat)[n:]:
                 ax.set_visible(False)
             fig.tight_layout()
-            section.figure(fig, "The evidence of each claim that has a figure (titles: claim and verdict).", "claims")
+            section.figure(
+                fig, "The evidence of each claim that has a figure (titles: claim, verdict and its seeds).", "claims"
+            )
         return section
+
+
+def n_cell(questions: int, seeds: int) -> str:
+    return f"{questions} q × {seeds} seed{'s' if seeds != 1 else ''}" if questions else ""
+
+
+def multiplicity(claims: pd.DataFrame) -> str:
+    """The paragraph on how many claims are judged and how the family-wise error is handled."""
+    tested = claims[claims["p"].notna()]
+    decided = tested[tested["verdict"].isin(DECIDED)]
+    described = claims[claims["p"].isna() & (claims["verdict"] != "not tested")]
+    return (
+        f"**How many claims, and multiplicity.** This report judges {len(claims)} claims; {len(tested)} have a "
+        f"primary statistical test ({', '.join(tested['id']) or 'none'})"
+        + (
+            f", {', '.join(described['id'])} {'is a description' if len(described) == 1 else 'are descriptions'} of one run"
+            if len(described)
+            else ""
+        )
+        + f". The {len(tested)} primary p-values are adjusted together with Holm's step-down procedure at "
+        f"{ALPHA:.0%} (family-wise error); a test that decides on its own but not after the adjustment is reported "
+        f"**inconclusive at this scale**, and its evidence says so. {len(decided)} verdict(s) are decided after "
+        "the adjustment. A claim that needs several tests at once (every task non-inferior, every seed agreeing) "
+        "passes only if each does, which needs no further adjustment; a claim that any of several comparisons can "
+        "decide (a pair of tasks, of towers) uses Bonferroni-adjusted intervals within it. Intervals: "
+        f"bias-corrected and accelerated bootstrap over questions (within tasks; a question's rows across seeds "
+        f"and other factors' levels move together), {RESAMPLES[0]:,} resamples, raised to {RESAMPLES[1]:,} and "
+        f"{RESAMPLES[2]:,} where a bound is near its decision threshold. Minimum detectable effects: "
+        f"{POWER:.0%} power at the test's own level, from the study's own paired variance."
+    )
 
 
 def _draw(ax, cid: str, frame: pd.DataFrame) -> None:
@@ -118,11 +167,17 @@ def _draw(ax, cid: str, frame: pd.DataFrame) -> None:
         ax.tick_params(axis="x", labelsize=7)
     elif cid == "A3":
         x = np.arange(len(frame))
-        ax.bar(x - 0.2, frame["ece_first"], 0.4, color=colour["a"], label="oldest")
-        ax.bar(x + 0.2, frame["ece_second"], 0.4, color=colour["b"], label="newest")
+        ax.bar(x - 0.2, frame["ce_first"], 0.4, color=colour["a"], label="oldest")
+        ax.bar(x + 0.2, frame["ce_second"], 0.4, color=colour["b"], label="newest")
         ax.set_xticks(x, frame["task"], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("ECE")
+        ax.set_ylabel("calibration error (debiased)")
         ax.legend(fontsize=7)
+    elif cid == "A4":  # Acc@0.5 per rung and box task, dashed: chance
+        ax.bar(frame["label"], frame["acc"], color=[colour["a"], colour["b"]] * (len(frame) // 2))
+        for i, c in enumerate(frame["chance"]):
+            ax.hlines(c, i - 0.4, i + 0.4, color="#888", ls="--", lw=0.8)
+        ax.set_ylabel("Acc@0.5 (dashed: chance)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
     elif cid == "A5":
         ax.bar(frame["family"], frame["delta"], color=[colour["a"], colour["b"]])
         ax.axhline(0, color="#888", lw=0.8)

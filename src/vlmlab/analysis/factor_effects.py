@@ -1,4 +1,9 @@
-"""`factor-effects`: per factor and task, each level's accuracy minus the reference level's on the same items."""
+"""`factor-effects`: per factor and task, each level's accuracy minus the reference level's on the same questions.
+
+Intervals come from `analysis.inference`: questions are resampled, a question's rows across seeds and the levels
+of other factors moving together. *helps* / *hurts*: the 95% interval excludes 0 (per comparison); `p_holm`
+adjusts every comparison of the section together (Holm), for a reader who wants the family-wise view.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vlmlab.analysis.base import Analysis, paired_bootstrap_ci
-from vlmlab.metrics import accuracy
+from vlmlab.analysis.base import Analysis
+from vlmlab.analysis.inference import estimate, holm, pooled_mean
+from vlmlab.analysis.paired import Paired, pair_levels, pair_rows
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render import plots
 from vlmlab.render.document import Section
@@ -26,14 +32,10 @@ def paired_scores(
     study: StudyData, factor: str, level: str, mode: str = "clean", reference_level: str | None = None
 ) -> pd.DataFrame:
     """`score_ref` (the factor's first level, or `reference_level`) and `score_level` of the same items: same seed,
-    task, item and levels of every other factor, so a difference isolates this factor."""
-    others = [f for f in study.spec.factors if f != factor]
-    keys = ["seed", "task", "item_id", *others]
-    records = study.results[study.results["mode"] == mode]
-    ref = reference_level if reference_level is not None else list(study.spec.factors[factor].levels)[0]
-    reference = records[records[factor] == ref][keys + ["score", "category"]]
-    this = records[records[factor] == level][keys + ["score"]]
-    return reference.merge(this, on=keys, suffixes=("_ref", "_level"))
+    task, item and levels of every other factor, so a difference isolates this factor (rows with a missing score
+    are left out; `pair_levels` counts them)."""
+    paired = pair_levels(study, factor, level, reference_level, mode)
+    return paired.frame.rename(columns={"value_ref": "score_ref", "value_level": "score_level"})
 
 
 def level_deltas(
@@ -41,30 +43,41 @@ def level_deltas(
 ) -> pd.DataFrame:
     """Paired deltas of every non-reference level against the factor's first level, per `by` group.
 
-    Pairs are the same item, seed and levels of every other factor, so a delta isolates this factor.
-    Seeds are pooled (items x seeds are the resampled units) unless `per_seed`.
+    Pairs are the same item, seed and levels of every other factor, so a delta isolates this factor. Seeds are
+    pooled (questions are resampled, each with all its rows) unless `per_seed`. `n`: pairs; `questions`, `seeds`:
+    what they come from; `missing`: pairs left out for a missing score; `mde`: the smallest delta this group
+    detects at 80% power; `p`: two-sided, at 0.
     """
     levels = list(study.spec.factors[factor].levels)
     rows = []
+    groups = ["seed", by] if per_seed else [by]
     for level in levels[1:]:
-        paired = paired_scores(study, factor, level, mode)
-        groups = ["seed", by] if per_seed else [by]
-        for group, f in paired.groupby(groups, sort=False):
-            low, high = paired_bootstrap_ci(f["score_level"], f["score_ref"])
-            delta = accuracy(f, "score_level") - accuracy(f, "score_ref")
-            where = dict(zip(groups, group if isinstance(group, tuple) else (group,)))
+        paired = pair_levels(study, factor, level, mode=mode)
+        raw, _ = pair_rows(study, factor, level, levels[0], ["score"], mode)
+        if by in raw and by in paired.frame:
+            lost = raw[raw[["score_ref", "score_level"]].isna().any(axis=1)].groupby(groups, sort=False).size()
+        else:
+            lost = pd.Series(dtype=int)
+        for group, f in paired.frame.groupby(groups, sort=False):
+            e = estimate(Paired(f).sample(), pooled_mean)
+            key = group if isinstance(group, tuple) else (group,)
             rows.append(
                 {
                     "comparison": f"{level} − {levels[0]}",
                     "level": level,
-                    **where,
-                    "reference": accuracy(f, "score_ref"),
-                    "accuracy": accuracy(f, "score_level"),
-                    "delta": delta,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "verdict": verdict(low, high),
+                    **dict(zip(groups, key)),
+                    "reference": float(f["value_ref"].mean()),
+                    "accuracy": float(f["value_level"].mean()),
+                    "delta": e.value,
+                    "ci_low": e.low,
+                    "ci_high": e.high,
+                    "verdict": verdict(e.low, e.high),
                     "n": len(f),
+                    "questions": e.questions,
+                    "seeds": int(f["seed"].nunique()),
+                    "missing": int(lost.get(group, 0)),
+                    "mde": e.mde(),
+                    "p": e.p_two(0),
                 }
             )
     return pd.DataFrame(rows)
@@ -88,22 +101,33 @@ class FactorEffects(Analysis):
 
     title = "Factor effects per task (paired deltas)"
     Result = FactorEffectsResult
+    version = 2  # questions resampled (BCa), n / questions / seeds / missing / MDE / Holm columns
 
     def compute(self, study: StudyData, measured) -> FactorEffectsResult:
         p = self.params
         tables = {}
         if p.by in ("task", "category"):
             tables = {f: level_deltas(study, f, by=p.by, per_seed=p.per_seed) for f in study.spec.factors}
+            everything = [t["p"].tolist() if len(t) else [] for t in tables.values()]
+            adjusted = iter(holm([x for ps in everything for x in ps]))
+            tables = {f: t.assign(p_holm=[next(adjusted) for _ in range(len(t))]) for f, t in tables.items()}
         return FactorEffectsResult(p.by, p.per_seed, study.variants, tables)
 
     def render(self, r: FactorEffectsResult) -> Section:
         section = Section(self.title)
         if r.by not in ("task", "category"):
             return section.text(f"`by: {r.by}` is not a results column (use task or category).")
+        count = sum(len(t) for t in r.tables.values())
+        survive = sum(int((t["p_holm"] < 0.05).sum()) for t in r.tables.values() if len(t) and "p_holm" in t)
         section.text(
-            "For each factor, every level is compared with the factor's first level on the **same items** "
+            "For each factor, every level is compared with the factor's first level on the **same questions** "
             "(same seed, same levels of every other factor): the delta is the difference in accuracy, the "
-            "interval a 95% paired bootstrap. *helps* / *hurts* = the interval excludes zero."
+            "interval a 95% BCa bootstrap that resamples questions (a question's rows across seeds and other "
+            "factors' levels move together). **helps** / **hurts** = the interval excludes zero. `n`: pairs, from "
+            "`questions` × `seeds` (× other levels); `missing`: pairs left out for a missing score; `mde`: the "
+            f"smallest delta the group detects with 80% power. This section makes {count} comparisons; each "
+            f"verdict is per comparison (5% each), and `p_holm` adjusts all {count} together (Holm): {survive} "
+            "stay below 0.05."
         )
         palette = plots.colours(r.variants)
         for factor, table in r.tables.items():
@@ -131,6 +155,10 @@ class FactorEffects(Analysis):
             section.table(table.drop(columns=["level"]), f"Factor `{factor}`, clean images; n = paired items × seeds.")
             for comparison, f in table.groupby(["comparison", "seed"] if r.per_seed else "comparison", sort=False):
                 comparison = " @seed ".join(map(str, comparison)) if isinstance(comparison, tuple) else comparison
-                parts = [f"`{row[r.by]}` {row['delta']:+.3f} ({row['verdict']})" for _, row in f.iterrows()]
+                parts = [
+                    f"`{row[r.by]}` {row['delta']:+.3f} ({row['verdict']}; n {row['questions']} q × "
+                    f"{row['seeds']} seed{'s' if row['seeds'] != 1 else ''})"
+                    for _, row in f.iterrows()
+                ]
                 section.text(f"**{comparison}**: " + "; ".join(parts) + ".")
         return section

@@ -12,6 +12,7 @@ from pydantic import Field
 from scipy.stats import binomtest
 
 from vlmlab.analysis.base import Analysis
+from vlmlab.analysis.inference import Sample, estimate, pooled_mean
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render import plots
 from vlmlab.render.document import Section
@@ -21,18 +22,31 @@ ITEM = ["seed", "task", "item_id"]
 
 
 def correctness(records: pd.DataFrame, mode: str = "clean") -> pd.DataFrame:
-    """Items x variants of booleans (correct or not), for the items every variant answered in `mode`."""
+    """Items x variants of booleans (correct or not), for the items every variant answered in `mode`; how many
+    items were left out (some variant has no answer, or a missing one) is in `wide.attrs["missing"]`."""
     rows = records[records["mode"] == mode]
-    wide = rows.pivot_table(index=ITEM, columns="variant", values="correct", aggfunc="first")
+    wide = rows.pivot_table(index=ITEM, columns="variant", values="correct", aggfunc="first", dropna=False)
     variants = list(dict.fromkeys(rows["variant"]))
-    return wide[variants].dropna().astype(bool)
+    full = wide[variants].dropna().astype(bool)
+    full.attrs["missing"] = len(wide) - len(full)
+    return full
 
 
-def pair_stats(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, churn_threshold: float = 0.10) -> dict:
+def pair_stats(
+    a: np.ndarray,
+    b: np.ndarray,
+    alpha: float = 0.05,
+    churn_threshold: float = 0.10,
+    questions=None,
+    margin: float = 0.02,
+) -> dict:
     """Every overlap statistic of two correctness vectors over the same items, plus the verdict's inputs.
 
     flip_a_to_b: of the items A answers correctly, the fraction B gets wrong (and flip_b_to_a the reverse).
-    net_gain = acc(B) − acc(A) = (only_b − only_a) / n; churn = (only_a + only_b) / n.
+    net_gain = acc(B) − acc(A) = (only_b − only_a) / n, with its (1 − alpha) interval resampling `questions`
+    (one id per row: a question's rows over seeds move together; None: every row is its own question);
+    churn = (only_a + only_b) / n. McNemar's exact test needs one answer per question: with repeated questions
+    (several seeds) its p is NaN and the interval decides.
     """
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     n = len(a)
@@ -45,9 +59,19 @@ def pair_stats(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, churn_threshol
     else:  # a constant vector: φ is undefined unless the two are identical
         phi = 1.0 if discordant == 0 else float("nan")
     union = both + discordant
+    ids = np.arange(n) if questions is None else pd.factorize(pd.Series(list(questions)))[0]
+    repeated = len(np.unique(ids)) < n
     p = 1.0 if discordant == 0 else float(binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
+    diff = b.astype(float) - a.astype(float)
+    sums = np.bincount(ids, weights=diff) if n else np.zeros(0)
+    counts = np.bincount(ids).astype(float) if n else np.zeros(0)
+    net = estimate(
+        Sample(["all"], np.zeros(len(sums), dtype=int), np.c_[counts, sums], n), pooled_mean, (0.0, -margin, margin),
+        1 - alpha,
+    )  # fmt: skip
     stats = {
         "n": n,
+        "questions": int(len(sums)),
         "both": both,
         "only_a": only_a,
         "only_b": only_b,
@@ -58,32 +82,45 @@ def pair_stats(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, churn_threshol
         "flip_b_to_a": only_b / (both + only_b) if both + only_b else 0.0,
         "phi": phi,
         "jaccard": both / union if union else 1.0,
-        "mcnemar_p": min(1.0, p),
+        "mcnemar_p": float("nan") if repeated else min(1.0, p),
         "oracle": (n - neither) / n if n else float("nan"),
         "net_gain": (only_b - only_a) / n if n else 0.0,
+        "net_low": net.low if n else 0.0,
+        "net_high": net.high if n else 0.0,
         "churn": discordant / n if n else 0.0,
     }
-    stats["verdict"] = verdict(stats, alpha, churn_threshold)
+    stats["verdict"] = verdict(stats, churn_threshold, margin)
     return stats
 
 
-def verdict(s: dict, alpha: float = 0.05, churn_threshold: float = 0.10) -> str:
-    """The rule (docs/studies.md): *more* = McNemar p < alpha (the net gain is not chance); *different* =
-    not more, but at least `churn_threshold` of the items change hands; otherwise *about the same*."""
-    if s["mcnemar_p"] < alpha:
-        who = "B solves more questions" if s["only_b"] > s["only_a"] else "B solves fewer questions"
+def verdict(s: dict, churn_threshold: float = 0.10, margin: float = 0.02) -> str:
+    """The rule (docs/studies.md): *more* / *fewer* = the net gain's interval (questions resampled) excludes 0;
+    *as many* = it lies within ±`margin`; otherwise whether B solves as many is *not resolved* (no significant
+    net gain is not read as none). *Different* = at least `churn_threshold` of the items change hands."""
+    different = s["churn"] >= churn_threshold
+    if s["net_low"] > 0 or s["net_high"] < 0:
+        who = "B solves more questions" if s["net_gain"] > 0 else "B solves fewer questions"
         if s["churn"] >= 2 * abs(s["net_gain"]):
             who += ", and many different ones"
         return who
-    if s["churn"] >= churn_threshold:
-        return "B solves different questions (no significant net gain)"
-    return "B solves about the same questions"
+    if -margin < s["net_low"] and s["net_high"] < margin:
+        return "B solves as many, different questions" if different else "B solves about the same questions"
+    if different:
+        return "B solves different questions; whether as many is not resolved"
+    return "B solves mostly the same questions; whether as many is not resolved"
 
 
-def pairwise(wide: pd.DataFrame, alpha: float = 0.05, churn_threshold: float = 0.10) -> pd.DataFrame:
+def pairwise(
+    wide: pd.DataFrame, alpha: float = 0.05, churn_threshold: float = 0.10, margin: float = 0.02
+) -> pd.DataFrame:
+    """pair_stats of every pair of columns; rows indexed by (seed, task, item_id) or (seed, item_id): a question is
+    (task, item_id)."""
+    names = [n for n in ("task", "item_id") if n in wide.index.names]
+    questions = list(zip(*(wide.index.get_level_values(n) for n in names)))
     rows = []
     for a, b in itertools.combinations(wide.columns, 2):
-        rows.append({"a": a, "b": b, **pair_stats(wide[a].to_numpy(), wide[b].to_numpy(), alpha, churn_threshold)})
+        found = pair_stats(wide[a].to_numpy(), wide[b].to_numpy(), alpha, churn_threshold, questions, margin)
+        rows.append({"a": a, "b": b, **found})
     return pd.DataFrame(rows)
 
 
@@ -100,6 +137,7 @@ class OverlapResult:
     variants: list[str]
     pairs: pd.DataFrame  # every pair_stats, tasks pooled
     pairs_per_task: pd.DataFrame
+    missing: int  # items left out: some variant has no answer (or a missing one) there
     intersections: pd.DataFrame  # UpSet's bars: one boolean column per variant + items
     oracle: pd.DataFrame  # one row: variants, items, oracle_accuracy, best_single
 
@@ -109,17 +147,19 @@ class Overlap(Analysis):
     """Do two variants solve *more* questions or *different* ones? Pairwise overlap statistics and an UpSet plot."""
 
     class Params(PartParams):
-        alpha: float = Field(0.05, gt=0, lt=1)  # McNemar significance level for "more"
+        alpha: float = Field(0.05, gt=0, lt=1)  # 1 − the level of the net gain's interval (more / fewer)
         churn: float = Field(0.10, ge=0, le=1)  # share of items changing hands that makes "different"
+        margin: float = Field(0.02, gt=0, lt=1)  # "as many": the net gain's interval within ±margin
 
     title = "Question-level overlap"
     Result = OverlapResult
+    version = 2  # the net gain's interval resamples questions; "as many" needs equivalence within ±margin
 
     def compute(self, study: StudyData, measured) -> OverlapResult:
         wide = correctness(study.results)
-        alpha, churn = self.params.alpha, self.params.churn
+        alpha, churn, margin = self.params.alpha, self.params.churn, self.params.margin
         per_task = [
-            pairwise(wide.xs(task, level="task"), alpha, churn).assign(task=task)
+            pairwise(wide.xs(task, level="task", drop_level=False), alpha, churn, margin).assign(task=task)
             for task in wide.index.get_level_values("task").unique()
         ]
         n = len(wide)
@@ -131,8 +171,9 @@ class Overlap(Analysis):
         }
         return OverlapResult(
             variants=study.variants,
-            pairs=pairwise(wide, alpha, churn),
+            pairs=pairwise(wide, alpha, churn, margin),
             pairs_per_task=pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(),
+            missing=int(wide.attrs.get("missing", 0)),
             intersections=intersections(wide) if len(wide.columns) else pd.DataFrame(),
             oracle=pd.DataFrame([oracle]),
         )
@@ -141,20 +182,26 @@ class Overlap(Analysis):
         section = Section(self.title)
         if len(t.variants) < 2:
             return section.text("One variant only: nothing to overlap.")
+        p = self.params
         section.text(
-            "Items are (seed, task, item) answered by every variant with the real image. For each pair A, B: "
-            "how many items both / only A / only B / neither solve, the flip rates, φ and Jaccard of correctness, "
-            f"McNemar's exact test on the discordant items, and the verdict: **more** when McNemar p < {self.params.alpha} "
-            f"(B's net gain is not chance), **different** when not, but at least {self.params.churn:.0%} of the items "
-            "change hands (churn = (only A + only B) / n), else **about the same**. Solved = full credit "
-            "(`correct`: score 1)."
+            "Items are (seed, task, item) answered by every variant with the real image"
+            + (f" ({t.missing} items left out: some variant has no answer there)" if t.missing else "")
+            + ". For each pair A, B: how many items both / only A / only B / neither solve, the flip rates, φ and "
+            f"Jaccard of correctness, and the net gain acc(B) − acc(A) with its {1 - p.alpha:.0%} interval "
+            "(BCa bootstrap over questions: a question's seeds move together). The verdict: **more** / **fewer** "
+            f"when the interval excludes 0; **as many** when it lies within ±{p.margin:.2f}; otherwise whether B "
+            f"solves as many is **not resolved** (no significant gain is not read as none). **Different** when at "
+            f"least {p.churn:.0%} of the items change hands (churn = (only A + only B) / n). McNemar's exact test "
+            "is shown where each question has one answer (one seed). Solved = full credit (`correct`: score 1)."
         )
         pairs = t.pairs
         for _, r in pairs.iterrows():
+            mcnemar = f", McNemar p {r['mcnemar_p']:.3g}" if np.isfinite(r["mcnemar_p"]) else ""
             section.text(
                 f"**{r['b']} vs {r['a']}**: {r['verdict']} — only {r['b']} {r['only_b']}, only {r['a']} {r['only_a']}, "
-                f"both {r['both']}, neither {r['neither']} (n {r['n']}); net gain {r['net_gain']:+.3f}, churn "
-                f"{r['churn']:.3f}, McNemar p {r['mcnemar_p']:.3g}, φ {r['phi']:.2f}."
+                f"both {r['both']}, neither {r['neither']} (n {r['n']} from {r['questions']} questions); net gain "
+                f"{r['net_gain']:+.3f} [{r['net_low']:+.3f}, {r['net_high']:+.3f}], churn {r['churn']:.3f}{mcnemar}, "
+                f"φ {r['phi']:.2f}."
             )
         section.table(pairs, "All pairs, tasks pooled (A = the earlier variant in the spec).")
         oracle = t.oracle.iloc[0]
@@ -168,6 +215,7 @@ class Overlap(Analysis):
             "Items per correctness pattern (dots: the variants that solve them), largest first.",
             "overlap_upset",
         )
-        columns = ["task", "a", "b", "n", "only_a", "only_b", "net_gain", "churn", "mcnemar_p", "verdict"]
+        columns = ["task", "a", "b", "n", "questions", "only_a", "only_b", "net_gain", "net_low", "net_high", "churn"]
+        columns += ["verdict"]
         section.table(t.pairs_per_task[columns], "Per task.")
         return section

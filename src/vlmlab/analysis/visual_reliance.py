@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vlmlab.analysis.base import Analysis, paired_bootstrap_ci
-from vlmlab.metrics import accuracy
+from vlmlab.analysis.base import Analysis
+from vlmlab.analysis.inference import estimate, pooled_mean, sample
 from vlmlab.registry import PartParams, register_analysis
 from vlmlab.render import plots
 from vlmlab.render.document import Section
@@ -15,20 +15,25 @@ from vlmlab.study.data import StudyData
 
 
 def reliance_rows(both: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per group of `keys`: clean and blind accuracy over the same items, the gap and its paired 95% CI."""
+    """Per group of `keys`: clean and blind accuracy over the same items, the gap and its 95% interval (questions
+    resampled, a question's seeds together), n (pairs, questions, seeds) and the pairs left out for a missing score."""
     rows = []
     for group, f in both.groupby(keys, sort=False):
-        low, high = paired_bootstrap_ci(f["score_clean"], f["score_blind"])
-        clean, blind = accuracy(f, "score_clean"), accuracy(f, "score_blind")
+        ok = f["score_clean"].notna() & f["score_blind"].notna()
+        g = f[ok].assign(one=1.0, gap=f["score_clean"] - f["score_blind"])
+        e = estimate(sample(g, ["one", "gap"]), pooled_mean)
         rows.append(
             {
                 **dict(zip(keys, group)),
-                "clean": clean,
-                "blind": blind,
-                "gap": clean - blind,
-                "ci_low": low,
-                "ci_high": high,
-                "n": len(f),
+                "clean": float(g["score_clean"].mean()),
+                "blind": float(g["score_blind"].mean()),
+                "gap": e.value,
+                "ci_low": e.low,
+                "ci_high": e.high,
+                "n": int(ok.sum()),
+                "questions": e.questions,
+                "seeds": int(g["seed"].nunique()),
+                "missing": int((~ok).sum()),
             }
         )
     return pd.DataFrame(rows)
@@ -50,6 +55,7 @@ class VisualReliance(Analysis):
 
     title = "Visual reliance (clean vs blind)"
     Result = RelianceResult
+    version = 2  # questions resampled (BCa); questions, seeds, missing columns
 
     def compute(self, study: StudyData, measured) -> RelianceResult:
         records = study.results
@@ -74,10 +80,10 @@ class VisualReliance(Analysis):
         )
         section.figure(
             plots.grouped_bars(table, "task", "gap", "ci_low", "ci_high", ylabel="clean − blind accuracy"),
-            "Visual-reliance gap per task and variant (95% paired bootstrap CI).",
+            "Visual-reliance gap per task and variant (95% interval, questions resampled).",
             "visual_reliance",
         )
-        section.table(table, "Pooled over seeds; n = items × seeds.")
+        section.table(table, "Pooled over seeds; n = pairs, from `questions` × `seeds`.")
         top = table.sort_values("gap", ascending=False).iloc[0]
         section.text(
             f"Largest reliance: **{top['variant']}** on `{top['task']}` (gap {top['gap']:+.3f}, "
@@ -88,7 +94,7 @@ class VisualReliance(Analysis):
             labelled = per_cat.assign(group=per_cat["task"] + " / " + per_cat["category"])
             section.figure(
                 plots.grouped_bars(labelled, "group", "gap", "ci_low", "ci_high", ylabel="clean − blind accuracy"),
-                "Visual-reliance gap per category and variant (95% paired bootstrap CI).",
+                "Visual-reliance gap per category and variant (95% interval, questions resampled).",
                 "visual_reliance_by_category",
             )
             section.table(per_cat, "Per category, pooled over seeds.")

@@ -285,6 +285,8 @@ def cmd_study(args) -> int:
     if study_scale.wanted(args):  # --plan, --launcher
         return study_scale.cmd_study_scale(args)
     spec_path = resolve_study_path(args.spec)
+    if args.pilot and not args.check:
+        raise UserError("--pilot goes with --plan or --check", exit_code=2)
     if args.check or args.script:
         study = prepare_study(spec_path, args.out)
         names = list(dict.fromkeys(v.name for v in study.variants))
@@ -308,6 +310,8 @@ def cmd_study(args) -> int:
                 soft_wrap=True,
                 highlight=False,
             )
+        if args.pilot:
+            study_scale.print_pilot_power(study, args.pilot, args)
         if args.script:
             write_text(args.script, job_script(spec_path, study))
             console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)

@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--plan", action="store_true", help="print each variant's parameters, memory per GPU, FLOPs, "
                    "steps and GPU-hours, and the study's total; run nothing")  # fmt: skip
     g.add_argument("--plan-json", metavar="FILE", help="with --plan: also write every number to FILE")
-    g.add_argument("--pilot", metavar="DIR", help="with --plan: a finished pilot study whose per-item records "
-                   "give each comparison's noise (questions and seeds needed)")  # fmt: skip
+    g.add_argument("--pilot", metavar="DIR", help="with --plan or --check: a finished pilot study whose per-item "
+                   "records give each comparison's noise (this design's MDE, questions and seeds needed)")  # fmt: skip
     g.add_argument("--effect", type=float, default=0.02, help="the difference to detect (accuracy; default 0.02)")
     g.add_argument("--alpha", type=float, default=0.05, help="two-sided test level (default 0.05)")
     g.add_argument("--power", type=float, default=0.80, help="chance to detect --effect (default 0.80)")
@@ -85,7 +85,7 @@ def cmd_study_scale(args) -> int:
     if args.check or args.script or args.only:
         raise UserError("--plan and --launcher go without --check, --script and --only", exit_code=2)
     if args.pilot and not args.plan:
-        raise UserError("--pilot goes with --plan", exit_code=2)
+        raise UserError("--pilot goes with --plan or --check", exit_code=2)
     from vlmlab.plan.study import is_run_config
     from vlmlab.study.launcher import LauncherSpec
 
@@ -102,16 +102,32 @@ def cmd_study_scale(args) -> int:
     return submit_study(spec_path, args.out, launcher, args.launcher)
 
 
+def check_power_args(args) -> None:
+    """--effect, --alpha and --power each in (0, 1), or one line naming the flag."""
+    for name, value in (("--effect", args.effect), ("--alpha", args.alpha), ("--power", args.power)):
+        if not 0 < value < 1:
+            raise UserError(f"{name} {value}: must lie in (0, 1)", exit_code=2)
+
+
+def print_pilot_power(study, pilot_dir: str, args) -> None:
+    """`study --check --pilot DIR`: what the prepared study's design detects, from the pilot's paired noise."""
+    from vlmlab.plan.render import print_power
+    from vlmlab.plan.study import pilot_power
+
+    check_power_args(args)
+    sources = study.variants[0].cfg.data.eval if study.variants else []
+    questions = {s.task: s.limit for s in sources if s.limit}
+    print_power(
+        pilot_power(pilot_dir, questions, len(study.spec.seeds), args.effect, args.alpha, args.power), args.effect
+    )
+
+
 def _plan(args, spec_path: Path, launcher, recipe: bool) -> int:
     from vlmlab.io import write_json
     from vlmlab.plan.render import plan_json, print_plan
     from vlmlab.plan.study import plan_config, plan_study, with_pilot
 
-    for name, value, low, high in (("--effect", args.effect, 0, 1), ("--alpha", args.alpha, 0, 1)):
-        if not low < value < high:
-            raise UserError(f"{name} {value}: must lie in ({low}, {high})", exit_code=2)
-    if not 0 < args.power < 1:
-        raise UserError(f"--power {args.power}: must lie in (0, 1)", exit_code=2)
+    check_power_args(args)
     plan = plan_config(spec_path, launcher) if recipe else plan_study(spec_path, launcher)
     if args.pilot:
         plan = with_pilot(plan, args.pilot, args.effect, args.alpha, args.power)

@@ -12,22 +12,22 @@ and a two-sided test at level alpha detects mu with probability `power` when |mu
 (the normal approximation behind "plan sample sizes with a power analysis" in "Adding Error Bars to Evals",
 Miller, arXiv 2411.00640). The verdicts' paired bootstrap over questions has the same large-sample SE.
 
-This is the plan's one statistics interface: `minimum_detectable_effect`, `questions_needed` and
-`seeds_needed`. The verdicts issue's inference module can stand behind these three names unchanged.
+These three functions (`minimum_detectable_effect`, `questions_needed`, `seeds_needed`) are the project's one
+power interface; the multiple of the standard error is `vlmlab.analysis.inference.detectable_multiple`, the same
+one every verdict's own MDE (`Estimate.mde`) uses.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
-_Z = NormalDist()
+from vlmlab.analysis.inference import ALPHA, POWER, detectable_multiple
 
 
 def _z(alpha: float, power: float) -> float:
     if not 0 < alpha < 1 or not 0 < power < 1:
         raise ValueError(f"alpha ({alpha}) and power ({power}) must lie in (0, 1)")
-    return _Z.inv_cdf(1 - alpha / 2) + _Z.inv_cdf(power)
+    return detectable_multiple(alpha, power)
 
 
 def standard_error(
@@ -45,8 +45,8 @@ def minimum_detectable_effect(
     sd_paired: float,
     n_questions: int,
     n_seeds: int = 1,
-    alpha: float = 0.05,
-    power: float = 0.80,
+    alpha: float = ALPHA,
+    power: float = POWER,
     seed_share: float = 0.0,
     sd_seed: float = 0.0,
 ) -> float:
@@ -58,8 +58,8 @@ def questions_needed(
     effect: float,
     sd_paired: float,
     n_seeds: int = 1,
-    alpha: float = 0.05,
-    power: float = 0.80,
+    alpha: float = ALPHA,
+    power: float = POWER,
     seed_share: float = 0.0,
     sd_seed: float = 0.0,
 ) -> int | None:
@@ -76,8 +76,8 @@ def seeds_needed(
     effect: float,
     sd_paired: float,
     n_questions: int,
-    alpha: float = 0.05,
-    power: float = 0.80,
+    alpha: float = ALPHA,
+    power: float = POWER,
     seed_share: float = 0.0,
     sd_seed: float = 0.0,
     most: int = 64,

@@ -11,6 +11,7 @@ from vlmlab.models.sharding import STRATEGIES
 from vlmlab.plan.cost import VariantPlan, fewest_gpus
 from vlmlab.plan.data import CHARS_PER_TOKEN
 from vlmlab.plan.hardware import USABLE
+from vlmlab.plan.pilot import PowerRow
 from vlmlab.plan.study import StudyPlan, job_minutes
 from vlmlab.progress import console
 
@@ -107,7 +108,7 @@ def print_plan(plan: StudyPlan) -> None:
             highlight=False,
         )
     if plan.power:
-        print_power(plan)
+        print_power(plan.power, plan.effect)
 
 
 def _peak_under(v: VariantPlan, strategy: str, processes: int) -> int:
@@ -121,13 +122,17 @@ def _job_time(v: VariantPlan, plan: StudyPlan) -> str:
     return f"{asked // 60}h{asked % 60:02d} +{requeues}"
 
 
-def print_power(plan: StudyPlan) -> None:
+def print_power(rows: list[PowerRow], effect: float) -> None:
+    """The pilot's noise per comparison, then what the planned design detects (`study --plan/--check --pilot`)."""
+    if not rows:
+        console.print("the pilot pairs no two levels on the same questions: no noise to plan from", highlight=False)
+        return
     table = Table(
-        title=f"pilot noise per comparison (paired over questions and seeds; pilot: {plan.power[0].noise.seeds} seeds)"
+        title=f"pilot noise per comparison (paired over questions and seeds; pilot: {rows[0].noise.seeds} seeds)"
     )
     for col in ("comparison", "task", "questions", "diff", "SD paired", "seed share", "SD seed"):
         table.add_column(col)
-    for r in plan.power:
+    for r in rows:
         n = r.noise
         several = n.seeds > 1
         table.add_row(
@@ -140,21 +145,21 @@ def print_power(plan: StudyPlan) -> None:
             f"{n.sd_seed:.3f}" if several else "n/a",
         )
     console.print(table)
-    need = Table(title=f"to detect {plan.effect:.3f} (two-sided alpha, power as given)")
+    need = Table(title=f"to detect {effect:.3f} (two-sided alpha, power as given)")
     for col in ("comparison", "task", "planned q x seeds", "MDE", "detects", "questions needed", "seeds needed"):
         need.add_column(col)
-    for r in plan.power:
+    for r in rows:
         need.add_row(
             f"{r.factor}: {r.comparison}",
             r.task,
             f"{r.questions:,} x {r.seeds}",
             f"{r.mde:.3f}",
-            "yes" if r.mde <= plan.effect else "[red]no[/red]",
+            "yes" if r.mde <= effect else "[red]no[/red]",
             "never" if r.questions_needed is None else f"{r.questions_needed:,}",
             "> 64" if r.seeds_needed is None else str(r.seeds_needed),
         )
     console.print(need)
-    if any(r.noise.seeds == 1 for r in plan.power):
+    if any(r.noise.seeds == 1 for r in rows):
         console.print("one pilot seed: what seeds add is not estimable; computed as if they added nothing")
 
 

@@ -94,13 +94,20 @@ def plan_study(spec_path: str | Path, launcher: LauncherSpec | None = None) -> S
 
 def with_pilot(plan: StudyPlan, pilot_dir: str | Path, effect: float, alpha: float, power: float) -> StudyPlan:
     """Add the power table: each comparison's noise in the pilot, at the planned study's questions and seeds."""
-    from vlmlab.study.data import load_study_data
-
-    pilot = load_study_data(pilot_dir)
     questions = plan.variants[0].eval_questions if plan.variants else {}
-    plan.power = power_table(pilot, questions, plan.seeds, effect, alpha, power)
+    plan.power = pilot_power(pilot_dir, questions, plan.seeds, effect, alpha, power)
     plan.effect = effect
     return plan
+
+
+def pilot_power(
+    pilot_dir: str | Path, questions: dict[str, int], seeds: int, effect: float, alpha: float, power: float
+) -> list[PowerRow]:
+    """Each comparison's noise in the pilot study at `pilot_dir`, at a planned design's questions per task (a task
+    not named: the pilot's count) and seeds (`study --plan --pilot` and `study --check --pilot`)."""
+    from vlmlab.study.data import load_study_data
+
+    return power_table(load_study_data(pilot_dir), questions, seeds, effect, alpha, power)
 
 
 def job_minutes(plan: VariantPlan, launcher: LauncherSpec, resources: Resources) -> tuple[int, int]:
