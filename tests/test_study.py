@@ -277,6 +277,7 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
             "visual-reliance",
             {"id": "calibration", "n_bins": 10},
             {"id": "attention-profile", "n_probe": 8},
+            "claims",
         ],
     )
     run_study(spec, out)
@@ -299,6 +300,8 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
         "Attention to the image by depth",
     ):
         assert f"<h2>{title}</h2>" in html, title
+    claims = html.index("<h2>What the seeds claim, and what this study shows</h2>")
+    assert claims < html.index("<h2>Design</h2>") and "<h2>" not in html[: claims - 1]  # the claims open the report
     assert "Does the generation matter?" in html and "passed" in html
     assert "All 4 runs were trained in this environment" in html  # each run's environment.json vs the study's
     assert html.count("src='data:image/png;base64,") >= 5

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vlmlab.config import VISION_PRETRAIN, RunConfig, stage_seed
+from vlmlab.config import VISION_PRETRAIN, RunConfig, own_seed, stage_seed
 from vlmlab.data.sources import load_training_sources
 from vlmlab.errors import UserError
 from vlmlab.registry import VISION_ENCODERS
@@ -26,13 +26,14 @@ def pretrain_towers(runs: Iterable[tuple[str, int, RunConfig]], study_cache: Pat
         if not stages:
             raise UserError(f"{name}: the runs have no vision-pretrain stage (train.stages)", exit_code=2)
         s = stages[0]
-        ident = (vision_cache.stage_key(cfg, s), seed)
+        ident = (vision_cache.stage_key(cfg, s), own_seed(cfg, s))
         if ident in done:
             continue
         done.add(ident)
-        torch.manual_seed(cfg.seed)  # as build_model: the tower is the first part built under the run's seed
+        # as build_model (the tower is the first part built under the run's seed), or the stage's own seed
+        torch.manual_seed(own_seed(cfg, s))
         tower = VISION_ENCODERS.get(cfg.model.vision.id).build(cfg.model.vision.params, image_size=cfg.data.image.size)
-        torch.manual_seed(stage_seed(cfg.seed, s))  # as the trainer at the start of a stage
+        torch.manual_seed(stage_seed(own_seed(cfg, s), s))  # as the trainer at the start of a stage
         metrics = run_vision_stage(
             cfg,
             s,

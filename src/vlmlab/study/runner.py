@@ -162,14 +162,18 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
         )
     model.eval()
     t_eval = time.perf_counter()
+    per_mode = {}
     for mode in modes(study.spec):
+        started = time.perf_counter()
         evaluate_run(run.path, mode=mode, model=model, cfg=cfg)
+        per_mode[mode.name] = time.perf_counter() - started
     done = {
         "inputs": variant_inputs(v, study.spec),
         "variant": v.name,
         "seed": v.seed,
         "levels": v.levels,
         "eval_seconds": time.perf_counter() - t_eval,
+        "eval_seconds_per_mode": per_mode,
         "seconds": time.perf_counter() - t0,
     }
     if is_main_process():

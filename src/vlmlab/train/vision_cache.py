@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmlab.config import RunConfig
+from vlmlab.config import RunConfig, own_seed
 from vlmlab.io import content_hash
 
 WEIGHTS = "vision.safetensors"
@@ -33,7 +33,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
         "vision": r["model"]["vision"],
         "image": {k: v for k, v in r["data"]["image"].items() if k != "position"},  # the prompt layout: not the tower's
         "data": None if own_data else r["data"]["train"],
-        "seed": r["seed"],
+        "seed": own_seed(cfg, stage_index),  # the stage's own seed, if set: one tower for every seed of a study
         "stages": r["train"]["stages"][: stage_index + 1],
         "train": train,
         "torch": torch.__version__,
