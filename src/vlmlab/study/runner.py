@@ -9,8 +9,11 @@ it reads existing files and never loads a model.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from vlmlab.config import read_yaml
 from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
 from vlmlab.environment import environment
-from vlmlab.errors import UserError
+from vlmlab.errors import EXIT_BUSY, UserError
 from vlmlab.evaluation.evaluate import evaluate_run
 from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
@@ -31,6 +34,7 @@ from vlmlab.progress import console
 from vlmlab.runs import init_run, load_run_model, normalized_config, resume_differences
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.layout import Study, StudyDir
+from vlmlab.study.parallel import run_in_workers
 from vlmlab.study.results import modes, write_results
 from vlmlab.study.spec import Variant, build_analysis, expand_variants, load_study_spec, variant_inputs
 from vlmlab.train.trainer import Trainer
@@ -91,10 +95,19 @@ def measure_pending(spec_path: str | Path, study: Study) -> Study:
     return prepare_study(spec_path, study.dir.path)
 
 
-def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
+def run_study(
+    spec_path: str | Path,
+    out: str | Path | None = None,
+    only: list[str] | None = None,
+    jobs: int = 1,
+    prepare_process: Callable[[], None] | None = None,
+) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
     variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
-    locked while it is written, so jobs of one study on different variants run side by side."""
+    locked while it is written, so jobs of one study on different variants run side by side. `jobs` > 1 trains
+    the runs in that many worker processes (`study.parallel`; `prepare_process` sets up each one)."""
+    if jobs > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise UserError("--jobs: a study launched with several processes (torchrun) runs its variants in turn", 2)
     study = measure_pending(spec_path, prepare_study(spec_path, out))
     known = {v.name for v in study.variants}
     for name in only or []:
@@ -109,6 +122,9 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
             if any(not is_complete(study, v) for v in todo):  # results about to change: no longer vouched for
                 study.dir.complete.unlink(missing_ok=True)
     barrier()
+    pending = [v for v in todo if not is_complete(study, v)]
+    if jobs > 1 and len(pending) > 1:
+        run_in_workers(work_through, spec_path, study, pending, jobs, prepare_process)
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
             console.print(f"[{i}/{len(todo)}] {v.run_name}: complete, skipped")
@@ -125,6 +141,32 @@ def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[s
             write_results(study)
     barrier()
     return study
+
+
+def work_through(spec_path: str, out: str, names: list[str], threads: int, prepare) -> None:
+    """One worker process of `--jobs`: every named run not complete and not held by another worker, in study order."""
+    if prepare is not None:
+        prepare()
+    torch.set_num_threads(threads)
+    os.environ["VLMLAB_NO_PROGRESS"] = "1"  # several bars at once would interleave: a line per run instead
+    try:
+        study = prepare_study(spec_path, out)
+        for v in study.variants:
+            if v.run_name not in names or is_complete(study, v):
+                continue
+            try:
+                with exclusive(study.run_dir(v).path, "run"):
+                    if is_complete(study, v):  # finished by another worker since the check above
+                        continue
+                    console.print(f"worker {os.getpid()}: {v.run_name}: training", highlight=False)
+                    run_variant(study, v)
+                    console.print(f"worker {os.getpid()}: {v.run_name}: done", highlight=False)
+            except UserError as exc:
+                if exc.exit_code != EXIT_BUSY:  # busy: another worker has it
+                    raise
+    except UserError as exc:
+        console.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
 
 
 def _describe(v: Variant) -> str:
