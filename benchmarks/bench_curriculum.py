@@ -11,9 +11,11 @@ Recipes (`--recipes`, comma-separated; `--rungs gen1,gen3` picks the LLM levels)
   cur<S>-tok-after     a box stage first: <S> finetune steps at lr 2e-3 on the generator's box questions (one per
                   training scene, `shapes-grounding` train), then the demo's mixture; tokens, image after
   cur<S>-tok-before    the same with the image first (LLaVA's layout, what the routing study assumed)
+  box<S>-tok-…    the box stage alone (no mixture after it), scored on grounding only: what the stage teaches
   …-lr2           the mixture stage at lr 2e-3 instead of 1e-3
   …-mix<E>        the mixture stage for <E> epochs instead of 0.6 (e.g. mix04 = 0.4)
   …-keep<R>       the mixture keeps the box questions at `repeat: R` (a larger box share after the box stage)
+  …-dense<E>      the demo's tower then <E> epochs of dense (detection-style) pretraining on the same images
 
 Usage: python benchmarks/bench_curriculum.py --recipes demo,cur300-tok-after [--rungs gen3] [--out DIR]
        [--only NAME] (train just that variant: run several processes on one --out, each with its own --only)
@@ -46,38 +48,57 @@ BOXES = {"task": "shapes-grounding", "split": "train", "path": "${datasets.shape
 EASY = {"task": "easy-vqa", "split": "train", "limit": 16000}
 SHAPES = {"task": "shapes-world", "split": "train", "path": "${datasets.shapes}"}
 DEMO_MIXTURE = 16000 + 24387  # training items of the demo's mixture
-_RECIPE = re.compile(r"^cur(\d+)-tok-(after|before)((?:-lr2|-mix\d+|-keep\d+)*)$")
+_RECIPE = re.compile(r"^(mix|cur\d+|box\d+)-tok-(after|before)((?:-lr2|-mix\d+|-keep\d+|-dense\d+)*)$")
 
 
 def recipe(name: str, demo: dict) -> dict:
     """The dotted overrides of recipe `name` on the demo spec's base config (keys: see KEYS)."""
     stages = demo["base"]["train"]["stages"]
     vision, align, finetune = stages
+    full_eval = demo["base"]["data"]["eval"]
     if name == "demo":
-        return {"train.stages": stages, "data.image.position": "before", "model.box_tokens": False}
-    if name == "mix-tok-after":
-        return {"train.stages": stages, "data.image.position": "after", "model.box_tokens": True}
+        return {
+            "train.stages": stages,
+            "data.image.position": "before",
+            "model.box_tokens": False,
+            "data.eval": full_eval,
+        }
     m = _RECIPE.match(name)
     if m is None:
         sys.exit(f"--recipes: unknown recipe {name!r} (see the module docstring)")
-    steps, position, opts = int(m.group(1)), m.group(2), m.group(3)
+    kind, position, opts = m.group(1), m.group(2), m.group(3)
     lr = 2e-3 if "-lr2" in opts else finetune["lr"]["llm"]
     epochs = next((int(x) / 10 for x in re.findall(r"-mix(\d+)", opts)), finetune["epochs"])
     keep = next((int(x) for x in re.findall(r"-keep(\d+)", opts)), None)
-    box_stage = {"name": "finetune", "max_steps": steps, "lr": {"projector": 2e-3, "llm": 2e-3}, "data": BOXES}
+    dense = next((int(x) for x in re.findall(r"-dense(\d+)", opts)), None)
+    towers = [vision]
+    if dense:  # the classify tower, then detection-style: each token's object and box (on the shapes-world images)
+        towers.append({**vision, "objective": "dense", "epochs": dense})
     mixture = {**finetune, "epochs": epochs, "lr": {"projector": lr, "llm": lr}}
     if keep:  # the mixture stage's own data (data.train, which the tower pretrains on, stays the demo's), for as many
         # steps as `epochs` of the demo's mixture (16,000 easy-VQA + 24,387 shapes-world items, batch 32)
         mixture = {k: v for k, v in mixture.items() if k != "epochs"}
         mixture.update(max_steps=math.ceil(epochs * DEMO_MIXTURE / 32), data=[EASY, SHAPES, {**BOXES, "repeat": keep}])
+    if kind == "mix":
+        train = [*towers, align, mixture]
+    else:
+        box_stage = {
+            "name": "finetune",
+            "max_steps": int(kind[3:]),
+            "lr": {"projector": 2e-3, "llm": 2e-3},
+            "data": BOXES,
+        }
+        train = [*towers, align, box_stage] + ([mixture] if kind.startswith("cur") else [])
+    grounding = [e for e in full_eval if e["task"] == "shapes-grounding"]
     return {
-        "train.stages": [vision, align, box_stage, mixture],
+        "train.stages": train,
         "data.image.position": position,
         "model.box_tokens": True,
+        "data.eval": grounding if kind.startswith("box") else full_eval,
     }
 
 
-KEYS = ["train.stages", "data.image.position", "model.box_tokens"]
+KEYS = ["train.stages", "data.image.position", "model.box_tokens", "data.eval"]
 
 
 def spec(recipes: list[str], rungs: list[str], threads: int | None) -> dict:

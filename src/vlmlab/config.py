@@ -186,9 +186,10 @@ class StageConfig(Strict):
     # image set (e.g. shapes-world, or an `image-folder` of class dirs), scored on `heldout_split` of it.
     data: DataSource | list[DataSource] | None = None
     heldout_split: str | None = "val"
-    # vision-pretrain as the first stage only: the stage's own seed instead of the run's, for the tower's
-    # initialization and the stage's randomness, so every seed of a study shares one pretrained tower (as every
-    # seed of a study with a released tower does); the run's seed still fixes the other parts and the data order
+    # vision-pretrain only, before any sequence stage: the stage's own seed instead of the run's, for its randomness
+    # (and, on the first stage, the tower's initialization), so every seed of a study shares one pretrained tower (as
+    # every seed of a study with a released tower does); the run's seed still fixes the other parts and the data
+    # order. A later vision-pretrain stage may set one only if every stage before it does.
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     @property
@@ -266,11 +267,12 @@ class TrainConfig(Strict):
 
     @field_validator("stages")
     @classmethod
-    def _own_seed_first(cls, value: list[StageConfig]) -> list[StageConfig]:
-        for s, stage in enumerate(value[1:], start=1):
-            if stage.seed is not None:
+    def _own_seeds_lead(cls, value: list[StageConfig]) -> list[StageConfig]:
+        for s, stage in enumerate(value):
+            if stage.seed is not None and any(earlier.seed is None for earlier in value[:s]):
                 raise ValueError(
-                    f"stage {s} sets `seed`: only a first vision-pretrain stage may (it initializes the tower)"
+                    f"stage {s} sets `seed` but an earlier stage does not: the tower would still depend on the run's "
+                    "seed (set it on every vision-pretrain stage from the first)"
                 )
         return value
 

@@ -63,7 +63,7 @@ class VisionPretraining:
 
     def run(self, t: RunState, s: int, start_step: int, resume_from: Path | None) -> None:
         acc = t.accelerator
-        if t.cfg.train.stages[s].seed is not None:
+        if s == 0 and t.cfg.train.stages[s].seed is not None:  # a later stage continues this one's tower
             _initialize_tower(t.model.vision, t.cfg, s)
         t.result.vision_pretrain = run_vision_stage(
             t.cfg,

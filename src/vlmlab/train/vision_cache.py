@@ -23,6 +23,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
     if any(st.kind.on_sequences for st in cfg.train.stages[:stage_index]):
         return None
     r = cfg.resolved()
+    seeds = [own_seed(cfg, s) for s in range(stage_index + 1)]
     train = {
         k: v
         for k, v in r["train"].items()
@@ -33,7 +34,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
         "vision": r["model"]["vision"],
         "image": {k: v for k, v in r["data"]["image"].items() if k != "position"},  # the prompt layout: not the tower's
         "data": None if own_data else r["data"]["train"],
-        "seed": own_seed(cfg, stage_index),  # the stage's own seed, if set: one tower for every seed of a study
+        "seed": seeds[0] if len(set(seeds)) == 1 else seeds,  # the stages' own, if set: one tower for every run seed
         "stages": r["train"]["stages"][: stage_index + 1],
         "train": train,
         "torch": torch.__version__,
