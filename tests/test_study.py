@@ -337,9 +337,9 @@ def test_builtin_demo_studies_are_valid_and_controlled(tmp_path, monkeypatch, ca
     from vlmlab.cli import resolve_study_path
     from vlmlab.models.vlm import VisionLanguageModel
 
-    for name in ("demo", "demo-quick"):
+    for name, seeds in (("demo", [0, 1]), ("demo-quick", [0])):  # two seeds; the quick demo stays small
         spec, _ = load_study_spec(resolve_study_path(name))
-        assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"]
+        assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"] and spec.seeds == seeds
     with monkeypatch.context() as patched:
         patched.setattr(VisionLanguageModel, "__init__", lambda *a, **k: pytest.fail("--check built a model"))
         assert main(["study", "demo-quick", "--out", str(tmp_path / "out"), "--check"]) == 0
