@@ -45,7 +45,6 @@ from vlmlab.cli.commands import resolve_study_path  # noqa: E402
 from vlmlab.config import VISION_PRETRAIN, config_from_dict  # noqa: E402
 from vlmlab.measure.base import measure_all  # noqa: E402
 from vlmlab.measure.towers import pretrain_towers  # noqa: E402
-from vlmlab.models.vision import features  # noqa: E402
 from vlmlab.models.vlm import VisionLanguageModel  # noqa: E402
 from vlmlab.progress import progress  # noqa: E402
 from vlmlab.registry import LLM_BACKBONES  # noqa: E402
@@ -196,6 +195,8 @@ def _timed_trainer_run(cfg_raw: dict, out: Path, vision_cache: Path) -> dict:
 
 def throughput(study_out: Path, spec_path: Path, variant: str, steps: int, tries: int) -> list[dict]:
     """Samples/s of `variant`'s mixture stage (cut to `steps`) with the memo off, cold and warm, interleaved."""
+    from vlmlab.models.vision import features  # (imported here: the phases also run on commits without it)
+
     study = prepare_study(spec_path, study_out)
     v = next(v for v in study.variants if v.name == variant and v.seed == study.spec.seeds[0])
     raw = v.cfg.resolved()
@@ -206,12 +207,17 @@ def throughput(study_out: Path, spec_path: Path, variant: str, steps: int, tries
     ]
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-phases-"))
+    shared = features.shared
     for t in range(tries):
+        memo = features.TowerFeatures(None)  # memory only: cold = nothing memoized yet (the first variant of a
+        # study), warm = the same steps again with every image memoized (every later variant and seed)
         for mode in ("off", "cold", "warm"):
             VisionLanguageModel.memoize_tower = mode != "off"
-            if mode == "cold":
-                features._SHARED = features.TowerFeatures(None)  # nothing memoized yet, nothing read from disk
-            r = _timed_trainer_run(raw, work / f"{mode}-{t}", study.dir.vision_cache)
+            features.shared = lambda memo=memo: memo
+            try:
+                r = _timed_trainer_run(raw, work / f"{mode}-{t}", study.dir.vision_cache)
+            finally:
+                features.shared = shared
             timed = r["step_s"][5:]  # the first steps pay one-off costs
             per_step = sum(timed) / len(timed)
             share = {k: s / r["all_steps"] for k, s in r["spent"].items()}
