@@ -189,6 +189,10 @@ def test_a_vision_pretrain_stage_with_its_own_seed_gives_every_seed_one_tower(tm
     assert not all(torch.equal(s0[k], s1[k]) for k in projector)  # the rest follows the run's seed
     keys = {vision_cache.stage_key(config_from_dict({**tiny_raw, "seed": seed}), 0) for seed in (0, 1, 7)}
     assert len(keys) == 1
+    chained = {**tiny_raw["train"]["stages"][0], "objective": "dense"}  # classify, then dense: both seeded
+    two = {**tiny_raw, "train": {**tiny_raw["train"], "stages": [tiny_raw["train"]["stages"][0], chained]}}
+    keys = {vision_cache.stage_key(config_from_dict({**two, "seed": seed}), 1) for seed in (0, 1)}
+    assert len(keys) == 1 and keys != {vision_cache.stage_key(config_from_dict(two), 0)}
     assert (
         "seed"
         not in config_from_dict(
