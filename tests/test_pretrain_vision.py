@@ -153,3 +153,58 @@ def test_image_folder_errors_name_the_directory(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match=r"train: no images in class folders"):
         task.load("train", path=str(tmp_path))
+
+
+def test_a_vision_pretrain_stage_with_its_own_seed_gives_every_seed_one_tower(tmp_path, tiny_raw, monkeypatch):
+    """`train.stages.0.seed`: runs of seeds 0 and 1 pretrain the same tower (and a study computes it once); the run
+    whose seed equals the stage's is the run without it; the other parts still follow the run's seed."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from vlmlab.config import config_from_dict
+    from vlmlab.errors import ConfigError
+    from vlmlab.train import vision_cache
+    from vlmlab.train.trainer import Trainer
+
+    monkeypatch.setenv("VLMLAB_CACHE", str(tmp_path / "cache"))
+    tiny_raw["train"]["stages"].insert(
+        0, {"name": "vision-pretrain", "max_steps": 3, "batch_size": 16, "lr": {"vision": 1e-3}, "seed": 0}
+    )
+
+    def weights(seed: int, own: bool = True) -> dict:
+        raw = {**tiny_raw, "seed": seed}
+        raw["train"] = {**tiny_raw["train"], "stages": [dict(st) for st in tiny_raw["train"]["stages"]]}
+        if not own:
+            raw["train"]["stages"][0].pop("seed")
+        out = tmp_path / f"s{seed}-{own}"
+        Trainer(config_from_dict(raw), out).run_training()
+        return load_file(str(out / "checkpoints" / "final" / "model.safetensors"))
+
+    s0, s1, plain0 = weights(0), weights(1), weights(0, own=False)
+    tower = [k for k in s0 if k.startswith("vision.")]
+    assert tower and all(torch.equal(s0[k], s1[k]) for k in tower)  # one tower for both seeds
+    assert all(torch.equal(s0[k], plain0[k]) for k in s0)  # seed 0 with stage seed 0 = seed 0 as before
+    projector = [k for k in s0 if k.startswith("projector.")]
+    assert not all(torch.equal(s0[k], s1[k]) for k in projector)  # the rest follows the run's seed
+    keys = {vision_cache.stage_key(config_from_dict({**tiny_raw, "seed": seed}), 0) for seed in (0, 1, 7)}
+    assert len(keys) == 1
+    chained = {**tiny_raw["train"]["stages"][0], "objective": "dense"}  # classify, then dense: both seeded
+    two = {**tiny_raw, "train": {**tiny_raw["train"], "stages": [tiny_raw["train"]["stages"][0], chained]}}
+    keys = {vision_cache.stage_key(config_from_dict({**two, "seed": seed}), 1) for seed in (0, 1)}
+    assert len(keys) == 1 and keys != {vision_cache.stage_key(config_from_dict(two), 0)}
+    assert (
+        "seed"
+        not in config_from_dict(
+            {**tiny_raw, "train": {**tiny_raw["train"], "stages": tiny_raw["train"]["stages"][1:]}}
+        ).resolved()["train"]["stages"][0]
+    )
+    bad = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "stages": [tiny_raw["train"]["stages"][1], tiny_raw["train"]["stages"][0]]},
+    }
+    with pytest.raises(ConfigError, match="an earlier stage does not"):
+        config_from_dict(bad)
+    bad["train"]["stages"] = [{**tiny_raw["train"]["stages"][1], "seed": 3}]
+    with pytest.raises(ConfigError, match="seed"):
+        config_from_dict(bad)

@@ -114,10 +114,18 @@ def test_builtin_vision_study_varies_tower_objective_and_interface_only(tmp_path
         "model.projector.id",
         "model.vision",
         "train.stages.0.objective",
-    ] and spec.seeds == [0]
-    assert len(variants) == 9 and {v.cfg.train.stages[0].objective for v in variants} == {"classify", "dense"}
-    stable = [v for v in variants if v.cfg.model.projector.id == "fused-gelu-mlp"]
+    ] and spec.seeds == [0, 1]
+    assert (
+        len(variants) == 18
+        and len({v.name for v in variants}) == 9
+        and {v.cfg.train.stages[0].objective for v in variants} == {"classify", "dense"}
+    )
+    stable = [v for v in variants if v.cfg.model.projector.id == "fused-gelu-mlp" and v.seed == 0]
     assert len(stable) == 3 and all(v.cfg.data.image.geometry == "letterbox-square" for v in stable)
     stage = variants[0].cfg.train.stages[0]  # the towers' own pretraining set, scored on its val split
     assert stage.name == "vision-pretrain" and stage.data.path == str(tmp_path / "p") and stage.heldout_split == "val"
+    from vlmlab.train.vision_cache import stage_key
+
+    for name in {v.name for v in variants}:  # one tower per level, shared by both seeds
+        assert len({stage_key(v.cfg, 0) for v in variants if v.name == name}) == 1
     assert sorted({v.cfg.model.vision.id for v in variants}) == ["vim", "vit", "vmamba"]

@@ -277,6 +277,7 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
             "visual-reliance",
             {"id": "calibration", "n_bins": 10},
             {"id": "attention-profile", "n_probe": 8},
+            "claims",
         ],
     )
     run_study(spec, out)
@@ -299,6 +300,8 @@ def test_report_has_every_section_with_embedded_images(tmp_path, tiny_raw, capsy
         "Attention to the image by depth",
     ):
         assert f"<h2>{title}</h2>" in html, title
+    claims = html.index("<h2>What the seeds claim, and what this study shows</h2>")
+    assert claims < html.index("<h2>Design</h2>") and "<h2>" not in html[: claims - 1]  # the claims open the report
     assert "Does the generation matter?" in html and "passed" in html
     assert "All 4 runs were trained in this environment" in html  # each run's environment.json vs the study's
     assert html.count("src='data:image/png;base64,") >= 5
@@ -334,9 +337,9 @@ def test_builtin_demo_studies_are_valid_and_controlled(tmp_path, monkeypatch, ca
     from vlmlab.cli import resolve_study_path
     from vlmlab.models.vlm import VisionLanguageModel
 
-    for name in ("demo", "demo-quick"):
+    for name, seeds in (("demo", [0, 1]), ("demo-quick", [0])):  # two seeds; the quick demo stays small
         spec, _ = load_study_spec(resolve_study_path(name))
-        assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"]
+        assert list(spec.factors["llm"].levels) == ["gen1", "gen2", "gen3"] and spec.seeds == seeds
     with monkeypatch.context() as patched:
         patched.setattr(VisionLanguageModel, "__init__", lambda *a, **k: pytest.fail("--check built a model"))
         assert main(["study", "demo-quick", "--out", str(tmp_path / "out"), "--check"]) == 0

@@ -15,6 +15,7 @@ from vlmlab.io import parse_yaml, read_yaml_file
 from vlmlab.registry import LLM_BACKBONES, PROJECTORS, ROUTING, TASKS, VISION_ENCODERS, PartParams, Registry
 
 MODULE_GROUPS = ("vision", "projector", "llm", "routing")
+MAX_SEED = 2**32 - 1  # numpy's range; vlmlab derives per-stage and per-epoch seeds from it within int64
 PART_REGISTRIES = dict(zip(MODULE_GROUPS, (VISION_ENCODERS, PROJECTORS, LLM_BACKBONES, ROUTING)))  # group -> registry
 
 
@@ -157,6 +158,12 @@ def stage_seed(seed: int, stage_index: int) -> int:
     return seed * 1000 + stage_index
 
 
+def own_seed(cfg: RunConfig, stage_index: int) -> int:
+    """The seed stage `stage_index` of `cfg` follows: its own `seed` if it sets one (a shared tower), else the run's."""
+    seed = cfg.train.stages[stage_index].seed
+    return cfg.seed if seed is None else seed
+
+
 class StageConfig(Strict):
     """One training stage. `lr` maps module groups to learning rates; a missing group or 0 = frozen.
 
@@ -179,6 +186,11 @@ class StageConfig(Strict):
     # image set (e.g. shapes-world, or an `image-folder` of class dirs), scored on `heldout_split` of it.
     data: DataSource | list[DataSource] | None = None
     heldout_split: str | None = "val"
+    # vision-pretrain only, before any sequence stage: the stage's own seed instead of the run's, for its randomness
+    # (and, on the first stage, the tower's initialization), so every seed of a study shares one pretrained tower (as
+    # every seed of a study with a released tower does); the run's seed still fixes the other parts and the data
+    # order. A later vision-pretrain stage may set one only if every stage before it does.
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     @property
     def kind(self) -> StageKind:
@@ -199,6 +211,8 @@ class StageConfig(Strict):
             raise ValueError("`objective` is a vision-pretrain setting (align and finetune train on sequences)")
         if isinstance(self.data, list) and not self.data:
             raise ValueError("`data` is an empty list (leave it out to train on data.train)")
+        if self.seed is not None and self.kind.on_sequences:
+            raise ValueError("`seed` is a vision-pretrain setting (align and finetune follow the run's seed)")
         return self
 
     @field_validator("lr")
@@ -251,13 +265,21 @@ class TrainConfig(Strict):
             raise ValueError("each of AdamW's betas must be in [0, 1)")
         return value
 
+    @field_validator("stages")
+    @classmethod
+    def _own_seeds_lead(cls, value: list[StageConfig]) -> list[StageConfig]:
+        for s, stage in enumerate(value):
+            if stage.seed is not None and any(earlier.seed is None for earlier in value[:s]):
+                raise ValueError(
+                    f"stage {s} sets `seed` but an earlier stage does not: the tower would still depend on the run's "
+                    "seed (set it on every vision-pretrain stage from the first)"
+                )
+        return value
+
 
 class EvalConfig(Strict):
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(8, ge=1)
-
-
-MAX_SEED = 2**32 - 1  # numpy's range; vlmlab derives per-stage and per-epoch seeds from it within int64
 
 
 class RunConfig(Strict):
@@ -274,6 +296,9 @@ class RunConfig(Strict):
         out["model"] = {k: getattr(self.model, k).resolved() for k in ("vision", "projector", "llm", "routing")}
         if self.model.box_tokens:  # written only when set, so configs without it keep their saved form and hashes
             out["model"]["box_tokens"] = True
+        for stage in out["train"]["stages"]:  # likewise a stage's own seed
+            if stage.get("seed") is None:
+                stage.pop("seed", None)
         return out
 
 

@@ -67,3 +67,9 @@ def note(run: str, text: str) -> None:
 def notes(run: str) -> list[str]:
     """What of `run` this process used without verification (empty when everything was verified)."""
     return list(_notes.get(os.path.realpath(run), []))
+
+
+def allowed() -> tuple[str, ...]:
+    """The grants in force now: what a job or worker process started by this command is given, and no other (it
+    never takes one from the study's files)."""
+    return tuple(name for name in FLAGS if allows(name))

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="VARIANT", help="run only this variant (repeatable; one cluster job each)"
     )
     p.add_argument("--check", action="store_true", help="resolve the variants and run the control check only")
+    p.add_argument(
+        "--jobs", type=POSITIVE, default=1, help="train the runs in N processes with the cores shared out (default 1)"
+    )
     p.add_argument("--script", metavar="FILE", help="write a shell script with one job per variant, then stop")
     study_scale.add_arguments(p)  # --plan, --launcher slurm|local and their settings
     p.set_defaults(func=commands.cmd_study)
@@ -262,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "routing: study C, full vs FastV vs DPVR on the llm demo's gen3 model",
     )
     p.add_argument("--out", help="study directory (default runs/demo or runs/demo-quick)")
+    p.add_argument(
+        "--jobs", type=POSITIVE, default=1, help="train the runs in N processes with the cores shared out (default 1)"
+    )
     p.set_defaults(func=commands.cmd_demo)
 
     p = sub.add_parser("data", help="generate a synthetic dataset, or check one before training on it")

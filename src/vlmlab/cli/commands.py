@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from vlmlab.config import builtin_config
 from vlmlab.errors import UserError
+from vlmlab.parts import load_builtin_parts
 from vlmlab.progress import console
 
 
@@ -316,7 +317,7 @@ def cmd_study(args) -> int:
             write_text(args.script, job_script(spec_path, study))
             console.print(f"wrote one job per variant to {args.script}", soft_wrap=True)
         return 0
-    study = run_study(spec_path, args.out, only=args.only)
+    study = run_study(spec_path, args.out, only=args.only, jobs=args.jobs, prepare_process=load_builtin_parts)
     if study.dir.complete.is_file() and not args.only:
         if is_main_process():
             with io.confined(study.dir.path):  # the analyses write into the study, through no link
@@ -476,7 +477,8 @@ def cmd_demo(args) -> int:
         args.study
     ]
     out = Path(args.out or f"runs/{name}")
-    study = run_study(resolve_study_path(name), out)  # train and evaluate every variant, combine the records
+    # train and evaluate every variant, combine the records
+    study = run_study(resolve_study_path(name), out, jobs=args.jobs, prepare_process=load_builtin_parts)
     with io.confined(out):  # what follows writes into the study, through no link
         analyze_study(out)  # measure what the analyses need, compute them
         html_path, _ = build_report(out)  # render

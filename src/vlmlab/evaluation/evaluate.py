@@ -21,6 +21,7 @@ from vlmlab.evaluation.generate import greedy_generate
 from vlmlab.evaluation.records import RECORD_COLUMNS, load_eval_sets, record, summarize
 from vlmlab.locks import exclusive
 from vlmlab.metrics import accuracy
+from vlmlab.models.vision import features
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import progress
 from vlmlab.runs import RunDir, load_run_model
@@ -74,6 +75,8 @@ def predict(
                     row = record(items[idx], task, prediction, mode, gen.confidence[row_i], gen.stopped[row_i])
                     rows.append({"_order": (i, idx), **row})
                 bar.advance(job, len(batch.indices))
+    if rank == 0:
+        features.flush()  # the frozen tower's features of these images, for later evaluations and runs
     if world > 1:  # every process returns all records, in the order one process would have produced them
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, rows)

@@ -22,12 +22,6 @@ from vlmlab.parts import load_builtin_parts
 PORT_RANGE = (20000, 60000)
 
 
-def allowed_now() -> tuple[str, ...]:
-    """The grants (`vlmlab.grants`) the submitting command was given on its command line: each job runs with the
-    same, and with no other (a job never takes one from the study's files)."""
-    return tuple(name for name in grants.FLAGS if grants.allows(name))
-
-
 class RunJob(Checkpointable):
     """Train and evaluate one run (variant x seed) unless complete; `command` is the `accelerate launch` prefix
     for a run on several processes (None: this process trains); `allowed` the submitting command's grants."""

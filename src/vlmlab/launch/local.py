@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vlmlab import grants
 from vlmlab.errors import UserError
-from vlmlab.launch.jobs import CombineJob, RunJob, allowed_now
+from vlmlab.launch.jobs import CombineJob, RunJob
 from vlmlab.launch.records import record
 from vlmlab.progress import console, progress
 
@@ -26,7 +27,7 @@ def run_local(folder: Path, todo, shapes, spec: str, out: str, executor: Callabl
                 v = queue.pop(0)
                 shape = shapes[v.run_name]
                 job = executor(shape).submit(
-                    RunJob(), spec, out, v.name, v.seed, list(shape.command or []) or None, allowed_now()
+                    RunJob(), spec, out, v.name, v.seed, list(shape.command or []) or None, grants.allowed()
                 )
                 record(folder, "local", {v.run_name: job.job_id})
                 running.append((v, job))
@@ -44,7 +45,7 @@ def run_local(folder: Path, todo, shapes, spec: str, out: str, executor: Callabl
             console.print("submit the same command again: complete runs are skipped, the rest resume", soft_wrap=True)
             return 1
         bar.update(task, info="combine, analyses, report")
-        job = executor(shapes["combine"]).submit(CombineJob(), spec, out, allowed_now())
+        job = executor(shapes["combine"]).submit(CombineJob(), spec, out, grants.allowed())
         record(folder, "local", {}, job.job_id)
         while not job.done():
             time.sleep(POLL_S)

@@ -15,8 +15,9 @@ from typing import Any
 
 import submitit
 
+from vlmlab import grants
 from vlmlab.errors import EXIT_ENVIRONMENT, ConfigError, UserError
-from vlmlab.launch.jobs import CombineJob, RunJob, allowed_now
+from vlmlab.launch.jobs import CombineJob, RunJob
 from vlmlab.launch.local import run_local
 from vlmlab.launch.records import record, refuse_while_active
 from vlmlab.progress import console
@@ -71,7 +72,7 @@ def submit_study(spec_path: str | Path, out: str | Path | None, launcher: Launch
         executor = _executor(folder, cluster, launcher, shape)
         with executor.batch():
             jobs = [
-                executor.submit(RunJob(), spec, out_dir, v.name, v.seed, _list(shape.command), allowed_now())
+                executor.submit(RunJob(), spec, out_dir, v.name, v.seed, _list(shape.command), grants.allowed())
                 for v in runs
             ]
         for v, job in zip(runs, jobs):
@@ -79,7 +80,7 @@ def submit_study(spec_path: str | Path, out: str | Path | None, launcher: Launch
             console.print(f"  {v.run_name}: job {job.job_id}", highlight=False)
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids.values()})
     combine = _executor(folder, cluster, launcher, shapes["combine"], arrays)
-    job = combine.submit(CombineJob(), spec, out_dir, allowed_now())
+    job = combine.submit(CombineJob(), spec, out_dir, grants.allowed())
     record(folder, cluster, job_ids, job.job_id)
     console.print(
         f"  combine, analyses and report: job {job.job_id} (after {', '.join(arrays) or 'nothing'})\n"

@@ -11,6 +11,7 @@ from torch import nn
 from vlmlab.models.llm.base import LanguageBackbone
 from vlmlab.models.projectors import Projector
 from vlmlab.models.routing.base import RoutingStrategy
+from vlmlab.models.vision import features
 from vlmlab.models.vision.base import VisionEncoder
 
 
@@ -28,7 +29,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class VisionLanguageModel(nn.Module):
-    """Module groups (for learning rates / freezing): `vision`, `projector`, `llm`, `routing`."""
+    """Module groups (for learning rates / freezing): `vision`, `projector`, `llm`, `routing`.
+
+    A frozen tower's tokens are memoized per image (`models.vision.features`; exact, so results do not depend on
+    it); `memoize_tower = False` always runs the tower."""
+
+    memoize_tower = True
 
     def __init__(self, vision: VisionEncoder, projector: Projector, llm: LanguageBackbone, routing: RoutingStrategy):
         super().__init__()
@@ -44,9 +50,12 @@ class VisionLanguageModel(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> projected vision tokens (B, N, D) in the LLM's embedding space."""
         tower_trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
+        pixels = pixel_values.to(_dtype_of(self.vision))
         with torch.set_grad_enabled(tower_trains):  # a frozen tower keeps no activations for backward
-            feats = self.vision(pixel_values.to(_dtype_of(self.vision)))
-        return self.projector(feats.tokens.to(self.projector_dtype))  # e.g. a bf16 checkpoint tower, fp32 projector
+            tokens = None if tower_trains or not self.memoize_tower else features.shared().tokens(self.vision, pixels)
+            if tokens is None:
+                tokens = self.vision(pixels).tokens
+        return self.projector(tokens.to(self.projector_dtype))  # e.g. a bf16 checkpoint tower, fp32 projector
 
     @property
     def projector_dtype(self) -> torch.dtype:

@@ -106,7 +106,7 @@ def training_curves(logs: dict[str, list[dict]], variants: list[str]):
         for rec in log:
             if "step" not in rec:
                 continue
-            if rec["stage"] != prev_stage:
+            if rec["stage"] != prev_stage or rec["step"] < prev_step:  # a new stage (two may share a name)
                 offset += prev_step if prev_stage is not None else 0
                 if prev_stage is not None:
                     boundaries.add(offset)

@@ -317,10 +317,15 @@ def training_section(study: StudyData) -> Section | None:
     return s
 
 
+LEADING = ("claims",)  # analyses whose sections open the report, before the design (what the seeds claim)
+
+
 def analysis_sections(study: StudyData) -> list[Section]:
-    """Each analysis's saved result, rendered; one that is missing or stale is a section that says how to compute it."""
+    """Each analysis's saved result, rendered; one that is missing or stale is a section that says how to compute it.
+    The leading analyses (the claims) come first."""
     sections = []
-    for saved in saved_results(study):
+    ordered = sorted(saved_results(study), key=lambda saved: saved.planned.spec.id not in LEADING)
+    for saved in ordered:
         p = saved.planned
         if saved.result is not None and saved.current:
             section = p.analysis.render(saved.result)
@@ -349,11 +354,15 @@ def build_report(path: str | Path) -> tuple[Path, Path]:
     spec = study.spec
     question = spec.question or "Which variant is better, and why?"
     report = Report(f"vlmlab study: {spec.name}", f"{question} — results `{results_fingerprint(study.dir)}`")
+    analyses = analysis_sections(study)
+    leading = sum(section.anchor in LEADING for section in analyses)  # anchors are the saved names
+    for section in analyses[:leading]:
+        report.add(section)
     for build in (design_section, control_section, results_section, category_section, training_section):
         section = build(study)
         if section is not None:
             report.add(section)
-    for section in analysis_sections(study):
+    for section in analyses[leading:]:
         report.add(section)
     report.write(study.dir.report_html, study.dir.report_md)
     return study.dir.report_html, study.dir.report_md

@@ -10,7 +10,10 @@ it reads existing files and never loads a model.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from vlmlab.config import read_yaml
 from vlmlab.data import shapes_world
 from vlmlab.distributed import barrier, is_main_process
 from vlmlab.environment import environment
-from vlmlab.errors import UserError
+from vlmlab.errors import EXIT_BUSY, UserError
 from vlmlab.evaluation.evaluate import evaluate_run
 from vlmlab.locks import LOCK, exclusive
 from vlmlab.measure.base import measure_all
@@ -32,6 +35,7 @@ from vlmlab.runs import init_run, load_run_model, normalized_config, resume_diff
 from vlmlab.study.control import check_config_control, check_order_control
 from vlmlab.study.external import control_record, is_scored, resolve_externals, score_external, study_tasks
 from vlmlab.study.layout import Study, StudyDir
+from vlmlab.study.parallel import run_in_workers
 from vlmlab.study.results import modes, write_results
 from vlmlab.study.spec import (
     Variant,
@@ -115,17 +119,28 @@ def measure_pending(spec_path: str | Path, study: Study) -> Study:
     return prepare_study(spec_path, study.dir.path)
 
 
-def run_study(spec_path: str | Path, out: str | Path | None = None, only: list[str] | None = None) -> Study:
+def run_study(
+    spec_path: str | Path,
+    out: str | Path | None = None,
+    only: list[str] | None = None,
+    jobs: int = 1,
+    prepare_process: Callable[[], None] | None = None,
+) -> Study:
     """Train and evaluate every variant not yet complete; combine results once all are. `only` limits the
     variants run by this call (names like `gen3`), for spreading a study over jobs. Each variant's run is
-    locked while it is written, so jobs of one study on different variants run side by side. Nothing is written
-    through a symbolic link inside the study directory (`vlmlab.io.confined`)."""
+    locked while it is written, so jobs of one study on different variants run side by side. `jobs` > 1 trains
+    the runs in that many worker processes (`study.parallel`; `prepare_process` sets up each one). Nothing is
+    written through a symbolic link inside the study directory (`vlmlab.io.confined`)."""
+    if jobs > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise UserError("--jobs: a study launched with several processes (torchrun) runs its variants in turn", 2)
     study = measure_pending(spec_path, prepare_study(spec_path, out))
     with io.confined(study.dir.path):
-        return _run_prepared(study, only)
+        return _run_prepared(study, only, spec_path, jobs, prepare_process)
 
 
-def _run_prepared(study: Study, only: list[str] | None) -> Study:
+def _run_prepared(
+    study: Study, only: list[str] | None, spec_path: str | Path, jobs: int, prepare_process: Callable[[], None] | None
+) -> Study:
     known = {v.name for v in study.variants} | {e.name for e in study.external}
     for name in only or []:
         if name not in known:
@@ -134,6 +149,9 @@ def _run_prepared(study: Study, only: list[str] | None) -> Study:
     if is_main_process():  # under torchrun / accelerate launch every process trains; one writes
         write_study_header(study, todo, only)
     barrier()
+    pending = [v for v in todo if not is_complete(study, v)]
+    if jobs > 1 and len(pending) > 1:
+        run_in_workers(work_through, spec_path, study, pending, jobs, prepare_process)
     for i, v in enumerate(todo, start=1):
         if is_complete(study, v):
             console.print(f"[{i}/{len(todo)}] {v.run_name}: complete, skipped")
@@ -177,6 +195,41 @@ def write_study_header(study: Study, todo: list[Variant], only: list[str] | None
             study.dir.complete.unlink(missing_ok=True)
 
 
+def work_through(
+    spec_path: str, out: str, names: list[str], threads: int, prepare, allowed: tuple[str, ...] = ()
+) -> None:
+    """One worker process of `--jobs`: every named run not complete and not held by another worker, in study order,
+    with the grants of the command that started it (`allowed`) and no other."""
+    if prepare is not None:
+        prepare()
+    torch.set_num_threads(threads)
+    os.environ["VLMLAB_NO_PROGRESS"] = "1"  # several bars at once would interleave: a line per run instead
+    try:
+        with grants.granted(*allowed), io.confined(out):
+            _work_through(spec_path, out, names)
+    except UserError as exc:
+        console.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+def _work_through(spec_path: str, out: str, names: list[str]) -> None:
+    """The runs of `names` this worker takes, each under its lock (a run another worker holds is left to it)."""
+    study = prepare_study(spec_path, out)
+    for v in study.variants:
+        if v.run_name not in names or is_complete(study, v):
+            continue
+        try:
+            with exclusive(study.run_dir(v).path, "run"):
+                if is_complete(study, v):  # finished by another worker since the check above
+                    continue
+                console.print(f"worker {os.getpid()}: {v.run_name}: training", highlight=False)
+                run_variant(study, v)
+                console.print(f"worker {os.getpid()}: {v.run_name}: done", highlight=False)
+        except UserError as exc:
+            if exc.exit_code != EXIT_BUSY:  # busy: another worker has it
+                raise
+
+
 def _describe(v: Variant) -> str:
     return ", ".join(f"{k}={json.dumps(val)}" for k, val in v.overrides.items())
 
@@ -212,8 +265,11 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
         )
     model.eval()
     t_eval = time.perf_counter()
+    per_mode = {}
     for mode in modes(study.spec):
+        started = time.perf_counter()
         evaluate_run(run.path, mode=mode, model=model, cfg=cfg)
+        per_mode[mode.name] = time.perf_counter() - started
     done = {
         "inputs": variant_inputs(v, study.spec),
         "variant": v.name,
@@ -222,6 +278,7 @@ def _run_variant(study: Study, v: Variant, run) -> dict[str, Any]:
         # what an export's model card names: the study, and the fingerprint of everything it held constant
         "study": {"name": study.spec.name, "fingerprint": study.control["config"]["fingerprint"]},
         "eval_seconds": time.perf_counter() - t_eval,
+        "eval_seconds_per_mode": per_mode,
         "seconds": time.perf_counter() - t0,
     }
     if is_main_process():

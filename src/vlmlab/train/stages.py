@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from vlmlab import checkpoint as ckpt
-from vlmlab.config import RunConfig, StageConfig
+from vlmlab.config import RunConfig, StageConfig, own_seed, stage_seed
 from vlmlab.data.dataset import IGNORE
 from vlmlab.data.loader import batch_loader
 from vlmlab.data.order import modality_length, optimizer_steps_before, stage_order
 from vlmlab.distributed import all_sum
+from vlmlab.models.vision import features
+from vlmlab.registry import VISION_ENCODERS
 from vlmlab.runs import apply_lora
 from vlmlab.train import engines
 from vlmlab.train.optim import apply_stage_freezing, build_optimizer
@@ -59,6 +63,8 @@ class VisionPretraining:
 
     def run(self, t: RunState, s: int, start_step: int, resume_from: Path | None) -> None:
         acc = t.accelerator
+        if s == 0 and t.cfg.train.stages[s].seed is not None:  # a later stage continues this one's tower
+            _initialize_tower(t.model.vision, t.cfg, s)
         t.result.vision_pretrain = run_vision_stage(
             t.cfg,
             s,
@@ -74,6 +80,15 @@ class VisionPretraining:
         t.note_bad_items([(f"{stage}/{path}", path) for path in t.result.vision_pretrain.get("bad_images", [])])
         t.log({"stage": stage, **t.result.vision_pretrain})
         t.checkpoint(None, s + 1, 0)
+
+
+def _initialize_tower(vision, cfg: RunConfig, s: int) -> None:
+    """A stage with its own seed starts from the tower that seed initializes (build_model builds the tower first,
+    so a run whose seed equals the stage's already holds it), then draws from its own stage seed."""
+    torch.manual_seed(own_seed(cfg, s))
+    fresh = VISION_ENCODERS.get(cfg.model.vision.id).build(cfg.model.vision.params, image_size=cfg.data.image.size)
+    vision.load_state_dict(fresh.state_dict())
+    torch.manual_seed(stage_seed(own_seed(cfg, s), s))
 
 
 class SequenceTraining:
@@ -164,6 +179,8 @@ class SequenceTraining:
         if loop.steps_per_s:
             t.result.samples_per_s = loop.steps_per_s * order.global_batch * accum
         t.checkpoint(None, s + 1, 0)  # a stage boundary: the next stage starts a fresh optimizer
+        if acc.is_main_process:
+            features.flush()  # the frozen tower's features this stage computed, for later runs
         if not engines.keeps_wrapping(acc):
             acc.free_memory()
 

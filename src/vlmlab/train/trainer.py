@@ -13,7 +13,7 @@ from accelerate import Accelerator
 
 from vlmlab import checkpoint as ckpt
 from vlmlab import io
-from vlmlab.config import RunConfig, read_yaml, stage_seed
+from vlmlab.config import RunConfig, own_seed, read_yaml, stage_seed
 from vlmlab.data.bad_images import BadImages
 from vlmlab.data.dataset import VQADataset
 from vlmlab.data.loader import image_cache_bytes, resolve_workers
@@ -53,6 +53,7 @@ class TrainResult:
     seconds: float = 0.0
     trainable: dict = field(default_factory=dict)
     vision_pretrain: dict = field(default_factory=dict)
+    stage_seconds: dict = field(default_factory=dict)  # `<index>:<name>` -> seconds of the stages this process ran
 
 
 def tokenizer_texts(items) -> list[str]:
@@ -254,7 +255,8 @@ class Trainer:
             for s in range(start_stage, len(cfg.train.stages)):
                 first = s == start_stage
                 if not first or resume_from is None or start_step == 0:  # a stage's randomness depends only on
-                    torch.manual_seed(stage_seed(cfg.seed, s))  # (seed, stage), not on earlier stages or parts
+                    torch.manual_seed(stage_seed(own_seed(cfg, s), s))  # (seed, stage), not on earlier stages or parts
+                started = time.perf_counter()
                 try:
                     stage_runner(cfg.train.stages[s]).run(
                         self, s, start_step if first else 0, resume_from if first else None
@@ -263,6 +265,7 @@ class Trainer:
                     if type(exc) is ConfigError:
                         raise
                     raise type(exc)(f"{exc} {self._how_to_continue()}", exc.exit_code) from None
+                result.stage_seconds[f"{s}:{cfg.train.stages[s].name}"] = time.perf_counter() - started
         result.seconds = time.perf_counter() - t0
         # the run is complete once `final` exists; it names the config it was trained from
         self._save(
@@ -327,6 +330,7 @@ class Trainer:
             {
                 "steps": result.steps,
                 "seconds": result.seconds,
+                "stage_seconds": result.stage_seconds,
                 "samples_per_s": result.samples_per_s,
                 "trainable": result.trainable,
                 "vision_pretrain": result.vision_pretrain,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlmlab.checkpoint import damage, write_manifest
-from vlmlab.config import RunConfig
+from vlmlab.config import RunConfig, own_seed
 from vlmlab.io import atomic_dir, content_hash, read_json
 
 WEIGHTS = "vision.safetensors"
@@ -22,6 +22,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
     if any(st.kind.on_sequences for st in cfg.train.stages[:stage_index]):
         return None
     r = cfg.resolved()
+    seeds = [own_seed(cfg, s) for s in range(stage_index + 1)]
     train = {
         k: v
         for k, v in r["train"].items()
@@ -32,7 +33,7 @@ def stage_key(cfg: RunConfig, stage_index: int) -> str | None:
         "vision": r["model"]["vision"],
         "image": {k: v for k, v in r["data"]["image"].items() if k != "position"},  # the prompt layout: not the tower's
         "data": None if own_data else r["data"]["train"],
-        "seed": r["seed"],
+        "seed": seeds[0] if len(set(seeds)) == 1 else seeds,  # the stages' own, if set: one tower for every run seed
         "stages": r["train"]["stages"][: stage_index + 1],
         "train": train,
         "torch": torch.__version__,

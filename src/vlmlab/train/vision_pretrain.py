@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmlab.cache import cache_root
-from vlmlab.config import ImageConfig, RunConfig, StageConfig, stage_seed
+from vlmlab.config import ImageConfig, RunConfig, StageConfig, own_seed, stage_seed
 from vlmlab.data.bad_images import BadImages, stop_error
 from vlmlab.data.images import load_image, normalize, to_array
 from vlmlab.data.sources import load_source
@@ -296,7 +296,16 @@ def run_vision_stage(
     if heldout:
         heldout, _ = readable(heldout, data, cfg)
     metrics = pretrain_vision(
-        vision, data, labels, stage, cfg, stage_seed(cfg.seed, s), device, bar, heldout, stage_key=f"train.stages.{s}"
+        vision,
+        data,
+        labels,
+        stage,
+        cfg,
+        stage_seed(own_seed(cfg, s), s),
+        device,
+        bar,
+        heldout,
+        stage_key=f"train.stages.{s}",
     )
     metrics["seconds"] = time.perf_counter() - t0
     metrics["images"] = len(labels)
