@@ -105,6 +105,19 @@ def test_each_image_is_computed_once_and_weights_invalidate(tmp_path):
     assert torch.equal(read, changed)
 
 
+def test_bfloat16_pixels_are_memoized(tmp_path):
+    """An imported checkpoint evaluated in bfloat16 gives bfloat16 pixels (numpy has no such type): the key is the
+    row's bytes, salted with its dtype, and the rows are served like any others."""
+    memo = features.TowerFeatures(tmp_path)
+    tower = _frozen(_Counting()).to(torch.bfloat16)
+    x = torch.randn(4, 3, 4, 4).to(torch.bfloat16)
+    expected = _Counting.forward(tower, x).tokens
+    for _ in range(2):  # computed, then checked against a whole batch of its size
+        assert torch.equal(memo.tokens(tower, x), expected)
+    tower.rows = 0
+    assert torch.equal(memo.tokens(tower, x), expected) and tower.rows == 0  # served from the memo
+
+
 def test_not_memoized_where_it_would_not_be_exact(tmp_path):
     memo = features.TowerFeatures(tmp_path)
     x = torch.randn(6, 3, 4, 4)

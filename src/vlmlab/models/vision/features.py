@@ -158,8 +158,10 @@ class TowerFeatures:
             tower = self._towers[key] = _Tower(key, None if self.root is None else self.root / key)
         if not tower.usable:
             return None
-        flat = pixels.detach().contiguous().reshape(pixels.shape[0], -1)
-        digests = [hashlib.blake2b(row.numpy().data, digest_size=DIGEST).digest() for row in flat]
+        # the bytes of each row (any dtype: bfloat16 has no numpy type), salted with the dtype
+        flat = pixels.detach().contiguous().reshape(pixels.shape[0], -1).view(torch.uint8)
+        salt = str(pixels.dtype).encode()
+        digests = [hashlib.blake2b(row.numpy().data, digest_size=DIGEST, salt=salt[:16]).digest() for row in flat]
         n = len(digests)
         missing = [i for i, d in enumerate(digests) if d not in tower.rows]
         if n not in tower.served or (missing and (len(missing), n) not in tower.partial):
