@@ -224,6 +224,24 @@ def test_image_objects_are_the_scenes_exact_boxes(dirs):
         ]
 
 
+def test_a_yaml_task_over_shapes_world_hands_its_format_the_objects_and_the_image_placement(dirs, tmp_path):
+    """A declarative task forwards what a vision-pretrain stage and the prompt layout ask its format: the dense
+    objective's objects (a YAML task over shapes-world gave none) and whether records place the image (a YAML
+    task over llava-json lost it)."""
+    from vlmlab.registry import TASKS
+
+    task = TASKS.get("shapes-perception")()
+    items = task.load("train", path=str(dirs["a"]))
+    assert task.image_objects(items) == ShapesWorld().image_objects(items) and task.image_objects(items)
+    assert not task.image_position_from_data
+    (tmp_path / "mine.yaml").write_text("task: my-llava\nformat: llava-json\n")
+    from vlmlab.data.tasks.declarative import DeclarativeTask, read_spec
+
+    spec = read_spec(tmp_path / "mine.yaml")
+    llava = type("MyLlava", (DeclarativeTask,), {"spec": spec})()
+    assert llava.image_position_from_data
+
+
 def test_chat_task_makes_a_conversation_per_scene_with_every_box_question(dirs):
     """shapes-world-chat: a scene's asked questions and a box turn per nameable object, one sample per scene."""
     from vlmlab.data.shapes_world import box_text_coords, unique_name

@@ -69,6 +69,7 @@ class DeclarativeTask(Task):
         self.splits = self.format.splits
         self.notes = self.format.notes  # what the format's loader skipped, for metrics.json
         self.overlong_prompts = self.format.overlong_prompts
+        self.image_position_from_data = self.format.image_position_from_data  # llava-json's records place the image
 
     def load(self, split: str, limit: int | None = None, path: str | None = None) -> list[VQAItem]:
         items = self.format.load(split, None, path or self.spec.path)
@@ -84,6 +85,9 @@ class DeclarativeTask(Task):
 
     def image_labels(self, items: list[VQAItem]) -> dict[str, dict[str, str]]:
         return self.format.image_labels(items)
+
+    def image_objects(self, items: list[VQAItem]) -> dict[str, dict]:
+        return self.format.image_objects(items)
 
     def score(self, prediction: str, item: VQAItem) -> float:
         return METRICS[self.spec.metric](prediction, item)
