@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("lm", ("vlmlab.lm",)),
     ("models", ("vlmlab.models",)),
     ("data", ("vlmlab.data", "vlmlab.metrics")),
-    ("runs", ("vlmlab.checkpoint", "vlmlab.runs", "vlmlab.integrity")),
+    ("runs", ("vlmlab.checkpoint", "vlmlab.run_layout", "vlmlab.runs", "vlmlab.integrity")),
     ("train", ("vlmlab.train",)),
     ("evaluation", ("vlmlab.evaluation",)),
     ("interop", ("vlmlab.interop",)),

@@ -532,7 +532,8 @@ def test_a_variant_resumed_with_a_changed_recipe_is_flagged_in_the_report(tmp_pa
     monkeypatch.setattr(torch.nn.Module, "__call__", real_forward)
     tiny_raw["train"]["stages"][1]["lr"]["llm"] = 1e-4
     run_study(write_spec(tmp_path, tiny_raw), out)
-    control = json.loads((out / "control.json").read_text())["provenance"]
+    assert "provenance" not in json.loads((out / "control.json").read_text())  # the prepare step's record, as written
+    control = json.loads((out / "provenance.json").read_text())  # the combine step's own record
     changes = control["runs"]["gen3/seed-0"]["recipe_changes"]
     assert changes == [
         {"resumed_from": "checkpoints/step-0100000002", "changes": {"train.stages.1.lr.llm": [1e-3, 1e-4]}}
@@ -542,6 +543,15 @@ def test_a_variant_resumed_with_a_changed_recipe_is_flagged_in_the_report(tmp_pa
     html = (out / "report.html").read_text()
     assert "Flagged: resumed with a changed recipe" in html and "gen3/seed-0" in html
     assert "train.stages.1.lr.llm: 0.001 → 0.0001" in html
+    # a study finished by an earlier release kept the provenance in control.json and vouched for two files
+    legacy = json.loads((out / "control.json").read_text()) | {"provenance": control}
+    (out / "control.json").write_text(json.dumps(legacy))
+    (out / "provenance.json").unlink()
+    complete = json.loads((out / "complete.json").read_text())
+    complete["files"].pop("provenance.json")
+    (out / "complete.json").write_text(json.dumps(complete))
+    assert main(["report", str(out)]) == 0
+    assert "Flagged: resumed with a changed recipe" in (out / "report.html").read_text()
 
 
 def test_skip_lists_that_differ_between_variants_fail_the_data_control():

@@ -16,11 +16,8 @@ from vlmlab import bounded, grants
 from vlmlab.errors import EXIT_ENVIRONMENT, UserError
 from vlmlab.io import atomic_dir, file_sha256, remove_tree, write_text
 from vlmlab.progress import console
+from vlmlab.run_layout import MANIFEST, OPTIMIZER, STATE, WEIGHTS, RunDir  # noqa: F401 - re-exported names
 
-WEIGHTS = "model.safetensors"
-OPTIMIZER = "optimizer.safetensors"
-STATE = "trainer_state.json"
-MANIFEST = "manifest.json"  # {file name: sha256} of every other file, written last inside the checkpoint
 WRITTEN = "manifest_written"  # trainer_state.json: the manifest was written after training (`vlmlab verify`)
 
 
@@ -73,7 +70,7 @@ def load_weights(model: torch.nn.Module, path: str | Path, may_miss: tuple[str, 
 
 def load_file_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     """The final weights of a run as a dict of tensors."""
-    return load_file(str(Path(run_dir) / "checkpoints" / "final" / WEIGHTS))
+    return load_file(str(RunDir(run_dir).final / WEIGHTS))
 
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -227,8 +224,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: dic
 def latest_checkpoint(run_dir: Path, verified: bool = False, report=None) -> Path | None:
     """The newest complete `step-*` checkpoint (complete = its trainer_state.json exists). With `verified`, the
     newest one whose files match their manifest: a damaged one is passed over (and named to `report`)."""
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [c for c in ckpts if (c / STATE).is_file()]
+    ckpts = [c for c in RunDir(run_dir).step_checkpoints() if (c / STATE).is_file()]
     for checkpoint in reversed(ckpts):
         problem = damage(checkpoint) if verified else None
         if problem is None:
@@ -242,7 +238,7 @@ def remove_partial(run_dir: Path) -> None:
     """Delete what a killed process left half-written: temp checkpoint dirs (`.step-*`, `.final.*`), the temp
     tokenizer dir (`.tokenizer.*`) and atomic-write temp files (`.*.tmp`). They are never read, so this only tidies
     (a link among them is removed as a link, never followed)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
+    for folder in (run_dir, RunDir(run_dir).checkpoints):
         if not folder.is_dir():
             continue
         for leftover in folder.glob(".*"):
@@ -253,6 +249,5 @@ def remove_partial(run_dir: Path) -> None:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in ckpts[:-keep]:
+    for old in RunDir(run_dir).step_checkpoints()[:-keep]:
         remove_tree(old)

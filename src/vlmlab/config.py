@@ -20,6 +20,8 @@ PART_REGISTRIES = dict(zip(MODULE_GROUPS, (VISION_ENCODERS, PROJECTORS, LLM_BACK
 
 
 class Strict(BaseModel):
+    """A schema that refuses unknown keys (every config, spec and launcher block)."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 

@@ -21,6 +21,7 @@ from vlmlab.checkpoint import MANIFEST, NO_MANIFEST, STATE, WRITTEN, damage, loa
 from vlmlab.config import load_config, read_yaml
 from vlmlab.errors import UserError
 from vlmlab.locks import exclusive
+from vlmlab.run_layout import FINGERPRINT
 from vlmlab.runs import RunDir, training_fingerprint
 
 
@@ -78,7 +79,7 @@ def verify_run(run_dir: str | Path, write: bool = False) -> RunCheck:
         check.checked.append((directory, damage(directory, state_file)))
     if (run.final / STATE).is_file() and all(p is None for d, p in check.checked if d == run.final):
         state = load_trainer_state(run.final)
-        trained_from = state.get("training_fingerprint")
+        trained_from = state.get(FINGERPRINT)
         if trained_from is None:
             check.checked.append((run.config, "the final checkpoint names no training fingerprint to check it with"))
         elif trained_from != training_fingerprint(read_yaml(run.config)):
@@ -94,8 +95,8 @@ def _write(run: RunDir, directory: Path) -> None:
         state = load_trainer_state(directory)
         now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         state[WRITTEN] = {"by": "vlmlab verify --write-manifest", "at": now}
-        if "training_fingerprint" not in state:
-            state["training_fingerprint"] = training_fingerprint(read_yaml(run.config))
+        if FINGERPRINT not in state:
+            state[FINGERPRINT] = training_fingerprint(read_yaml(run.config))
             state[WRITTEN]["fingerprint_of"] = "config.yaml as it was then"
         io.write_text(directory / STATE, json.dumps(state))
     write_manifest(directory)

@@ -1,4 +1,5 @@
-"""A run directory's layout, and rebuilding a trained model from it for evaluation and measurements."""
+"""A run directory read back: the run `model.init_from` names, resume policy, and rebuilding a trained model for
+evaluation and measurements (its file names: `vlmlab.run_layout`)."""
 
 from __future__ import annotations
 
@@ -10,41 +11,12 @@ import torch
 from vlmlab import grants, io
 from vlmlab.checkpoint import MANIFEST, STATE, WEIGHTS, WRITTEN, load_trainer_state, load_weights, verify
 from vlmlab.config import RunConfig, config_from_dict, flatten, load_config, read_yaml
-from vlmlab.data.eval_mode import CLEAN, EvalMode
 from vlmlab.errors import ConfigError, UserError
 from vlmlab.models.build import build_model
 from vlmlab.models.vlm import VisionLanguageModel
+from vlmlab.run_layout import FINGERPRINT, RunDir
 
-
-class RunDir:
-    """`runs/<name>/{config.yaml, environment.json, tokenizer/, checkpoints/, train_log.jsonl, train.json,
-    predictions*.parquet, metrics*.json, measurements/}`: the one place that names a run's files."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    config = property(lambda self: self.path / "config.yaml")
-    tokenizer = property(lambda self: self.path / "tokenizer")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    final = property(lambda self: self.path / "checkpoints" / "final")
-    train_log = property(lambda self: self.path / "train_log.jsonl")
-    environment = property(lambda self: self.path / "environment.json")  # seed, versions, git sha, hardware
-
-    train_info = property(lambda self: self.path / "train.json")  # what training cost: steps, seconds, parameters
-    done = property(lambda self: self.path / "done.json")  # a study's marker: this variant is complete
-    measurements = property(lambda self: self.path / "measurements")  # content-addressed probes (vlmlab.measure)
-    routing_bench = property(lambda self: self.path / "routing_bench.json")  # `vlmlab bench routing`
-
-    def trained(self) -> bool:
-        """Training finished: the final weights and the trainer's train.json both exist."""
-        return (self.final / WEIGHTS).is_file() and self.train_info.is_file()
-
-    def predictions(self, mode: EvalMode = CLEAN) -> Path:
-        """`predictions.parquet`, `predictions_blind.parquet` or e.g. `predictions_noise-0.1.parquet`."""
-        return self.path / f"predictions{mode.suffix}.parquet"
-
-    def metrics(self, mode: EvalMode = CLEAN) -> Path:
-        return self.path / f"metrics{mode.suffix}.json"
+__all__ = ["RunDir"]  # re-exported: where the layers above have always found it
 
 
 def init_run(cfg: RunConfig) -> RunDir | None:
@@ -176,7 +148,7 @@ def _check_config_unchanged(run: RunDir, state: dict) -> None:
     they catch an accident (a hand-edited config.yaml, a mixed-up or damaged checkpoint), not a forger. A run
     from someone else is made safe by what it cannot do (run code, write outside itself, overflow a parser),
     and authentic only by comparing `vlmlab verify`'s digest with its author's (docs/reliability.md)."""
-    trained_from = state.get("training_fingerprint")
+    trained_from = state.get(FINGERPRINT)
     if trained_from is None:
         if (run.final / MANIFEST).is_file():  # listed by the manifest, yet without the key: removed by hand
             raise UserError(

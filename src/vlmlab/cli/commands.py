@@ -119,7 +119,7 @@ def cmd_score(args) -> int:
     metrics = score_answers(source, answers, image, out)
     _print_metrics(metrics, out, mode="scored")
     _print_mapping(metrics["scored"])
-    console.print(f"wrote {out / 'predictions.parquet'} and {out / 'metrics.json'}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {RunDir(out).predictions()} and {RunDir(out).metrics()}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -276,9 +276,8 @@ def resolve_study_path(arg: str) -> Path:
 
 
 def cmd_study(args) -> int:
-    from vlmlab import io
-    from vlmlab.analysis.run import analyze_study
     from vlmlab.cli import study_scale
+    from vlmlab.cli.pipeline import analyze_and_report
     from vlmlab.distributed import barrier, is_main_process
     from vlmlab.io import write_text
     from vlmlab.study.runner import job_script, prepare_study, run_study
@@ -320,8 +319,7 @@ def cmd_study(args) -> int:
     study = run_study(spec_path, args.out, only=args.only, jobs=args.jobs, prepare_process=load_builtin_parts)
     if study.dir.complete.is_file() and not args.only:
         if is_main_process():
-            with io.confined(study.dir.path):  # the analyses write into the study, through no link
-                analyze_study(study.dir.path)
+            analyze_and_report(study.dir.path, report=False)
         barrier()
         _print_study_summary(study.dir.path)
         console.print(
@@ -341,9 +339,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from vlmlab.analysis.run import analyze_study
+    from vlmlab.cli.pipeline import analyze_and_report
     from vlmlab.registry import ANALYSES
-    from vlmlab.report.study_report import build_report
 
     only = None
     if args.only:
@@ -352,8 +349,7 @@ def cmd_analyze(args) -> int:
             ANALYSES.get(a, key="--only")
     elif args.all:
         only = ANALYSES.ids()
-    written = analyze_study(args.study_dir, only=only)
-    html_path, _ = build_report(args.study_dir)
+    written, html_path = analyze_and_report(args.study_dir, only=only)
     console.print(
         f"wrote {len(written)} analysis results to {Path(args.study_dir) / 'analysis'}/; refreshed {html_path}",
         soft_wrap=True,
@@ -466,9 +462,7 @@ def cmd_bench_vision(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from vlmlab import io
-    from vlmlab.analysis.run import analyze_study
-    from vlmlab.report.study_report import build_report
+    from vlmlab.cli.pipeline import analyze_and_report
     from vlmlab.study.runner import run_study
 
     if args.quick and args.study != "llm":
@@ -479,9 +473,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out or f"runs/{name}")
     # train and evaluate every variant, combine the records
     study = run_study(resolve_study_path(name), out, jobs=args.jobs, prepare_process=load_builtin_parts)
-    with io.confined(out):  # what follows writes into the study, through no link
-        analyze_study(out)  # measure what the analyses need, compute them
-        html_path, _ = build_report(out)  # render
+    _, html_path = analyze_and_report(out)  # measure what the analyses need, compute them, render
     _print_study_summary(out)
     analyses = ", ".join(a.id for a in study.spec.analyses)
     console.print(

@@ -10,9 +10,8 @@ from vlmlab.progress import console
 
 def cmd_compare(args) -> int:
     from vlmlab import io
-    from vlmlab.analysis.run import analyze_study
     from vlmlab.cli.commands import _print_study_summary
-    from vlmlab.report.study_report import build_report
+    from vlmlab.cli.pipeline import analyze_and_report
     from vlmlab.study.compare import compare_spec
     from vlmlab.study.runner import run_study
 
@@ -22,8 +21,7 @@ def cmd_compare(args) -> int:
     spec_path = out / "compare.yaml"
     io.write_yaml(spec_path, spec)
     run_study(spec_path, out)  # score every prediction set (a named step each) and combine the records
-    analyze_study(out)
-    html_path, _ = build_report(out)
+    _, html_path = analyze_and_report(out)
     _print_study_summary(out)
     overlap = out / "analysis" / "overlap.json"
     if overlap.is_file():

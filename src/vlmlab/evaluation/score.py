@@ -23,6 +23,7 @@ from vlmlab.evaluation import harness_formats
 from vlmlab.evaluation.harness_mapping import lmms_eval_expectation, map_rows, task_format
 from vlmlab.evaluation.records import RECORD_COLUMNS, EvalSet, load_eval_sets, record, summarize
 from vlmlab.registry import TASKS
+from vlmlab.run_layout import RunDir
 
 SHOWN = 5  # ids named in an error about unknown or missing answers
 
@@ -79,8 +80,8 @@ def score_answers(source: DataSource, answers_file: Path | AnswerFile, image: Im
     """Score the items of `source` against the answers; write `out/predictions.parquet` and `out/metrics.json`
     atomically. Box answers are read in the 0-99 frame of the processed image `image` describes."""
     records, metrics = score_records(source, answers_file, image)
-    io.write_parquet(out / "predictions.parquet", records)
-    io.write_json(out / "metrics.json", metrics)
+    io.write_parquet(RunDir(out).predictions(), records)  # read back as a run's clean records
+    io.write_json(RunDir(out).metrics(), metrics)
     return metrics
 
 

@@ -20,6 +20,7 @@ from vlmlab.config import config_from_dict
 from vlmlab.errors import UserError
 from vlmlab.models.llm.hf import DTYPES
 from vlmlab.models.local_checkpoint import safetensors_only
+from vlmlab.run_layout import FINGERPRINT
 from vlmlab.runs import RunDir, training_fingerprint
 
 VISION_FAMILIES = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}
@@ -98,7 +99,7 @@ def import_llava(
                 {
                     "done": True,
                     PARTS_KEY: ["vision", "llm"],
-                    "training_fingerprint": training_fingerprint(cfg),
+                    FINGERPRINT: training_fingerprint(cfg),
                 }
             )
         )

@@ -76,8 +76,7 @@ class CombineJob(Checkpointable):
 
     def _combine(self, spec: str, out: str) -> str:
         load_builtin_parts()
-        from vlmlab.analysis.run import analyze_study
-        from vlmlab.report.study_report import build_report
+        from vlmlab.cli.pipeline import analyze_and_report
         from vlmlab.study.jobs import missing_runs
         from vlmlab.study.runner import prepare_study, run_study
 
@@ -89,8 +88,7 @@ class CombineJob(Checkpointable):
                 f"(vlmlab study {spec} --out {out} --launcher ...)"
             )
         run_study(spec, out)  # nothing left to train: combines the records, writes complete.json
-        analyze_study(out)
-        html, _ = build_report(out)
+        _, html = analyze_and_report(out)
         return str(html)
 
 

@@ -1,4 +1,5 @@
-"""Config fields read off measurements (DPVR `layer: auto`): a pure function of the config and stored artifacts.
+"""Config fields read off measurements (a routing strategy's `measured_field`, e.g. DPVR's `layer: auto`): a pure
+function of the config and stored artifacts.
 
 `resolve_config` never runs a model. When the measurement a field needs is missing it raises
 `MeasurementNeeded` naming it; the caller (the study runner, `vlmlab train`) measures it as a named step
@@ -28,15 +29,21 @@ class MeasurementNeeded(Exception):
 def needed_profile(cfg: RunConfig) -> AttentionProfile | None:
     """The attention profile the routing strategy reads a field from (None when every field is given)."""
     routing = cfg.model.routing
-    if ROUTING.get(routing.id).attention_threshold(routing.params) is None:
+    strategy = ROUTING.get(routing.id)
+    if strategy.attention_threshold(routing.params) is None:
         return None
     if not cfg.model.init_from:
         raise ConfigError(
-            "model.routing.layer",
-            "auto needs model.init_from: the trained model whose attention profile gives the saturation layer",
+            measured_key(cfg),
+            "auto needs model.init_from: the trained model whose attention profile gives its value",
         )
     init_run(cfg)  # finished, or one line naming model.init_from
     return AttentionProfile(cfg.model.init_from, n_probe=PROFILE_PROBE)
+
+
+def measured_key(cfg: RunConfig) -> str:
+    """The dotted key of the routing field read off the profile (`model.routing.layer` for DPVR)."""
+    return f"model.routing.{ROUTING.get(cfg.model.routing.id).measured_field}"
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -46,7 +53,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if profile is None:
         return cfg
     if not profile.done():
-        raise MeasurementNeeded(profile, "model.routing.layer")
+        raise MeasurementNeeded(profile, measured_key(cfg))
     routing = cfg.model.routing
     fields = ROUTING.get(routing.id).with_profile(routing.params, profile.read()["share"], cfg.model.init_from)
     raw = cfg.resolved()

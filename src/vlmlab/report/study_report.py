@@ -128,7 +128,7 @@ def _changes(changes: dict) -> str:
 def control_section(study: StudyData) -> Section:
     c = study.control
     s = Section("Control check")
-    status = "passed" if c.get("passed") and c.get("provenance", {}).get("skips_match", True) else "failed"
+    status = "passed" if c.get("passed") and study.provenance.get("skips_match", True) else "failed"
     cfg = c.get("config", {})
     if study.external:
         names = ", ".join(f"`{n}`" for n in study.external)
@@ -186,7 +186,7 @@ def control_section(study: StudyData) -> Section:
             for v, h in by.items()
         ]
         s.table(pd.DataFrame(rows))
-    _provenance(s, c.get("provenance", {}))
+    _provenance(s, study.provenance)
     env = c.get("environment", {})
     if env:
         pk = env.get("packages", {})

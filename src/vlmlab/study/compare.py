@@ -13,6 +13,7 @@ import pandas as pd
 from vlmlab.errors import UserError
 from vlmlab.evaluation import harness_formats
 from vlmlab.evaluation.score import read_answers
+from vlmlab.run_layout import RunDir
 
 ANALYSES = ["factor-effects", "overlap", "exclusive-capabilities"]  # + calibration when every set has confidences
 _BAD = re.compile(r"[^A-Za-z0-9_.+-]+")
@@ -53,7 +54,7 @@ def compare_spec(
         name_of = _name(label if sep else (path.name if path.is_dir() else path.stem))
         entry = external.setdefault(name_of, {"about": ""})
         if path.is_dir():
-            if not (path / "predictions.parquet").is_file():
+            if not RunDir(path).predictions().is_file():
                 raise UserError(f"{path}: no predictions.parquet (a run directory or a `vlmlab score` output)")
             if entry.get("answers") or entry.get("predictions"):
                 raise UserError(f"{text}: {name_of} already has answers; a directory is a whole variant")
@@ -101,7 +102,7 @@ def _task_key(task: str, keys: list[str], text: str) -> str:
 def _has_confidence(entry: dict[str, Any]) -> bool:
     """Whether any answer of this variant comes with a confidence (vlmlab answers or records can have one)."""
     if entry.get("predictions"):
-        frame = pd.read_parquet(Path(entry["predictions"]) / "predictions.parquet", columns=["confidence"])
+        frame = pd.read_parquet(RunDir(entry["predictions"]).predictions(), columns=["confidence"])
         return bool(frame["confidence"].notna().any())
     for answer in entry.get("answers", {}).values():
         file = Path(answer["file"])

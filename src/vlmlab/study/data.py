@@ -25,6 +25,7 @@ class StudyData:
     summary: pd.DataFrame  # see vlmlab.study.results.SUMMARY_COLUMNS
     external: dict[str, dict[str, str]] = field(default_factory=dict)  # external variant -> its levels
     trained_spec: StudySpec | None = None  # the spec as written (the trained variants' factors)
+    provenance: dict[str, Any] = field(default_factory=dict)  # vlmlab.study.results.run_provenance
 
     @property
     def variants(self) -> list[str]:
@@ -42,6 +43,7 @@ class StudyData:
             path=self.path,
             spec=self.trained_spec or self.spec,
             control=self.control,
+            provenance=self.provenance,
             results=self.results[keep].reset_index(drop=True),
             summary=self.summary[~self.summary["variant"].isin(list(self.external))].reset_index(drop=True),
         )
@@ -134,7 +136,17 @@ def load_study_data(path: str | Path) -> StudyData:
         summary=_read_summary(study.summary),
         external={name: external_levels(spec, name) for name in spec.external},
         trained_spec=spec,
+        provenance=_read_provenance(study),
     )
+
+
+def _read_provenance(study: StudyDir) -> dict[str, Any]:
+    """provenance.json, as complete.json vouches for it; a study written before it existed kept it in control.json."""
+    if not study.provenance.is_file():
+        legacy = read_record(study.control).get("provenance", {})
+        return legacy if isinstance(legacy, dict) else {}
+    record = read_record(study.provenance)
+    return record if isinstance(record, dict) else {}
 
 
 def _read_summary(path: Path) -> pd.DataFrame:
@@ -151,8 +163,9 @@ def _check_complete(study: StudyDir) -> None:
     if not study.complete.is_file():
         raise UserError(f"{study.complete}: not found; the results were not completely written ({rerun})")
     vouched = _vouched_files(study)
-    for file in (study.results, study.summary):
-        if vouched.get(file.name) != file_sha256(file):
+    optional = [study.provenance] if study.provenance.name in vouched else []  # not written before it existed
+    for file in (study.results, study.summary, *optional):
+        if not file.is_file() or vouched.get(file.name) != file_sha256(file):
             raise UserError(f"{file}: not the file complete.json vouches for (changed or half-replaced; {rerun})")
 
 
@@ -171,5 +184,7 @@ def _vouched_files(study: StudyDir) -> dict:
 
 
 def results_fingerprint(study: StudyDir) -> str:
-    """Hash of the results an analysis was computed from (complete.json names their files' hashes)."""
-    return content_hash(_vouched_files(study))
+    """Hash of the results an analysis was computed from (complete.json names their files' hashes): the records and
+    the summary, so a study's analyses keep their inputs' hash whatever else complete.json vouches for."""
+    files = _vouched_files(study)
+    return content_hash({k: v for k, v in files.items() if k in (study.results.name, study.summary.name)})

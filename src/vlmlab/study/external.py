@@ -44,7 +44,7 @@ class ExternalRun:
 
     def files(self) -> list[Path]:
         return [a.file for _, a in self.answers] + (
-            [self.predictions / "predictions.parquet"] if self.predictions else []
+            [RunDir(self.predictions).predictions()] if self.predictions else []
         )
 
     def inputs(self) -> str:
@@ -108,7 +108,7 @@ def resolve_externals(spec: StudySpec, spec_dir: Path, variants: list[Variant]) 
             run.answers.append((source, answer))
         if ext.predictions:
             run.predictions = _file(spec_dir, ext.predictions, f"{where}.predictions", folder=True)
-            if not (run.predictions / "predictions.parquet").is_file():
+            if not RunDir(run.predictions).predictions().is_file():
                 raise ConfigError(f"{where}.predictions", f"{run.predictions}: no predictions.parquet in it")
         out.append(run)
     return out
@@ -186,7 +186,7 @@ def score_external(study_path: Path, ext: ExternalRun, tasks: list[DataSource]) 
                 soft_wrap=True,
             )
     if ext.predictions is not None:
-        frames.append(_taken(ext.predictions / "predictions.parquet", tasks))
+        frames.append(_taken(RunDir(ext.predictions).predictions(), tasks))
         scored.append({"predictions": str(ext.predictions)})
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
     known = {t: TASKS.get(t)() for t in records["task"].unique() if t in TASKS.ids()}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from vlmlab.config import Strict
 from vlmlab.errors import ConfigError, validation_error
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -45,10 +46,6 @@ def _check_time(value) -> None:
         minutes(value, "")
     except ConfigError as exc:
         raise ValueError(exc.detail) from None
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Resources(Strict):

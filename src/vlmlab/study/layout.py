@@ -13,7 +13,7 @@ from vlmlab.study.spec import StudySpec, Variant
 
 class StudyDir:
     """`runs/<study>/{study.yaml, control.json, variants/<variant>/seed-<s>/, external/<name>/, results.parquet,
-    summary.csv, complete.json, analysis/<id>.json, report.html, report.md, figures/, cache/}`."""
+    summary.csv, provenance.json, complete.json, analysis/<id>.json, report.html, report.md, figures/, cache/}`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -22,6 +22,7 @@ class StudyDir:
     control = property(lambda self: self.path / "control.json")
     results = property(lambda self: self.path / "results.parquet")
     summary = property(lambda self: self.path / "summary.csv")
+    provenance = property(lambda self: self.path / "provenance.json")  # what the runs did beyond their configs
     complete = property(lambda self: self.path / "complete.json")  # written last: names the results it vouches for
     analysis = property(lambda self: self.path / "analysis")  # one <id>.json per computed analysis
     report_html = property(lambda self: self.path / "report.html")

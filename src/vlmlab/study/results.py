@@ -136,14 +136,15 @@ def run_provenance(study: Study) -> dict:
 
 
 def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write results.parquet and summary.csv (each atomically), then `complete.json` naming both files' hashes and
-    the variants' inputs: readers trust the pair only through it (a crash between the writes leaves no marker)."""
+    """Write provenance.json, results.parquet and summary.csv (each atomically), then `complete.json` naming the
+    files' hashes and the variants' inputs: readers trust them only through it (a crash between the writes leaves no
+    marker)."""
     results = combine(study)
     names = [e.name for e in study.external]  # summarized over one copy of their answers: no spread over seeds
     once = ~results["variant"].isin(names) | (results["seed"] == study.spec.seeds[0])
     summary = summarize(results[once])
     study.dir.complete.unlink(missing_ok=True)
-    io.write_json(study.dir.control, {**io.read_record(study.dir.control), "provenance": run_provenance(study)})
+    io.write_json(study.dir.provenance, run_provenance(study))  # its own record: control.json is the prepare step's
     io.write_parquet(study.dir.results, results)
     with io.atomic_path(study.dir.summary) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
@@ -152,7 +153,7 @@ def write_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         {
             "variants": {v.run_name: variant_inputs(v, study.spec) for v in study.variants}
             | {f"external/{e.name}": e.inputs() for e in study.external},
-            "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary)},
+            "files": {p.name: io.file_sha256(p) for p in (study.dir.results, study.dir.summary, study.dir.provenance)},
         },
     )
     return results, summary

@@ -12,7 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlmlab import io
-from vlmlab.config import MAX_SEED, DataSource, ImageConfig, RunConfig, builtin_config, config_from_dict, read_yaml
+from vlmlab.config import (
+    MAX_SEED,
+    DataSource,
+    ImageConfig,
+    RunConfig,
+    Strict,
+    builtin_config,
+    config_from_dict,
+    read_yaml,
+)
 from vlmlab.data.perturb import parse_perturbation
 from vlmlab.errors import ConfigError, UserError, validation_error
 from vlmlab.registry import ANALYSES
@@ -37,10 +46,6 @@ RESERVED_NAMES = {
     "mode",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class Factor(Strict):

@@ -8,6 +8,7 @@ from typing import Any
 
 from vlmlab import io
 from vlmlab.errors import ConfigError
+from vlmlab.run_layout import RunDir
 
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker -> the package it needs
 
@@ -24,15 +25,16 @@ def start(accelerator, cfg, run_dir: Path) -> None:
     `sqlite:///...`), else a file store in `RUN/mlruns`. The resolved config goes in as flat hyper-parameters."""
     import os
 
-    for folder in ("tensorboard", "mlruns"):  # the trackers write there: not through a link out of the run
-        io.check_write(run_dir / folder, replace_link=False)
+    run = RunDir(run_dir)
+    for folder in (run.tensorboard, run.mlruns):  # the trackers write there: not through a link out of the run
+        io.check_write(folder, replace_link=False)
     init_kwargs: dict[str, Any] = {}
     if "mlflow" in cfg.train.trackers:
         import mlflow
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # a local file store inside the run, no server needed;
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in
-            mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+            mlflow.set_tracking_uri(run.mlruns.resolve().as_uri())
         init_kwargs["mlflow"] = {"run_name": run_dir.name}
     accelerator.init_trackers(cfg.name, config=flat_scalars(cfg.resolved()), init_kwargs=init_kwargs)
 

@@ -29,6 +29,7 @@ from vlmlab.models.llm.box_tokens import add_box_tokens
 from vlmlab.models.sharding import largest_unit_bytes, per_process
 from vlmlab.models.vlm import VisionLanguageModel
 from vlmlab.progress import console, progress
+from vlmlab.run_layout import FINGERPRINT
 from vlmlab.runs import (
     RunDir,
     apply_lora,
@@ -124,10 +125,8 @@ class Trainer:
 
     def _clear_unstarted(self) -> None:
         """Remove what a start that never reached a checkpoint wrote (files of other programs are left alone)."""
-        for name in ("config.yaml", "environment.json", "train_log.jsonl", "train.json"):
-            io.remove_tree(self.run.path / name)
-        for name in ("tokenizer", "checkpoints", ".tokenizer.tmp", "tensorboard", "mlruns"):
-            io.remove_tree(self.run.path / name)  # a link is removed as a link, never followed
+        for path in self.run.written_at_start():
+            io.remove_tree(path)  # a link is removed as a link, never followed
 
     def _build(self, items) -> VisionLanguageModel:
         tok_dir = self.run.tokenizer if self.run.tokenizer.is_dir() else None
@@ -277,7 +276,7 @@ class Trainer:
                 "step": 0,
                 "done": True,
                 "log_lines": self.log_lines,
-                "training_fingerprint": training_fingerprint(cfg.resolved()),
+                FINGERPRINT: training_fingerprint(cfg.resolved()),
             },
         )
         acc.wait_for_everyone()  # no process moves on (e.g. to evaluate) before the final weights exist
@@ -404,7 +403,7 @@ class Trainer:
     def checkpoint(self, optimizer, stage: int, step: int) -> None:
         """`checkpoints/step-<stage><step>` (the model, the optimizer if mid-stage, RNG, counters); two are kept."""
         self._save(
-            self.run.checkpoints / f"step-{stage:02d}{step:08d}",
+            self.run.step_checkpoint(stage, step),
             self.model,
             optimizer,
             {
@@ -448,7 +447,7 @@ def _accelerator(mixed_precision: str, log_with: list[str], run_dir: Path) -> Ac
 
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard"))
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(RunDir(run_dir).tensorboard))
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=mixed_precision,

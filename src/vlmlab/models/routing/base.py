@@ -28,6 +28,8 @@ class RoutingStrategy(nn.Module):
     plain_decoder: ClassVar[bool] = False
     # the strategy's setting in its paper, at LLaVA-1.5-7B's shape (`cost.PAPER`); None: no paper setting
     paper_params: ClassVar[dict[str, Any] | None] = None
+    # the field `with_profile` fills from a measured attention profile (DPVR's `layer`); None: no such field
+    measured_field: ClassVar[str | None] = None
 
     def __init__(self, llm: LanguageBackbone, params):
         super().__init__()

@@ -52,6 +52,7 @@ class DualPathRouting(RoutingStrategy):
                 raise ValueError("must be >= 1 (layers [0, k) see the whole sequence), or auto")
             return value
 
+    measured_field = "layer"  # `layer: auto`
     paper_params = {"layer": 18}  # LLaVA-1.5-7B: 18 shared + 13 text-only + 1 fused layer
 
     @classmethod
