@@ -34,7 +34,7 @@ def accuracy_table(study: Path) -> pd.DataFrame:
     variants = list(dict.fromkeys(clean["variant"]))
     rows = []
     for task, f in clean.groupby("task", sort=False):
-        row = {"task (items per seed)": f"{task} ({int(f['n'].iloc[0] / max(f['seeds'].iloc[0], 1))})"}
+        row = {"task (items per seed)": f"{task} ({int(f['n'].iloc[0])})"}  # summary.csv's n is per seed
         for v in variants:
             r = f[f["variant"] == v].iloc[0]
             spread = "" if pd.isna(r["seed_std"]) or r["seeds"] < 2 else f", seed sd {r['seed_std']:.3f}"

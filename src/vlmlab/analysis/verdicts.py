@@ -182,7 +182,7 @@ def apply_holm(claims: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         if row["verdict"] in DECIDED and np.isfinite(adjusted) and adjusted >= alpha and adjusted > row["p"]:
             claims.loc[i, "verdict"] = INCONCLUSIVE
             claims.loc[i, "evidence"] = (
-                f"{row['evidence']} Was {row['verdict']} on its own test (p {row['p']:.3g}), but not after Holm's "
-                f"adjustment over the {tested} primary tests of this report (adjusted p {adjusted:.3g})."
+                f"{row['evidence']} Its own test reads *{row['verdict']}* (p {row['p']:.3g}); after Holm's adjustment "
+                f"over the {tested} primary tests of this report (adjusted p {adjusted:.3g}) that is not shown."
             )
     return claims
