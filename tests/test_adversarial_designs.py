@@ -221,7 +221,7 @@ ROWS = [
     ("A1", "one task", one_task_above_chance, UNTESTED, "takes no part"),
     ("A1", "seed reversal", a1_seed_reversal, SEEDS_DISAGREE, "per seed"),
     ("A2", "Simpson across tasks", a2_simpson, REPRODUCED, "φ"),
-    ("A2", "decided alone, not after Holm", a2_decided_alone_not_after_holm, INCONCLUSIVE, "not after Holm"),
+    ("A2", "decided alone, not after Holm", a2_decided_alone_not_after_holm, INCONCLUSIVE, "that is not shown"),
     ("A3", "missing confidence", a3_no_confidence, UNTESTED, "No confidence recorded for gen3"),
     ("A4", "at chance on boxes", a4_demo_numbers, NOT, "4/500"),
     ("B2", "ceiling task hides a loss", b2_ceiling_hides_a_loss, NOT, "shapes-reasoning -0.200"),
