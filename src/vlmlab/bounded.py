@@ -132,13 +132,7 @@ def yaml_data(text: str, source: str, exit_code: int = EXIT_CONFIG) -> Any:
 def yaml_file(path: str | Path, what: str = "config file", exit_code: int = EXIT_CONFIG) -> Any:
     """A YAML file as data: missing, too large, not UTF-8 text or refused by `yaml_data` is one line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found", exit_code=exit_code)
-    data = _read_bytes(path, YAML_MAX_BYTES, what, exit_code)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (a {what} is YAML)", exit_code=exit_code) from None
+    text = _read_text(path, YAML_MAX_BYTES, what, exit_code, f"not UTF-8 text (a {what} is YAML)")
     return yaml_data(text, str(path), exit_code)
 
 
@@ -169,13 +163,7 @@ def json_file(
     """A whole JSON file (at most `max_bytes`, when given); missing, unreadable, not UTF-8 or refused by
     `json_data` is one line naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found", exit_code=exit_code)
-    data = _read_bytes(path, max_bytes, what, exit_code)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text", exit_code=exit_code) from None
+    text = _read_text(path, max_bytes, what, exit_code, "not UTF-8 text")
     return json_data(text, str(path), exit_code, max_depth)
 
 
@@ -252,6 +240,16 @@ def shorten(text: str, limit: int = 200) -> str:
     """`text` cut to `limit` characters with a note of how much was left out (error details stay one readable line)."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def _read_text(path: Path, limit: int | None, what: str, exit_code: int, not_utf8: str) -> str:
+    """A file's UTF-8 text: missing, unreadable, over `limit` bytes or not UTF-8 (`not_utf8`) is one line."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found", exit_code=exit_code)
+    try:
+        return _read_bytes(path, limit, what, exit_code).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: {not_utf8}", exit_code=exit_code) from None
 
 
 def _read_bytes(path: Path, limit: int | None, what: str, exit_code: int) -> bytes:
